@@ -1,0 +1,84 @@
+// swift-tools-version: 6.2
+//
+// Module map (dependencies point down only):
+//
+//   ringlogd, ringlog                 executables
+//   RingLogServer, RingLogClient      the io_uring event loop server; the client library
+//   RingLogStorage                    segments, recovery, retention (no sockets)
+//   RingLogWire, RingLogIO            byte formats (pure); the io_uring ring wrapper
+//   CLiburing, CRingLogSupport        system shims: liburing, CRC32C and GNU-only libc
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "RingLog",
+    platforms: [.macOS(.v15)],
+    products: [],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLiburing",
+            pkgConfig: "liburing",
+            providers: [.apt(["liburing-dev"])]
+        ),
+        .target(
+            name: "CRingLogSupport",
+            cSettings: [.unsafeFlags(["-O3"])]
+        ),
+        .target(
+            name: "RingLogWire",
+            dependencies: ["CRingLogSupport"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RingLogIO",
+            dependencies: [
+                "CLiburing", "CRingLogSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RingLogStorage",
+            dependencies: [
+                "RingLogWire", "RingLogIO", "CLiburing",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RingLogSimulation",
+            dependencies: ["RingLogStorage", "RingLogWire"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ringlog-storage-bench",
+            dependencies: [
+                "RingLogStorage", "RingLogWire", "RingLogIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RingLogWireTests",
+            dependencies: ["RingLogWire"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RingLogStorageTests",
+            dependencies: ["RingLogStorage", "RingLogSimulation", "RingLogWire", "RingLogIO"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,19 @@
+#ifndef RINGLOG_SUPPORT_H
+#define RINGLOG_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), zlib-style chaining:
+/// `ringlog_crc32c(ringlog_crc32c(0, a, n), b, m)` equals the CRC of `a` followed by `b`.
+/// Uses SSE4.2 with three interleaved streams when the CPU has it, else slicing-by-8.
+uint32_t ringlog_crc32c(uint32_t crc, const void *buffer, size_t length);
+
+/// The table-driven implementation alone, so tests can hold both paths to the same vectors.
+uint32_t ringlog_crc32c_portable(uint32_t crc, const void *buffer, size_t length);
+
+/// True when `ringlog_crc32c` runs on the SSE4.2 instruction.
+bool ringlog_crc32c_is_hardware_accelerated(void);
+
+#endif

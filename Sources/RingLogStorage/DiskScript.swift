@@ -1,0 +1,144 @@
+import Glibc
+
+/// A fixed sequence of disk operations, each started when the one before it succeeds.
+///
+/// Multi-step work (a checkpoint's write-fsync-rename-fsync, creating a log, preallocating a
+/// segment) is written once as a script. The store runs scripts asynchronously through its
+/// request queue; start-up and tests run the same scripts synchronously with `run(on:)`.
+/// A failed step ends the script; descriptors it opened and had not closed are closed.
+final class DiskScript {
+    /// A descriptor known now, or the one an earlier `open` step will return.
+    enum File {
+        case fd(Int32)
+        case openedBy(step: Int)
+    }
+
+    enum Step {
+        case open(CPath, flags: Int32, mode: UInt32)
+        case close(File)
+        case write(File, position: Int64, OwnedBytes)
+        case read(File, position: Int64, OwnedBytes)
+        case fdatasync(File)
+        case fsync(File)
+        case fallocate(File, length: Int64)
+        case rename(from: CPath, to: CPath)
+        case unlink(CPath, isDirectory: Bool, ignoreMissing: Bool)
+        case mkdir(CPath, ignoreExisting: Bool)
+    }
+
+    enum Progress {
+        case next(DiskOperation)
+        case finished
+        case failed(StorageError, errno: Int32)
+    }
+
+    let steps: [Step]
+    private(set) var results: [Int64]
+    private var current = 0
+    /// Bytes of the current write or read step already done (short transfers continue).
+    private var transferred = 0
+
+    init(_ steps: [Step]) {
+        self.steps = steps
+        results = Array(repeating: -1, count: steps.count)
+    }
+
+    /// The descriptor an `open` step returned.
+    func openedDescriptor(step: Int) -> Int32 {
+        precondition(results[step] >= 0, "step \(step) has not opened anything")
+        return Int32(results[step])
+    }
+
+    /// The first operation to issue.
+    func start() -> Progress {
+        steps.isEmpty ? .finished : .next(operation(for: steps[0]))
+    }
+
+    /// Feeds back the current operation's result; returns what to do next.
+    func complete(_ result: DiskResult) -> Progress {
+        let step = steps[current]
+        if result < 0 {
+            let errno = Int32(-result)
+            if errno == EINTR || errno == EAGAIN { return .next(operation(for: step)) }
+            if case .unlink(_, _, true) = step, errno == ENOENT { return advance(result: 0) }
+            if case .mkdir(_, true) = step, errno == EEXIST { return advance(result: 0) }
+            let operation = operation(for: step)
+            return .failed(.io(operation: operation.name, errno: errno, detail: operation.subject), errno: errno)
+        }
+        switch step {
+        case .write(_, _, let bytes) where transferred + Int(result) < bytes.count:
+            if result == 0 { return .failed(.io(operation: "write", errno: EIO, detail: "wrote 0 bytes"), errno: EIO) }
+            transferred += Int(result)
+            return .next(operation(for: step))
+        case .read(_, _, let bytes) where result > 0 && transferred + Int(result) < bytes.count:
+            transferred += Int(result)
+            return .next(operation(for: step))
+        case .read:
+            return advance(result: Int64(transferred) + result)
+        default:
+            return advance(result: result)
+        }
+    }
+
+    /// Descriptors opened by finished steps and not closed by a later step: what a failed script leaves.
+    func descriptorsLeftOpen() -> [Int32] {
+        var open: [Int: Int32] = [:]
+        for index in 0..<current {
+            switch steps[index] {
+            case .open: if results[index] >= 0 { open[index] = Int32(results[index]) }
+            case .close(.openedBy(let step)): open[step] = nil
+            default: break
+            }
+        }
+        return Array(open.values)
+    }
+
+    /// Runs every step now on a synchronous disk.
+    func run(on disk: DiskIO) -> Result<Void, StorageError> {
+        var progress = start()
+        while true {
+            switch progress {
+            case .finished: return .success(())
+            case .failed(let error, _):
+                for fd in descriptorsLeftOpen() { _ = disk.perform(.close(fd: fd)) }
+                return .failure(error)
+            case .next(let operation): progress = complete(disk.perform(operation))
+            }
+        }
+    }
+
+    private func advance(result: Int64) -> Progress {
+        results[current] = result
+        current += 1
+        transferred = 0
+        return current == steps.count ? .finished : .next(operation(for: steps[current]))
+    }
+
+    private func descriptor(_ file: File) -> Int32 {
+        switch file {
+        case .fd(let fd): fd
+        case .openedBy(let step): openedDescriptor(step: step)
+        }
+    }
+
+    private func operation(for step: Step) -> DiskOperation {
+        switch step {
+        case .open(let path, let flags, let mode): .open(path: path, flags: flags, mode: mode)
+        case .close(let file): .close(fd: descriptor(file))
+        case .write(let file, let position, let bytes):
+            .write(
+                fd: descriptor(file), position: position + Int64(transferred),
+                bytes: UnsafeRawBufferPointer(rebasing: bytes.bytes[transferred...]))
+        case .read(let file, let position, let bytes):
+            .read(
+                fd: descriptor(file), position: position + Int64(transferred),
+                into: UnsafeMutableRawBufferPointer(rebasing: bytes.mutableBytes[transferred...]))
+        case .fdatasync(let file): .fdatasync(fd: descriptor(file))
+        case .fsync(let file): .fsync(fd: descriptor(file))
+        case .fallocate(let file, let length): .fallocate(fd: descriptor(file), length: length)
+        case .rename(let from, let to): .rename(from: from, to: to)
+        case .unlink(let path, let isDirectory, _): .unlink(path: path, isDirectory: isDirectory)
+        case .mkdir(let path, _): .mkdir(path: path, mode: 0o755)
+        }
+    }
+}

@@ -1,0 +1,684 @@
+import Glibc
+import RingLogWire
+
+/// One named log: its segments, its three positions, and every decision about its I/O.
+///
+/// Positions, in order: `committedEnd <= writtenEnd <= reservedEnd`.
+/// - reserved: batches placed in the tail cache and given offsets;
+/// - written: their bytes reached the segment file (the page cache);
+/// - committed: covered by a successful fdatasync. Readers see only committed bytes.
+///
+/// The log never performs I/O. It asks its store to issue operations and reacts to their results,
+/// so the same decisions run over io_uring in the server and over a simulated disk in tests.
+public final class Log {
+    public let id: LogID
+    public let name: String
+    public let settings: LogSettings
+    let directory: CPath
+    var directoryFD: Int32
+    unowned let store: LogStore
+    /// Sorted by base; the last one is active.
+    var segments: [Segment]
+    var tail = LogTail()
+    /// Written into every batch; one more than the previous incarnation's.
+    let epoch: UInt32
+
+    public private(set) var startOffset: LogOffset
+    public private(set) var reservedEnd: LogOffset
+    public private(set) var writtenEnd: LogOffset
+    public private(set) var committedEnd: LogOffset
+    private var writeIssuedEnd: LogOffset
+    private var writeInFlight = false
+
+    private(set) var checkpointOffset: LogOffset
+    private var checkpointInFlight = false
+    private var lastCheckpointMicros: UInt64
+    /// The start a pending trim or retention wants; made durable by the next checkpoint.
+    private(set) var desiredStart: LogOffset
+    private var trimWaiters: [(context: UInt64, target: LogOffset)] = []
+    var cleanCheckpointWanted = false
+    private(set) var cleanCheckpointDone = false
+
+    enum Spare {
+        case none
+        case preparing
+        case ready(fd: Int32)
+        case failed(StorageError, atMicros: UInt64)
+    }
+    private(set) var spare = Spare.none
+    /// A spare that failed (usually ENOSPC) is retried no sooner than this after the failure.
+    static let spareRetryMicros: UInt64 = 1_000_000
+
+    public private(set) var failure: StorageError?
+    private var syncFailed = false
+    private(set) var deleting = false
+    /// Operations issued for this log and not yet completed (deletion waits for zero).
+    var operationsInFlight = 0
+    var isDirty = false
+    private var awaitingSpace = false
+
+    init(
+        meta: LogMeta, directory: CPath, directoryFD: Int32, store: LogStore, segments: [Segment], epoch: UInt32,
+        startOffset: LogOffset, end: LogOffset, checkpointOffset: LogOffset, nowMicros: UInt64
+    ) {
+        precondition(!segments.isEmpty)
+        id = meta.logID
+        name = meta.name
+        settings = meta.settings
+        self.directory = directory
+        self.directoryFD = directoryFD
+        self.store = store
+        self.segments = segments
+        self.epoch = epoch
+        self.startOffset = startOffset
+        reservedEnd = end
+        writtenEnd = end
+        committedEnd = end
+        writeIssuedEnd = end
+        self.checkpointOffset = checkpointOffset
+        desiredStart = startOffset
+        lastCheckpointMicros = nowMicros
+    }
+
+    var activeSegment: Segment { segments[segments.count - 1] }
+
+    public var info: LogInfo {
+        var diskBytes = segments.reduce(0) { $0 + $1.fileBytes }
+        if case .ready = spare { diskBytes += settings.segmentBytes }
+        return LogInfo(
+            id: id, name: name, startOffset: startOffset, committedEnd: committedEnd, segmentCount: segments.count,
+            storedBytes: segments[0].base.distance(to: committedEnd), diskBytes: diskBytes, settings: settings,
+            failure: failure?.description)
+    }
+
+    // MARK: Appending
+
+    /// Places a validated batch (see `Batch.validateIncoming`) at the end of the log: copies it into
+    /// the tail cache, stamps the server fields, and schedules its write.
+    func append(_ batch: UnsafeRawBufferPointer, nowMicros: UInt64) -> AppendOutcome {
+        if let failure { return .failed(failure) }
+        if deleting { return .failed(.unknownLog(name)) }
+        let length = batch.count
+        guard length <= store.configuration.maxBatchBytes else {
+            return .failed(.batchTooLarge(bytes: length, limit: store.configuration.maxBatchBytes))
+        }
+        if activeSegment.base.distance(to: reservedEnd) + length > activeSegment.fileBytes {
+            if let blocked = rotate(nowMicros: nowMicros) { return blocked }
+        }
+        guard let sequence = store.allocateTail(length) else {
+            awaitingSpace = true
+            return .wouldBlock
+        }
+        let target = store.tail.pointer(sequence)
+        target.copyMemory(from: batch.baseAddress!, byteCount: length)
+        let offset = reservedEnd
+        Batch.stamp(target, offset: offset, appendTimeMicros: nowMicros, epoch: epoch)
+        tail.record(logStart: offset, sequence: sequence, length: length)
+        let segment = activeSegment
+        segment.index.noteBatch(at: segment.relative(offset))
+        segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, nowMicros)
+        reservedEnd = offset.advanced(by: length)
+        segment.dataEnd = reservedEnd
+        store.markDirty(self)
+        let filled = Double(segment.base.distance(to: reservedEnd)) / Double(segment.fileBytes)
+        if case .none = spare, filled >= store.configuration.preallocateAtFill { prepareSpare() }
+        return .placed(offset: offset, end: reservedEnd)
+    }
+
+    /// Starts the next segment, or says why the append must wait or fail. Returns nil on success.
+    private func rotate(nowMicros: UInt64) -> AppendOutcome? {
+        // Rotate only once the old segment is fully written, so undoing a failed write never has
+        // to reach back across a segment boundary.
+        guard writtenEnd == reservedEnd else {
+            awaitingSpace = true
+            return .wouldBlock
+        }
+        switch spare {
+        case .ready(let fd):
+            spare = .none
+            activeSegment.sealed = true
+            let segment = Segment(
+                base: reservedEnd, fileBytes: settings.segmentBytes, fd: fd, dataEnd: reservedEnd, syncedEnd: reservedEnd,
+                nameDurable: false, index: SparseIndex(intervalBytes: UInt32(store.configuration.indexIntervalBytes)))
+            segments.append(segment)
+            let script = DiskScript([
+                .rename(from: directory.appending(LogFileNames.spare), to: directory.appending(LogFileNames.segment(segment.base))),
+                .fsync(.fd(directoryFD)),
+            ])
+            store.start(script, for: .rotate(self, segment))
+            return nil
+        case .preparing:
+            awaitingSpace = true
+            return .wouldBlock
+        case .none:
+            prepareSpare()
+            awaitingSpace = true
+            return .wouldBlock
+        case .failed(let error, let failedAt):
+            if nowMicros < failedAt + Log.spareRetryMicros { return .failed(error) }
+            prepareSpare()
+            awaitingSpace = true
+            return .wouldBlock
+        }
+    }
+
+    private func prepareSpare() {
+        spare = .preparing
+        let script = DiskScript([
+            .open(directory.appending(LogFileNames.spare), flags: O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644),
+            .fallocate(.openedBy(step: 0), length: Int64(settings.segmentBytes)),
+            .fsync(.openedBy(step: 0)),
+        ])
+        store.start(script, for: .prepareSpare(self))
+    }
+
+    func rotationFinished(_ segment: Segment, _ result: Result<Void, StorageError>) {
+        switch result {
+        case .success:
+            segment.nameDurable = true
+            advanceCommitted()
+            store.markDirty(self)
+        case .failure(let error):
+            fail(.storageFailed("could not rename the preallocated segment into place: \(error)"))
+        }
+    }
+
+    func spareFinished(_ script: DiskScript, _ result: Result<Void, StorageError>, nowMicros: UInt64) {
+        switch result {
+        case .success:
+            let fd = script.openedDescriptor(step: 0)
+            if deleting || failure != nil {
+                store.issueClose(fd)
+                spare = .none
+            } else {
+                spare = .ready(fd: fd)
+            }
+        case .failure(let error):
+            if case .io(_, let errno, let detail) = error {
+                spare = .failed(StorageError.fromWriteFailure(errno: errno, detail: "preallocating the next segment of \(name): \(detail)"), atMicros: nowMicros)
+            } else {
+                spare = .failed(error, atMicros: nowMicros)
+            }
+            store.start(DiskScript([.unlink(directory.appending(LogFileNames.spare), isDirectory: false, ignoreMissing: true)]), for: .cleanup)
+        }
+        wakeBlockedAppends()
+    }
+
+    private func wakeBlockedAppends() {
+        if awaitingSpace {
+            awaitingSpace = false
+            store.emit(.spaceAvailable)
+        }
+    }
+
+    // MARK: Writing and committing
+
+    /// Issues the write and fdatasyncs the log's state allows. Returns true while work remains.
+    func issueIO() -> Bool {
+        guard !deleting, failure == nil else { return false }
+        issueWrite()
+        issueSyncs()
+        return writeIssuedEnd < reservedEnd || writtenEnd > committedEnd
+    }
+
+    private func issueWrite() {
+        guard !writeInFlight, writeIssuedEnd < reservedEnd else { return }
+        guard let segment = segments.last(where: { $0.base <= writeIssuedEnd }) else { preconditionFailure("no segment") }
+        guard let (sequence, contiguous) = tail.locate(writeIssuedEnd, oldestResident: store.tail.oldestResident) else {
+            preconditionFailure("unwritten bytes at \(writeIssuedEnd) left the tail cache")
+        }
+        let length = min(contiguous, writeIssuedEnd.distance(to: segment.dataEnd), store.configuration.maxWriteBytes)
+        let bytes = UnsafeRawBufferPointer(start: store.tail.pointer(sequence), count: length)
+        store.issue(
+            .write(fd: segment.fd, position: segment.filePosition(of: writeIssuedEnd), bytes: bytes),
+            for: .segmentWrite(self, start: writeIssuedEnd, length: length))
+        writeInFlight = true
+        writeIssuedEnd = writeIssuedEnd.advanced(by: length)
+    }
+
+    /// Group commit: one fdatasync in flight per segment, covering everything written before it.
+    private func issueSyncs() {
+        for segment in segments.reversed() {
+            if segment.sealed && segment.syncedEnd == segment.dataEnd { break }
+            let written = min(writtenEnd, segment.dataEnd)
+            guard !segment.syncInFlight, written > segment.syncedEnd else { continue }
+            segment.syncInFlight = true
+            segment.syncIssuedEnd = written
+            store.issue(.fdatasync(fd: segment.fd), for: .segmentSync(self, segment))
+        }
+    }
+
+    func writeFinished(start: LogOffset, length: Int, result: DiskResult) {
+        writeInFlight = false
+        precondition(start == writtenEnd, "writes complete in order")
+        if failure != nil {
+            releaseAbandonedTail()
+            return
+        }
+        if result < 0 {
+            let errno = Int32(-result)
+            if errno == EINTR || errno == EAGAIN {
+                writeIssuedEnd = writtenEnd
+                store.markDirty(self)
+                return
+            }
+            let error = StorageError.fromWriteFailure(errno: errno, detail: "writing \(name) at offset \(start)")
+            if case .diskFull = error { rewind(to: writtenEnd, error) } else { fail(error) }
+            return
+        }
+        if result == 0 {
+            fail(.storageFailed("writing \(name) at offset \(start) wrote 0 bytes"))
+            return
+        }
+        writtenEnd = start.advanced(by: Int(result))
+        if Int(result) < length { writeIssuedEnd = writtenEnd }
+        store.emit(.written(id))
+        store.markDirty(self)
+        wakeBlockedAppends()
+    }
+
+    func syncFinished(_ segment: Segment, result: DiskResult) {
+        segment.syncInFlight = false
+        if result < 0 {
+            let errno = Int32(-result)
+            if errno == EINTR || errno == EAGAIN {
+                store.markDirty(self)
+                return
+            }
+            syncFailed = true
+            fail(
+                .storageFailed(
+                    "fdatasync of \(LogFileNames.segment(segment.base)) in \(name) failed (\(StorageError.errnoName(errno))); "
+                        + "bytes after offset \(committedEnd) may not be on disk"))
+            return
+        }
+        segment.syncedEnd = max(segment.syncedEnd, segment.syncIssuedEnd)
+        advanceCommitted()
+        store.markDirty(self)
+    }
+
+    /// Moves the committed end over every byte that is synced in a segment whose name is durable,
+    /// stopping at the first segment still holding unsynced bytes.
+    private func advanceCommitted() {
+        guard !syncFailed else { return }
+        var end = committedEnd
+        for segment in segments where segment.dataEnd > end {
+            guard segment.base <= end, segment.nameDurable else { break }
+            end = max(end, segment.syncedEnd)
+            if segment.syncedEnd < segment.dataEnd { break }
+        }
+        if end > committedEnd {
+            committedEnd = end
+            store.emit(.committed(id))
+        }
+    }
+
+    /// Undoes reservations at and after `offset` after their write failed for lack of space.
+    private func rewind(to offset: LogOffset, _ error: StorageError) {
+        precondition(!writeInFlight && offset >= activeSegment.base)
+        reservedEnd = offset
+        writeIssuedEnd = offset
+        activeSegment.dataEnd = offset
+        activeSegment.index.removeEntries(from: activeSegment.relative(offset))
+        tail.discard(from: offset)
+        store.emit(.appendsRewound(id, from: offset, error))
+        wakeBlockedAppends()
+    }
+
+    /// Stops accepting writes for good (until restart). Committed data keeps serving.
+    func fail(_ error: StorageError) {
+        guard failure == nil else { return }
+        failure = error
+        store.logFailed(self, error)
+        if !writeInFlight { releaseAbandonedTail() }
+        wakeBlockedAppends()
+    }
+
+    /// Unpins bytes that will never be written, so a failed log cannot fill the shared cache.
+    private func releaseAbandonedTail() {
+        tail.discard(from: writtenEnd)
+        writeIssuedEnd = writtenEnd
+        reservedEnd = writtenEnd
+    }
+
+    /// The ring sequence of this log's oldest unwritten byte; the tail cache must not overwrite it.
+    var unwrittenSequence: UInt64? {
+        guard writtenEnd < reservedEnd || writeInFlight else { return nil }
+        return tail.locate(writtenEnd, oldestResident: 0)?.sequence
+    }
+
+    // MARK: Reading
+
+    enum ReadPurpose {
+        case client(context: UInt64)
+        case trimCheck(context: UInt64)
+    }
+
+    final class ReadRun {
+        let segment: Segment
+        let runStart: LogOffset
+        let target: LogOffset
+        let limit: LogOffset
+        let maxBytes: Int
+        let purpose: ReadPurpose
+        let startOffset: LogOffset
+        var buffer: OwnedBytes
+        var attempts = 1
+
+        init(segment: Segment, runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int, purpose: ReadPurpose, startOffset: LogOffset, buffer: OwnedBytes) {
+            self.segment = segment
+            self.runStart = runStart
+            self.target = target
+            self.limit = limit
+            self.maxBytes = maxBytes
+            self.purpose = purpose
+            self.startOffset = startOffset
+            self.buffer = buffer
+        }
+    }
+
+    /// Reads whole committed batches from `offset`: at least one, more while they fit in
+    /// `maxBytes`, never across a segment boundary.
+    func read(from offset: LogOffset, maxBytes: Int, purpose: ReadPurpose) -> ReadStart {
+        if offset < startOffset { return .failed(.offsetBelowStart(requested: offset, start: startOffset, end: committedEnd)) }
+        if offset > committedEnd { return .failed(.offsetBeyondEnd(requested: offset, start: startOffset, end: committedEnd)) }
+        if offset == committedEnd { return .ready(.empty(at: offset, start: startOffset, end: committedEnd)) }
+        guard let segment = segments.last(where: { $0.base <= offset }), offset < segment.dataEnd else {
+            return .failed(.corruption(offset: offset, detail: "no segment holds this offset", nextOffset: nil))
+        }
+        let walkFrom: UInt32
+        switch segment.index.boundary(at: segment.relative(offset)) {
+        case .impossible: return .failed(.notBatchBoundary(offset))
+        case .known: walkFrom = segment.relative(offset)
+        case .walk(let entry): walkFrom = entry
+        }
+        let runStart = segment.base.advanced(by: Int(walkFrom))
+        let limit = min(committedEnd, segment.dataEnd)
+        if let served = readFromTail(runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes) { return served }
+        let window = runStart.distance(to: offset) + max(Batch.headerBytes, min(maxBytes, offset.distance(to: limit)))
+        let run = ReadRun(
+            segment: segment, runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes, purpose: purpose,
+            startOffset: startOffset, buffer: OwnedBytes(uninitializedCount: window))
+        issueRead(run)
+        return .pending
+    }
+
+    private func readFromTail(runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int) -> ReadStart? {
+        guard let (sequence, contiguous) = tail.locate(runStart, oldestResident: store.tail.oldestResident) else { return nil }
+        let run = UnsafeRawBufferPointer(start: store.tail.pointer(sequence), count: min(contiguous, runStart.distance(to: limit)))
+        switch BatchWalk.collect(run: run, runStart: runStart, target: target, limit: limit, maxBytes: maxBytes, verifyPayloads: false) {
+        case .failure(let error): return .failed(error)
+        case .success(.needMore): return nil
+        case .success(.batches(let range)):
+            let buffer = OwnedBytes(copying: UnsafeRawBufferPointer(rebasing: run[range]))
+            store.noteTailRead(hit: true)
+            return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
+        }
+    }
+
+    private func issueRead(_ run: ReadRun) {
+        run.segment.readLeases += 1
+        store.noteTailRead(hit: false)
+        store.issue(
+            .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart), into: run.buffer.mutableBytes),
+            for: .segmentRead(self, run))
+    }
+
+    func readFinished(_ run: ReadRun, result: DiskResult) {
+        releaseLease(run.segment)
+        if result < 0 {
+            let errno = Int32(-result)
+            if errno == EINTR || errno == EAGAIN {
+                issueRead(run)
+                return
+            }
+            finishRead(run, .failure(.io(operation: "read", errno: errno, detail: "\(name) at offset \(run.target)")))
+            return
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: run.buffer.bytes[0..<Int(result)])
+        let collected = BatchWalk.collect(
+            run: bytes, runStart: run.runStart, target: run.target, limit: run.limit, maxBytes: run.maxBytes, verifyPayloads: true)
+        switch collected {
+        case .failure(let error):
+            finishRead(run, .failure(error))
+        case .success(.batches(let range)):
+            finishRead(
+                run,
+                .success(ReadResult(offset: run.target, startOffset: run.startOffset, committedEnd: run.limit, buffer: run.buffer, range: range)))
+        case .success(.needMore(let needed)):
+            // The first batch is longer than the window (or the read came back short): once more,
+            // sized to the batch. A file that cannot supply it is damaged.
+            guard run.attempts < 3, !run.segment.deleted, run.runStart.advanced(by: needed) <= run.limit else {
+                finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: nil)))
+                return
+            }
+            run.attempts += 1
+            if needed > run.buffer.count { run.buffer = OwnedBytes(uninitializedCount: needed) }
+            issueRead(run)
+        }
+    }
+
+    private func finishRead(_ run: ReadRun, _ result: Result<ReadResult, StorageError>) {
+        switch run.purpose {
+        case .client(let context): store.emit(.readCompleted(context: context, result))
+        case .trimCheck(let context):
+            switch result {
+            case .success: requestStart(run.target, context: context)
+            case .failure(let error): store.emit(.trimmed(context: context, .failure(error)))
+            }
+        }
+    }
+
+    private func releaseLease(_ segment: Segment) {
+        segment.readLeases -= 1
+        if segment.deleted && segment.readLeases == 0 { closeSegment(segment) }
+    }
+
+    // MARK: Trimming, retention and checkpoints
+
+    /// Advances the start to `offset` (a batch boundary at or below the committed end). Segments
+    /// wholly below the new start are deleted once a checkpoint has made the start durable.
+    func trim(to offset: LogOffset, context: UInt64) {
+        if offset > committedEnd {
+            store.emit(.trimmed(context: context, .failure(.offsetBeyondEnd(requested: offset, start: startOffset, end: committedEnd))))
+            return
+        }
+        if offset <= desiredStart || offset == committedEnd {
+            requestStart(offset, context: context)
+            return
+        }
+        switch read(from: offset, maxBytes: 1, purpose: .trimCheck(context: context)) {
+        case .ready: requestStart(offset, context: context)
+        case .pending: break
+        case .failed(let error): store.emit(.trimmed(context: context, .failure(error)))
+        }
+    }
+
+    private func requestStart(_ offset: LogOffset, context: UInt64?) {
+        if offset <= startOffset {
+            if let context { store.emit(.trimmed(context: context, .success(startOffset))) }
+            return
+        }
+        desiredStart = max(desiredStart, offset)
+        if let context { trimWaiters.append((context, offset)) }
+        checkpointIfDue(nowMicros: lastCheckpointMicros, force: true)
+    }
+
+    /// Moves the start past whole sealed segments that retention no longer keeps.
+    func applyRetention(nowMicros: UInt64) {
+        var newStart = desiredStart
+        var index = 0
+        while index < segments.count - 1 {
+            let segment = segments[index]
+            guard segment.sealed, segment.dataEnd <= committedEnd else { break }
+            let tooBig = settings.retentionBytes.map { segment.base.distance(to: committedEnd) > $0 } ?? false
+            let tooOld = settings.retentionMicros.map { segment.maxAppendTimeMicros + $0 < nowMicros } ?? false
+            guard tooBig || tooOld else { break }
+            newStart = max(newStart, segment.dataEnd)
+            index += 1
+        }
+        if newStart > desiredStart { requestStart(newStart, context: nil) }
+    }
+
+    /// Writes a checkpoint when enough has committed or enough time has passed since the last one.
+    func checkpointIfDue(nowMicros: UInt64, force: Bool = false) {
+        guard !checkpointInFlight, !deleting else { return }
+        let configuration = store.configuration
+        let committedSince = checkpointOffset.distance(to: committedEnd)
+        let due =
+            force || desiredStart > startOffset || committedSince >= configuration.checkpointIntervalBytes
+            || (committedSince > 0 && nowMicros >= lastCheckpointMicros + configuration.checkpointIntervalMicros)
+        let cleanDue = cleanCheckpointWanted && !cleanCheckpointDone && isQuiescent
+        guard due || cleanDue else { return }
+        let plan = CheckpointPlan(log: self, nowMicros: nowMicros, clean: cleanDue)
+        checkpointInFlight = true
+        store.start(plan.script, for: .checkpoint(self, plan))
+    }
+
+    func checkpointFinished(_ plan: CheckpointPlan, _ result: Result<Void, StorageError>) {
+        checkpointInFlight = false
+        switch result {
+        case .failure(let error):
+            let waiters = trimWaiters.filter { $0.target <= plan.checkpoint.startOffset }
+            trimWaiters.removeAll { $0.target <= plan.checkpoint.startOffset }
+            var reported = error
+            if case .io(_, let errno, let detail) = error { reported = StorageError.fromWriteFailure(errno: errno, detail: "checkpoint of \(name): \(detail)") }
+            for waiter in waiters { store.emit(.trimmed(context: waiter.context, .failure(reported))) }
+            if case .diskFull = reported {} else { fail(reported) }
+            if cleanCheckpointWanted { cleanCheckpointDone = true }
+        case .success:
+            plan.apply()
+            checkpointOffset = plan.checkpoint.checkpointOffset
+            lastCheckpointMicros = plan.checkpoint.writtenAtMicros
+            startOffset = max(startOffset, plan.checkpoint.startOffset)
+            if plan.checkpoint.clean { cleanCheckpointDone = true }
+            let answered = trimWaiters.filter { $0.target <= startOffset }
+            trimWaiters.removeAll { $0.target <= startOffset }
+            for waiter in answered { store.emit(.trimmed(context: waiter.context, .success(startOffset))) }
+            deleteSegmentsBelowStart()
+            if desiredStart > startOffset { checkpointIfDue(nowMicros: plan.checkpoint.writtenAtMicros, force: true) }
+        }
+        store.checkShutdownProgress()
+    }
+
+    /// Nothing reserved that is not committed, nothing in flight that changes the data.
+    var isQuiescent: Bool {
+        reservedEnd == committedEnd && !writeInFlight && segments.allSatisfy { !$0.syncInFlight && ($0.nameDurable || $0.deleted) }
+    }
+
+    private func deleteSegmentsBelowStart() {
+        var doomed: [Segment] = []
+        while segments.count > 1, segments[0].sealed, segments[0].dataEnd <= startOffset {
+            doomed.append(segments.removeFirst())
+        }
+        guard !doomed.isEmpty else { return }
+        var steps: [DiskScript.Step] = []
+        for segment in doomed {
+            segment.deleted = true
+            if segment.readLeases == 0 { closeSegment(segment) }
+            steps.append(.unlink(directory.appending(LogFileNames.segment(segment.base)), isDirectory: false, ignoreMissing: true))
+            steps.append(.unlink(directory.appending(LogFileNames.index(segment.base)), isDirectory: false, ignoreMissing: true))
+        }
+        steps.append(.fsync(.fd(directoryFD)))
+        store.start(DiskScript(steps), for: .cleanup)
+    }
+
+    private func closeSegment(_ segment: Segment) {
+        guard segment.fd >= 0 else { return }
+        store.issueClose(segment.fd)
+        segment.fd = -1
+    }
+
+    // MARK: Deleting
+
+    /// Stops all new work; the store deletes the directory once nothing is in flight.
+    func beginDeleting() {
+        deleting = true
+        if !writeInFlight { releaseAbandonedTail() }
+        for waiter in trimWaiters { store.emit(.trimmed(context: waiter.context, .failure(.unknownLog(name)))) }
+        trimWaiters.removeAll()
+        wakeBlockedAppends()
+    }
+
+    /// Descriptors to close once the log's directory is gone.
+    func descriptorsToClose() -> [Int32] {
+        var fds: [Int32] = []
+        for segment in segments where segment.fd >= 0 && segment.readLeases == 0 {
+            fds.append(segment.fd)
+            segment.fd = -1
+            segment.deleted = true
+        }
+        for segment in segments where segment.fd >= 0 { segment.deleted = true }
+        if case .ready(let fd) = spare { fds.append(fd) }
+        spare = .none
+        if directoryFD >= 0 { fds.append(directoryFD) }
+        directoryFD = -1
+        return fds
+    }
+
+    /// File names a deleted log's directory may hold.
+    func fileNames() -> [String] {
+        var names = [LogFileNames.meta, LogFileNames.checkpoint, LogFileNames.checkpointTemporary, LogFileNames.spare]
+        for segment in segments {
+            names.append(LogFileNames.segment(segment.base))
+            names.append(LogFileNames.index(segment.base))
+        }
+        return names
+    }
+}
+
+/// One checkpoint: what it will write and what it changes once durable.
+final class CheckpointPlan {
+    let checkpoint: Checkpoint
+    let script: DiskScript
+    private let indexUpdates: [(segment: Segment, entries: Int, sealed: Bool)]
+
+    /// Persists the index entries below the committed end (and sealed headers), then replaces the
+    /// checkpoint file atomically.
+    init(log: Log, nowMicros: UInt64, clean: Bool) {
+        let target = log.committedEnd
+        var steps: [DiskScript.Step] = []
+        var updates: [(Segment, Int, Bool)] = []
+        for segment in log.segments where segment.base < target {
+            let below = segment.index.count(below: UInt32(min(segment.base.distance(to: target), Int(UInt32.max))))
+            let sealed = segment.sealed && segment.dataEnd <= target
+            guard below > segment.persistedEntryCount || sealed != segment.persistedSealed else { continue }
+            let open = steps.count
+            steps.append(.open(log.directory.appending(LogFileNames.index(segment.base)), flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644))
+            if below > segment.persistedEntryCount {
+                var entries: [UInt8] = []
+                entries.reserveCapacity((below - segment.persistedEntryCount) * 4)
+                for position in segment.index.positions[segment.persistedEntryCount..<below] { entries.appendLittleEndian(position) }
+                let position = Int64(IndexFileHeader.encodedBytes + segment.persistedEntryCount * 4)
+                steps.append(.write(.openedBy(step: open), position: position, OwnedBytes(entries)))
+            }
+            let header = IndexFileHeader(
+                segmentBase: segment.base, sealed: sealed, dataEnd: sealed ? segment.dataEnd : target,
+                maxAppendTimeMicros: segment.maxAppendTimeMicros, entryCount: UInt32(below), intervalBytes: segment.index.intervalBytes)
+            steps.append(.write(.openedBy(step: open), position: 0, OwnedBytes(header.encoded())))
+            steps.append(.fdatasync(.openedBy(step: open)))
+            steps.append(.close(.openedBy(step: open)))
+            updates.append((segment, below, sealed))
+        }
+        checkpoint = Checkpoint(
+            logID: log.id, epoch: log.epoch, clean: clean, startOffset: max(log.startOffset, min(log.desiredStart, target)),
+            checkpointOffset: target, writtenAtMicros: nowMicros)
+        let temporary = log.directory.appending(LogFileNames.checkpointTemporary)
+        let open = steps.count
+        steps.append(.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644))
+        steps.append(.write(.openedBy(step: open), position: 0, OwnedBytes(checkpoint.encoded())))
+        steps.append(.fdatasync(.openedBy(step: open)))
+        steps.append(.close(.openedBy(step: open)))
+        steps.append(.rename(from: temporary, to: log.directory.appending(LogFileNames.checkpoint)))
+        steps.append(.fsync(.fd(log.directoryFD)))
+        script = DiskScript(steps)
+        indexUpdates = updates
+    }
+
+    func apply() {
+        for update in indexUpdates {
+            update.segment.persistedEntryCount = max(update.segment.persistedEntryCount, update.entries)
+            update.segment.persistedSealed = update.sealed
+        }
+    }
+}

@@ -1,0 +1,466 @@
+import Glibc
+import RingLogWire
+
+/// What opening a log found and did.
+public struct RecoveryReport: Sendable, CustomStringConvertible {
+    public struct Cut: Sendable, Equatable {
+        /// The log now ends here; bytes at and after it were discarded.
+        public var offset: LogOffset
+        public var reason: String
+        /// Later segment files deleted because they followed the cut.
+        public var segmentsDiscarded: Int
+    }
+
+    public struct Corruption: Sendable, Equatable {
+        public var offset: LogOffset
+        public var file: String
+        public var position: Int64
+        public var detail: String
+    }
+
+    public var logName: String
+    public var logID: LogID
+    public var epoch: UInt32 = 0
+    public var segments = 0
+    public var startOffset = LogOffset.zero
+    public var committedEnd = LogOffset.zero
+    /// Where the scan began: the checkpoint, or the first segment when there was none.
+    public var scanFrom = LogOffset.zero
+    public var cleanShutdown = false
+    public var scannedBytes = 0
+    public var scannedBatches = 0
+    public var cut: Cut?
+    /// Damage found below the checkpoint. It is reported, never truncated; reads of it fail.
+    public var corruption: [Corruption] = []
+    /// Segments whose sparse index had to be rebuilt by scanning.
+    public var rebuiltIndexes: [LogOffset] = []
+    public var durationMicros: UInt64 = 0
+
+    public var description: String {
+        var text = "log \(logName): start \(startOffset), committed end \(committedEnd), \(segments) segment(s), epoch \(epoch)"
+        text += cleanShutdown ? ", clean shutdown" : ", scanned \(scannedBytes) bytes (\(scannedBatches) batches) from \(scanFrom)"
+        if let cut { text += "; CUT at \(cut.offset): \(cut.reason)" + (cut.segmentsDiscarded > 0 ? " (\(cut.segmentsDiscarded) later segment(s) removed)" : "") }
+        for damage in corruption { text += "; CORRUPTION at \(damage.offset) (\(damage.file) position \(damage.position)): \(damage.detail)" }
+        if !rebuiltIndexes.isEmpty { text += "; rebuilt index of segment(s) \(rebuiltIndexes.map(\.description).joined(separator: ", "))" }
+        return text + "; took \(durationMicros) µs"
+    }
+}
+
+/// Opening a log after a clean stop or a crash.
+///
+/// Sealed segments below the checkpoint are trusted as they are: their indexes are loaded, their
+/// data is not read. From the checkpoint on, every batch is verified (magic, header CRC, offset,
+/// epoch, payload CRC); the first one that fails ends the log there, and segments after the cut
+/// are removed. So restart time depends on the bytes written since the last checkpoint, not on
+/// the size of the log. The recovered tail is fdatasynced and a new checkpoint, with the next
+/// epoch, is written before the log accepts appends.
+struct LogRecovery {
+    let directory: CPath
+    let disk: DiskIO
+    let configuration: StoreConfiguration
+    var report: RecoveryReport
+    private var scratch: OwnedBytes
+    /// The first read error met while scanning; recovery fails with it.
+    private var readFailure: StorageError?
+
+    private init(directory: CPath, disk: DiskIO, configuration: StoreConfiguration, meta: LogMeta) {
+        self.directory = directory
+        self.disk = disk
+        self.configuration = configuration
+        report = RecoveryReport(logName: meta.name, logID: meta.logID)
+        scratch = OwnedBytes(uninitializedCount: max(8 << 20, 2 * configuration.maxBatchBytes))
+    }
+
+    /// A segment file found on disk, before it becomes a `Segment`.
+    private struct Found {
+        var base: LogOffset
+        var fd: Int32
+        var fileBytes: Int
+    }
+
+    static func recover(directory: CPath, store: LogStore, disk: DiskIO) -> Result<(Log, RecoveryReport), StorageError> {
+        let startedMicros = monotonicMicros()
+        let meta: LogMeta
+        switch disk.readSmallFile(directory.appending(LogFileNames.meta)) {
+        case .failure(let error): return .failure(error)
+        case .success(let bytes):
+            guard let bytes, let decoded = LogMeta(decoding: bytes) else {
+                return .failure(.storageFailed("\(directory)/\(LogFileNames.meta) is missing or damaged"))
+            }
+            meta = decoded
+        }
+        var recovery = LogRecovery(directory: directory, disk: disk, configuration: store.configuration, meta: meta)
+        return recovery.run(meta: meta, store: store).map { log in
+            recovery.report.durationMicros = monotonicMicros() - startedMicros
+            store.logger.info("recovered log", metadata: ["report": "\(recovery.report)"])
+            return (log, recovery.report)
+        }
+    }
+
+    private mutating func run(meta: LogMeta, store: LogStore) -> Result<Log, StorageError> {
+        let checkpoint: Checkpoint?
+        switch readCheckpoint(meta: meta) {
+        case .failure(let error): return .failure(error)
+        case .success(let found): checkpoint = found
+        }
+        var found: [Found]
+        switch openSegments() {
+        case .failure(let error): return .failure(error)
+        case .success(let segments): found = segments
+        }
+        if found.isEmpty {
+            guard checkpoint.map({ $0.checkpointOffset == $0.startOffset }) ?? true else {
+                return .failure(.storageFailed("no segment files in \(directory), but its checkpoint records data"))
+            }
+            switch createFirstSegment(at: checkpoint?.startOffset ?? .zero, bytes: meta.settings.segmentBytes) {
+            case .failure(let error): return .failure(error)
+            case .success(let segment): found = [segment]
+            }
+        }
+        let startOffset = max(checkpoint?.startOffset ?? found[0].base, found[0].base)
+        found = dropSegmentsBelow(startOffset, found)
+        guard found[0].base <= startOffset else {
+            return .failure(.storageFailed("log \(meta.name) starts at \(startOffset) but its first segment begins at \(found[0].base)"))
+        }
+        let scanFrom = max(checkpoint?.checkpointOffset ?? found[0].base, found[0].base)
+        guard scanFrom <= found[found.count - 1].base.advanced(by: found[found.count - 1].fileBytes) else {
+            return .failure(.storageFailed("the checkpoint of \(meta.name) points past its last segment"))
+        }
+        report.scanFrom = scanFrom
+        report.cleanShutdown = checkpoint?.clean ?? false
+        let checkpointSegment = found.lastIndex { $0.base <= scanFrom }!
+        var segments = trustedSegments(found[..<checkpointSegment], followedBy: found[checkpointSegment].base)
+        let (tailSegments, maxEpoch) = scanTail(
+            Array(found[checkpointSegment...]), from: scanFrom, requiredEpoch: checkpoint?.epoch)
+        segments.append(contentsOf: tailSegments)
+        if let readFailure { return .failure(readFailure) }
+        for segment in tailSegments {
+            if case .failure(let error) = disk.run(.fdatasync(fd: segment.fd)) { return .failure(error) }
+        }
+        return makeLog(meta: meta, store: store, segments: segments, startOffset: startOffset, scanFrom: scanFrom,
+            epoch: max(checkpoint?.epoch ?? 0, maxEpoch) + 1)
+    }
+
+    private mutating func makeLog(
+        meta: LogMeta, store: LogStore, segments: [Segment], startOffset: LogOffset, scanFrom: LogOffset, epoch: UInt32
+    ) -> Result<Log, StorageError> {
+        let opened = disk.perform(.open(path: directory, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0))
+        guard opened >= 0 else { return .failure(.io(operation: "open", errno: Int32(-opened), detail: directory.string)) }
+        let end = segments[segments.count - 1].dataEnd
+        let log = Log(
+            meta: meta, directory: directory, directoryFD: Int32(opened), store: store, segments: segments, epoch: epoch,
+            startOffset: startOffset, end: end, checkpointOffset: scanFrom, nowMicros: store.clock())
+        // Persist the new epoch and move the checkpoint to the verified, now synced, end.
+        let plan = CheckpointPlan(log: log, nowMicros: store.clock(), clean: false)
+        if case .failure(let error) = plan.script.run(on: disk) { return .failure(error) }
+        log.checkpointFinished(plan, .success(()))
+        report.epoch = epoch
+        report.segments = segments.count
+        report.startOffset = startOffset
+        report.committedEnd = end
+        return .success(log)
+    }
+
+    // MARK: Files
+
+    private func readCheckpoint(meta: LogMeta) -> Result<Checkpoint?, StorageError> {
+        switch disk.readSmallFile(directory.appending(LogFileNames.checkpoint)) {
+        case .failure(let error): return .failure(error)
+        case .success(nil): return .success(nil)
+        case .success(let bytes?):
+            guard let checkpoint = Checkpoint(decoding: bytes) else { return .success(nil) }
+            guard checkpoint.logID == meta.logID else {
+                return .failure(.storageFailed("\(directory)/checkpoint belongs to log id \(checkpoint.logID), not \(meta.logID)"))
+            }
+            return .success(checkpoint)
+        }
+    }
+
+    /// Opens every segment file, sorted by base, and removes leftovers of interrupted steps.
+    private func openSegments() -> Result<[Found], StorageError> {
+        let names: [String]
+        switch disk.listDirectory(directory) {
+        case .failure(let error): return .failure(error)
+        case .success(let listed): names = listed
+        }
+        for leftover in [LogFileNames.spare, LogFileNames.checkpointTemporary] where names.contains(leftover) {
+            _ = disk.perform(.unlink(path: directory.appending(leftover), isDirectory: false))
+        }
+        var found: [Found] = []
+        for base in names.compactMap(LogFileNames.segmentBase(fromFileName:)).sorted() {
+            let path = directory.appending(LogFileNames.segment(base))
+            switch disk.run(.open(path: path, flags: O_RDWR | O_CLOEXEC, mode: 0)) {
+            case .failure(let error): return .failure(error)
+            case .success(let fd):
+                switch disk.fileSize(fd: Int32(fd)) {
+                case .failure(let error): return .failure(error)
+                case .success(let size): found.append(Found(base: base, fd: Int32(fd), fileBytes: Int(size)))
+                }
+            }
+        }
+        return .success(found)
+    }
+
+    private func createFirstSegment(at base: LogOffset, bytes: Int) -> Result<Found, StorageError> {
+        let path = directory.appending(LogFileNames.segment(base))
+        return disk.run(.open(path: path, flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644)).flatMap { fd in
+            disk.run(.fallocate(fd: Int32(fd), length: Int64(bytes))).map { _ in Found(base: base, fd: Int32(fd), fileBytes: bytes) }
+        }
+    }
+
+    /// Removes segments wholly below the start: a trim whose checkpoint landed but whose unlinks
+    /// did not. The last segment always stays.
+    private func dropSegmentsBelow(_ start: LogOffset, _ found: [Found]) -> [Found] {
+        var kept = found
+        while kept.count > 1 && kept[1].base <= start {
+            let doomed = kept.removeFirst()
+            _ = disk.perform(.close(fd: doomed.fd))
+            _ = disk.perform(.unlink(path: directory.appending(LogFileNames.segment(doomed.base)), isDirectory: false))
+            _ = disk.perform(.unlink(path: directory.appending(LogFileNames.index(doomed.base)), isDirectory: false))
+        }
+        return kept
+    }
+
+    // MARK: Below the checkpoint
+
+    /// Segments sealed before the checkpoint: their end is the next segment's base and their
+    /// index comes from the `.idx` file (rebuilt by scanning only if that file is unusable).
+    private mutating func trustedSegments(_ found: ArraySlice<Found>, followedBy nextBase: LogOffset) -> [Segment] {
+        var segments: [Segment] = []
+        for (position, file) in zip(found.indices, found) {
+            let dataEnd = position + 1 < found.endIndex ? found[position + 1].base : nextBase
+            let segment = Segment(
+                base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: dataEnd, syncedEnd: dataEnd, nameDurable: true,
+                index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
+            segment.sealed = true
+            if let (index, header) = loadIndex(file, coveringUpTo: dataEnd, exactEnd: true) {
+                segment.index = index
+                segment.maxAppendTimeMicros = header.maxAppendTimeMicros
+                segment.persistedEntryCount = index.positions.count
+                segment.persistedSealed = header.sealed
+            } else {
+                rebuildIndex(segment, upTo: dataEnd)
+            }
+            segments.append(segment)
+        }
+        return segments
+    }
+
+    /// The `.idx` entries below `end`, if the file is intact, belongs to this segment, and was
+    /// synced up to `end` (exactly `end`, for a sealed segment).
+    private func loadIndex(_ file: Found, coveringUpTo end: LogOffset, exactEnd: Bool) -> (SparseIndex, IndexFileHeader)? {
+        guard case .success(let bytes?) = disk.readSmallFile(directory.appending(LogFileNames.index(file.base)), limit: 64 << 20),
+            let header = IndexFileHeader(decoding: bytes), header.segmentBase == file.base,
+            exactEnd ? header.dataEnd == end : header.dataEnd >= end
+        else { return nil }
+        let available = min(Int(header.entryCount), (bytes.count - IndexFileHeader.encodedBytes) / 4)
+        let limit = UInt32(clamping: file.base.distance(to: end))
+        var positions: [UInt32] = []
+        bytes.withUnsafeBytes { raw in
+            for entry in 0..<available {
+                let position: UInt32 = raw.loadLittleEndian(at: IndexFileHeader.encodedBytes + entry * 4)
+                if position >= limit { break }
+                positions.append(position)
+            }
+        }
+        guard SparseIndex.isPlausible(positions, intervalBytes: header.intervalBytes, limit: max(limit, 1)) else { return nil }
+        return (SparseIndex(intervalBytes: header.intervalBytes, positions: positions), header)
+    }
+
+    /// Rebuilds a segment's index below `end` by reading it. Damage found here is below the
+    /// checkpoint: reported, stepped over when the header still gives the length, never cut.
+    private mutating func rebuildIndex(_ segment: Segment, upTo end: LogOffset) {
+        report.rebuiltIndexes.append(segment.base)
+        var index = SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes))
+        let result = scan(fd: segment.fd, base: segment.base, from: segment.base, limit: end, index: &index, mode: .rebuild)
+        segment.index = index
+        segment.maxAppendTimeMicros = result.maxAppendTimeMicros
+        if result.end < end {
+            recordCorruption(segment: segment.base, at: result.end, detail: "cannot locate batches from here to \(end): \(result.stop)")
+        }
+    }
+
+    private mutating func recordCorruption(segment base: LogOffset, at offset: LogOffset, detail: String) {
+        report.corruption.append(
+            RecoveryReport.Corruption(
+                offset: offset, file: "\(directory)/\(LogFileNames.segment(base))", position: Int64(base.distance(to: offset)), detail: detail))
+    }
+
+    // MARK: From the checkpoint on
+
+    /// Verifies every batch from `from`, segment after segment, and cuts at the first that fails.
+    private mutating func scanTail(_ found: [Found], from: LogOffset, requiredEpoch: UInt32?) -> ([Segment], UInt32) {
+        var segments: [Segment] = []
+        var maxEpoch: UInt32 = 0
+        for (position, file) in found.enumerated() {
+            var index = SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes))
+            var persisted = 0
+            if position == 0 && from > file.base {
+                if let (loaded, _) = loadIndex(file, coveringUpTo: from, exactEnd: false) {
+                    index = loaded
+                    persisted = loaded.positions.count
+                } else {
+                    report.rebuiltIndexes.append(file.base)
+                    let rebuilt = scan(fd: file.fd, base: file.base, from: file.base, limit: from, index: &index, mode: .rebuild)
+                    if rebuilt.end < from {
+                        recordCorruption(segment: file.base, at: rebuilt.end, detail: "cannot locate batches before the checkpoint: \(rebuilt.stop)")
+                    }
+                }
+            }
+            let start = position == 0 ? from : file.base
+            let result = scan(
+                fd: file.fd, base: file.base, from: start, limit: file.base.advanced(by: file.fileBytes), index: &index,
+                mode: .tail(requiredEpoch: requiredEpoch))
+            if readFailure != nil { return (segments, maxEpoch) }
+            maxEpoch = max(maxEpoch, result.maxEpoch)
+            let segment = Segment(
+                base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: result.end, syncedEnd: result.end, nameDurable: true,
+                index: index)
+            segment.maxAppendTimeMicros = result.maxAppendTimeMicros
+            segment.persistedEntryCount = persisted
+            segments.append(segment)
+            let nextBase = position + 1 < found.count ? found[position + 1].base : nil
+            if nextBase == result.end {
+                segment.sealed = true
+                continue
+            }
+            let discarded = Array(found[(position + 1)...])
+            if case .invalid(let reason) = result.stop {
+                report.cut = RecoveryReport.Cut(offset: result.end, reason: reason, segmentsDiscarded: discarded.count)
+            } else if let nextBase {
+                report.cut = RecoveryReport.Cut(
+                    offset: result.end, reason: "data ends at \(result.end) but the next segment starts at \(nextBase)",
+                    segmentsDiscarded: discarded.count)
+            }
+            for doomed in discarded {
+                _ = disk.perform(.close(fd: doomed.fd))
+                _ = disk.perform(.unlink(path: directory.appending(LogFileNames.segment(doomed.base)), isDirectory: false))
+                _ = disk.perform(.unlink(path: directory.appending(LogFileNames.index(doomed.base)), isDirectory: false))
+            }
+            break
+        }
+        return (segments, maxEpoch)
+    }
+
+    // MARK: Scanning
+
+    enum ScanMode {
+        /// After the checkpoint: stop at the first batch that fails any check. Every batch must carry
+        /// `requiredEpoch` (the checkpoint's), or, without a checkpoint, a non-decreasing epoch.
+        case tail(requiredEpoch: UInt32?)
+        /// Below the checkpoint: step over a batch whose payload is damaged if its header is intact.
+        case rebuild
+    }
+
+    enum Stop: CustomStringConvertible {
+        case reachedLimit
+        /// All-zero bytes: the unused, preallocated part of the segment.
+        case cleanEnd
+        case invalid(String)
+
+        var description: String {
+            switch self {
+            case .reachedLimit: "reached the limit"
+            case .cleanEnd: "preallocated space"
+            case .invalid(let reason): reason
+            }
+        }
+    }
+
+    struct ScanResult {
+        var end: LogOffset
+        var stop: Stop
+        var maxEpoch: UInt32 = 0
+        var maxAppendTimeMicros: UInt64 = 0
+    }
+
+    /// Reads from `from` towards `limit` in large chunks, verifying each batch and noting it in `index`.
+    private mutating func scan(fd: Int32, base: LogOffset, from: LogOffset, limit: LogOffset, index: inout SparseIndex, mode: ScanMode) -> ScanResult {
+        var result = ScanResult(end: from, stop: .reachedLimit)
+        var epochFloor: UInt32 = 0
+        var chunkStart = from
+        var chunkBytes = 0
+        var position = from
+        scanning: while position < limit {
+            var offsetInChunk = chunkStart.distance(to: position)
+            if offsetInChunk + Batch.headerBytes > chunkBytes {
+                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit)
+                chunkStart = position
+                offsetInChunk = 0
+                if chunkBytes < Batch.headerBytes {
+                    let clean = isZero(0, chunkBytes)
+                    result.stop = clean ? .cleanEnd : .invalid("file ends inside a batch header at \(position)")
+                    break scanning
+                }
+            }
+            if isZero(offsetInChunk, Batch.headerBytes) {
+                result.stop = .cleanEnd
+                break scanning
+            }
+            let remaining = position.distance(to: limit) - Batch.headerBytes
+            let header: BatchHeader
+            switch Batch.verifyStoredHeader(scratch.bytes.baseAddress! + offsetInChunk, expectedOffset: position, maxPayloadBytes: remaining) {
+            case .failure(let error):
+                result.stop = .invalid("\(error) at \(position)")
+                break scanning
+            case .success(let parsed): header = parsed
+            }
+            if case .tail(let required) = mode, !(required.map { header.epoch == $0 } ?? (header.epoch >= epochFloor)) {
+                result.stop = .invalid("batch at \(position) has epoch \(header.epoch), left over from an earlier run")
+                break scanning
+            }
+            let total = header.totalBytes
+            if offsetInChunk + total > chunkBytes {
+                if total > scratch.count { scratch = OwnedBytes(uninitializedCount: total) }
+                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit)
+                chunkStart = position
+                offsetInChunk = 0
+                if chunkBytes < total {
+                    result.stop = .invalid("torn batch at \(position): \(total) bytes declared, \(chunkBytes) present")
+                    break scanning
+                }
+            }
+            if let error = Batch.verifyPayload(scratch.bytes.baseAddress! + offsetInChunk, header: header) {
+                if case .tail = mode {
+                    result.stop = .invalid("\(error) at \(position)")
+                    break scanning
+                }
+                recordCorruption(segment: base, at: position, detail: error.description)
+            }
+            index.noteBatch(at: UInt32(base.distance(to: position)))
+            epochFloor = header.epoch
+            result.maxEpoch = max(result.maxEpoch, header.epoch)
+            result.maxAppendTimeMicros = max(result.maxAppendTimeMicros, header.appendTimeMicros)
+            report.scannedBatches += 1
+            report.scannedBytes += total
+            position = position.advanced(by: total)
+        }
+        result.end = position
+        return result
+    }
+
+    /// Reads as much as fits from `from` (up to `limit`) into the scratch buffer; returns the count.
+    /// A read error is kept in `readFailure` (recovery then fails rather than cut good data).
+    private mutating func fill(fd: Int32, base: LogOffset, from: LogOffset, limit: LogOffset) -> Int {
+        let wanted = min(scratch.count, from.distance(to: limit))
+        let target = UnsafeMutableRawBufferPointer(rebasing: scratch.mutableBytes[0..<wanted])
+        switch disk.readFully(fd: fd, position: Int64(base.distance(to: from)), into: target) {
+        case .success(let count): return count
+        case .failure(let error):
+            readFailure = readFailure ?? error
+            return 0
+        }
+    }
+
+    private func isZero(_ start: Int, _ count: Int) -> Bool {
+        let bytes = scratch.bytes
+        for index in start..<min(start + count, bytes.count) where bytes[index] != 0 { return false }
+        return true
+    }
+}
+
+func monotonicMicros() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+}

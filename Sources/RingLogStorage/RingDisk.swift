@@ -1,0 +1,94 @@
+import CLiburing
+import Glibc
+import RingLogIO
+
+extension DiskOperation {
+    /// Fills a submission entry with this operation. Pointers inside must stay valid until the
+    /// completion arrives.
+    public func prepare(_ entry: UnsafeMutablePointer<io_uring_sqe>) {
+        switch self {
+        case .open(let path, let flags, let mode):
+            io_uring_prep_openat(entry, AT_FDCWD, path.pointer, flags, mode)
+        case .close(let fd):
+            io_uring_prep_close(entry, fd)
+        case .read(let fd, let position, let buffer):
+            io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(position))
+        case .write(let fd, let position, let bytes):
+            io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(position))
+        case .fdatasync(let fd):
+            io_uring_prep_fsync(entry, fd, IORING_FSYNC_DATASYNC)
+        case .fsync(let fd):
+            io_uring_prep_fsync(entry, fd, 0)
+        case .fallocate(let fd, let length):
+            io_uring_prep_fallocate(entry, fd, 0, 0, off_t(length))
+        case .rename(let from, let to):
+            io_uring_prep_renameat(entry, AT_FDCWD, from.pointer, AT_FDCWD, to.pointer, 0)
+        case .unlink(let path, let isDirectory):
+            io_uring_prep_unlinkat(entry, AT_FDCWD, path.pointer, isDirectory ? AT_REMOVEDIR : 0)
+        case .mkdir(let path, let mode):
+            io_uring_prep_mkdirat(entry, AT_FDCWD, path.pointer, mode)
+        }
+    }
+
+    /// The io_uring operations the storage engine issues, for probing the kernel at start-up.
+    public static let ringOperations: [(name: String, code: io_uring_op)] = [
+        ("openat", IORING_OP_OPENAT), ("close", IORING_OP_CLOSE), ("read", IORING_OP_READ), ("write", IORING_OP_WRITE),
+        ("fsync", IORING_OP_FSYNC), ("fallocate", IORING_OP_FALLOCATE), ("renameat", IORING_OP_RENAMEAT),
+        ("unlinkat", IORING_OP_UNLINKAT), ("mkdirat", IORING_OP_MKDIRAT),
+    ]
+}
+
+/// The real disk for start-up work: each operation goes through its own small io_uring and is
+/// waited for. The server's data path does not use this; it submits to its event loop's ring.
+public final class RingDisk: DiskIO {
+    private let ring: Ring
+
+    public init() throws(RingError) {
+        ring = try Ring(entries: 8)
+    }
+
+    public func perform(_ operation: DiskOperation) -> DiskResult {
+        let entry = ring.submissionEntry()
+        operation.prepare(entry)
+        io_uring_sqe_set_data64(entry, 1)
+        var result: DiskResult = -Int64(EIO)
+        while true {
+            let waited = ring.submitAndWait(count: 1, timeoutNanos: nil)
+            if waited < 0 && waited != -EINTR { return DiskResult(waited) }
+            if ring.drainCompletions({ _, value, _ in result = DiskResult(value) }) > 0 { return result }
+        }
+    }
+
+    public func listDirectory(_ path: CPath) -> Result<[String], StorageError> {
+        guard let directory = opendir(path.pointer) else {
+            return .failure(.io(operation: "opendir", errno: errno, detail: path.string))
+        }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return .success(names)
+    }
+
+    public func fileSize(fd: Int32) -> Result<Int64, StorageError> {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return .failure(.io(operation: "fstat", errno: errno, detail: "fd \(fd)")) }
+        return .success(Int64(status.st_size))
+    }
+
+    public func lockExclusively(_ path: CPath) -> Result<Int32, StorageError> {
+        let fd = open(path.pointer, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return .failure(.io(operation: "open", errno: errno, detail: path.string)) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let failure = errno
+            close(fd)
+            if failure == EWOULDBLOCK { return .failure(.dataDirectoryInUse(path.string)) }
+            return .failure(.io(operation: "flock", errno: failure, detail: path.string))
+        }
+        return .success(fd)
+    }
+}

@@ -1,0 +1,62 @@
+import RingLogWire
+
+/// One segment file of a log: whole batches back to back from `base`, preallocated to `fileBytes`.
+final class Segment {
+    let base: LogOffset
+    /// The preallocated size of the file; a batch never crosses it.
+    let fileBytes: Int
+    /// -1 once closed.
+    var fd: Int32
+    /// One past the last batch placed in this segment (reserved, not necessarily written).
+    var dataEnd: LogOffset
+    /// No more batches go here; the next segment has started.
+    var sealed = false
+    var index: SparseIndex
+    /// Index entries already in the `.idx` file and synced, and whether its header says sealed.
+    var persistedEntryCount = 0
+    var persistedSealed = false
+    /// Bytes of this segment covered by a successful fdatasync.
+    var syncedEnd: LogOffset
+    var syncInFlight = false
+    var syncIssuedEnd: LogOffset
+    /// The file's name is durable in the directory. A segment starts life as the preallocated spare
+    /// and is renamed when it becomes active; its batches commit only after the rename is synced.
+    var nameDurable: Bool
+    var maxAppendTimeMicros: UInt64 = 0
+    /// Reads in flight against `fd`; a deleted segment is closed when the last one finishes.
+    var readLeases = 0
+    var deleted = false
+
+    init(base: LogOffset, fileBytes: Int, fd: Int32, dataEnd: LogOffset, syncedEnd: LogOffset, nameDurable: Bool, index: SparseIndex) {
+        self.base = base
+        self.fileBytes = fileBytes
+        self.fd = fd
+        self.dataEnd = dataEnd
+        self.syncedEnd = syncedEnd
+        self.syncIssuedEnd = syncedEnd
+        self.nameDurable = nameDurable
+        self.index = index
+    }
+
+    /// The offset one past the file's last byte.
+    var capacityEnd: LogOffset { base.advanced(by: fileBytes) }
+
+    func contains(_ offset: LogOffset) -> Bool { offset >= base && offset < dataEnd }
+
+    func filePosition(of offset: LogOffset) -> Int64 { Int64(base.distance(to: offset)) }
+
+    func relative(_ offset: LogOffset) -> UInt32 { UInt32(base.distance(to: offset)) }
+}
+
+extension SparseIndex {
+    /// Entries at positions below `position`.
+    func count(below position: UInt32) -> Int {
+        var low = 0
+        var high = positions.count
+        while low < high {
+            let middle = (low + high) / 2
+            if positions[middle] < position { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}

@@ -1,0 +1,92 @@
+/// Settings that belong to one log, fixed when it is created and kept in its `log.meta` file.
+public struct LogSettings: Equatable, Sendable {
+    /// A new segment starts when the next batch would not fit in the active one.
+    public var segmentBytes: Int
+    /// Whole sealed segments are deleted, oldest first, while the log holds more than this.
+    /// `nil` keeps everything.
+    public var retentionBytes: Int?
+    /// Sealed segments whose newest batch is older than this are deleted. `nil` keeps everything.
+    public var retentionMicros: UInt64?
+
+    public init(segmentBytes: Int = 1 << 30, retentionBytes: Int? = nil, retentionMicros: UInt64? = nil) {
+        self.segmentBytes = segmentBytes
+        self.retentionBytes = retentionBytes
+        self.retentionMicros = retentionMicros
+    }
+
+    /// Smallest and largest segment sizes: a segment must hold the largest batch, and positions
+    /// inside a segment are 32-bit in the sparse index.
+    public static let segmentBytesRange = (64 << 10)...Int(UInt32.max)
+}
+
+/// Settings for a whole data directory and its engine.
+public struct StoreConfiguration: Sendable {
+    /// Largest batch (header and payload) an append may carry.
+    public var maxBatchBytes: Int
+    /// The recent-append cache shared by all logs: appended batches stay in memory here until the
+    /// space is needed again, and reads of them are served without touching the disk.
+    public var tailCacheBytes: Int
+    /// Defaults for logs created without explicit settings.
+    public var defaultLogSettings: LogSettings
+    /// The sparse index records the first batch at or after every this many bytes.
+    public var indexIntervalBytes: Int
+    /// A checkpoint is written once this many bytes have committed since the last one ...
+    public var checkpointIntervalBytes: Int
+    /// ... or this long after the last one, if anything committed since.
+    public var checkpointIntervalMicros: UInt64
+    /// Largest single write the engine issues; larger pending ranges go in several writes.
+    public var maxWriteBytes: Int
+    /// The next segment is preallocated once the active one is this full (0.0 to 1.0).
+    public var preallocateAtFill: Double
+
+    public init(
+        maxBatchBytes: Int = 8 << 20,
+        tailCacheBytes: Int = 64 << 20,
+        defaultLogSettings: LogSettings = LogSettings(),
+        indexIntervalBytes: Int = 16 << 10,
+        checkpointIntervalBytes: Int = 256 << 20,
+        checkpointIntervalMicros: UInt64 = 1_000_000,
+        maxWriteBytes: Int = 8 << 20,
+        preallocateAtFill: Double = 0.5
+    ) {
+        self.maxBatchBytes = maxBatchBytes
+        self.tailCacheBytes = tailCacheBytes
+        self.defaultLogSettings = defaultLogSettings
+        self.indexIntervalBytes = indexIntervalBytes
+        self.checkpointIntervalBytes = checkpointIntervalBytes
+        self.checkpointIntervalMicros = checkpointIntervalMicros
+        self.maxWriteBytes = maxWriteBytes
+        self.preallocateAtFill = preallocateAtFill
+    }
+
+    /// Every reason this configuration cannot work, as sentences naming the setting.
+    public func problems() -> [String] {
+        var problems: [String] = []
+        if maxBatchBytes < 48 + 1 { problems.append("max batch bytes (\(maxBatchBytes)) must be at least 49") }
+        if tailCacheBytes < 2 * maxBatchBytes {
+            problems.append("tail cache bytes (\(tailCacheBytes)) must be at least twice the max batch bytes (\(maxBatchBytes))")
+        }
+        problems.append(contentsOf: defaultLogSettings.problems(maxBatchBytes: maxBatchBytes))
+        if indexIntervalBytes < 512 { problems.append("index interval bytes (\(indexIntervalBytes)) must be at least 512") }
+        if maxWriteBytes < 4096 { problems.append("max write bytes (\(maxWriteBytes)) must be at least 4096") }
+        if !(0.0...1.0).contains(preallocateAtFill) { problems.append("preallocate-at-fill must be within 0...1") }
+        return problems
+    }
+}
+
+extension LogSettings {
+    public func problems(maxBatchBytes: Int) -> [String] {
+        var problems: [String] = []
+        if !LogSettings.segmentBytesRange.contains(segmentBytes) {
+            problems.append("segment bytes (\(segmentBytes)) must be within \(LogSettings.segmentBytesRange)")
+        }
+        if segmentBytes < maxBatchBytes {
+            problems.append("segment bytes (\(segmentBytes)) must be at least the max batch bytes (\(maxBatchBytes))")
+        }
+        if let retentionBytes, retentionBytes < segmentBytes {
+            problems.append("retention bytes (\(retentionBytes)) must be at least one segment (\(segmentBytes))")
+        }
+        if retentionMicros == 0 { problems.append("retention age must be positive") }
+        return problems
+    }
+}

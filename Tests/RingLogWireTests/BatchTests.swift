@@ -1,0 +1,96 @@
+import Testing
+import RingLogWire
+
+@Suite struct BatchTests {
+    let payload = Array("hello, batch".utf8)
+
+    @Test func encodedBatchHasTheDocumentedLayout() {
+        let batch = Batch.make(payload: payload, recordCount: 3)
+        #expect(batch.count == 48 + payload.count)
+        #expect(Array(batch[0..<4]) == [0x52, 0x4C, 0x42, 0x31], "magic RLB1")
+        batch.withUnsafeBytes { bytes in
+            #expect(bytes.loadLittleEndian(at: 32, as: UInt32.self) == UInt32(payload.count))
+            #expect(bytes.loadLittleEndian(at: 36, as: UInt32.self) == 3)
+            let crc: UInt32 = bytes.loadLittleEndian(at: 28)
+            #expect(crc == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[32...])))
+        }
+        #expect(Array(batch[4..<28]) == [UInt8](repeating: 0, count: 24), "server fields are zero from a client")
+        #expect(Array(batch[48...]) == payload)
+    }
+
+    @Test func validBatchPassesIncomingValidation() {
+        let batch = Batch.make(payload: payload)
+        batch.withUnsafeBytes { #expect(Batch.validateIncoming($0, maxPayloadBytes: 1024) == nil) }
+    }
+
+    @Test func serverFieldsDoNotAffectTheClientChecksum() {
+        var batch = Batch.make(payload: payload)
+        batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(4096), appendTimeMicros: 123, epoch: 9) }
+        batch.withUnsafeBytes { #expect(Batch.validateIncoming($0, maxPayloadBytes: 1024) == nil) }
+    }
+
+    @Test func incomingValidationRejectsEachKindOfDamage() {
+        func check(_ mutate: (inout [UInt8]) -> Void, limit: Int = 1024, expect: (BatchError?) -> Bool) {
+            var batch = Batch.make(payload: payload)
+            mutate(&batch)
+            let error = batch.withUnsafeBytes { Batch.validateIncoming($0, maxPayloadBytes: limit) }
+            #expect(expect(error), "got \(String(describing: error))")
+        }
+        check({ $0[0] = 0x58 }) { if case .badMagic = $0 { true } else { false } }
+        check({ $0[48] ^= 1 }) { if case .checksumMismatch = $0 { true } else { false } }
+        check({ $0[40] = 1 }) { if case .unsupportedFlags(1) = $0 { true } else { false } }
+        check({ $0[44] = 1 }) { $0 == .reservedNotZero }
+        check({ $0.append(0) }) { if case .lengthMismatch = $0 { true } else { false } }
+        check({ $0.removeLast() }) { if case .lengthMismatch = $0 { true } else { false } }
+        check({ $0.removeLast($0.count - 20) }) { if case .truncated = $0 { true } else { false } }
+        check({ _ in }, limit: 4) { if case .payloadTooLarge(_, 4) = $0 { true } else { false } }
+    }
+
+    @Test func stampedBatchVerifiesAsStoredAndDetectsHeaderDamage() {
+        var batch = Batch.make(payload: payload, recordCount: 2)
+        batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(96), appendTimeMicros: 55, epoch: 4) }
+        batch.withUnsafeBytes { bytes in
+            let header = try? Batch.verifyStoredHeader(bytes.baseAddress!, expectedOffset: LogOffset(96), maxPayloadBytes: 1 << 20).get()
+            #expect(header?.epoch == 4)
+            #expect(header?.appendTimeMicros == 55)
+            #expect(header?.recordCount == 2)
+            #expect(Batch.verifyPayload(bytes.baseAddress!, header: header!) == nil)
+            let misplaced = Batch.verifyStoredHeader(bytes.baseAddress!, expectedOffset: LogOffset(100), maxPayloadBytes: 1 << 20)
+            #expect(misplaced == .failure(.offsetMismatch(stored: LogOffset(96), expected: LogOffset(100))))
+        }
+        for position in [8, 16, 24, 28, 33, 40] {
+            var damaged = batch
+            damaged[position] ^= 0x10
+            damaged.withUnsafeBytes { bytes in
+                let result = Batch.verifyStoredHeader(bytes.baseAddress!, expectedOffset: LogOffset(96), maxPayloadBytes: 1 << 20)
+                guard case .failure(.headerChecksumMismatch) = result else {
+                    Issue.record("byte \(position) flipped, got \(result)")
+                    return
+                }
+            }
+        }
+    }
+
+    @Test func payloadDamageIsFoundWhileTheHeaderStaysTrustworthy() {
+        var batch = Batch.make(payload: payload)
+        batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: .zero, appendTimeMicros: 1, epoch: 1) }
+        batch[50] ^= 0x80
+        batch.withUnsafeBytes { bytes in
+            let header = try? Batch.verifyStoredHeader(bytes.baseAddress!, expectedOffset: .zero, maxPayloadBytes: 1024).get()
+            #expect(header != nil)
+            guard case .checksumMismatch? = Batch.verifyPayload(bytes.baseAddress!, header: header!) else {
+                Issue.record("payload damage not detected")
+                return
+            }
+        }
+    }
+
+    @Test func offsetsAndIdsAreDistinctOrderedTypes() {
+        let offset = LogOffset(100)
+        #expect(offset.advanced(by: 28) == LogOffset(128))
+        #expect(offset.advanced(by: -100) == .zero)
+        #expect(offset.distance(to: LogOffset(40)) == -60)
+        #expect(LogOffset(3) < LogOffset(4))
+        #expect(LogID(7).description == "7")
+    }
+}
