@@ -155,11 +155,11 @@ public final class SimulatedDisk: DiskIO {
     // MARK: Operations
 
     private func open(_ path: String, flags: Int32) -> DiskResult {
-        let (parentPath, name) = split(path)
-        guard let parent = resolve(parentPath), parent.isDirectory else { return -Int64(ENOENT) }
-        var inode = parent.children[name]
+        var inode = resolve(path)
         if inode != nil && flags & O_CREAT != 0 && flags & O_EXCL != 0 { return -Int64(EEXIST) }
         if inode == nil {
+            let (parentPath, name) = split(path)
+            guard let parent = resolve(parentPath), parent.isDirectory else { return -Int64(ENOENT) }
             guard flags & O_CREAT != 0 else { return -Int64(ENOENT) }
             let created = Inode(isDirectory: false)
             parent.children[name] = created

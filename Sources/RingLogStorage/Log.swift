@@ -1,3 +1,4 @@
+import DequeModule
 import Glibc
 import RingLogWire
 
@@ -29,6 +30,10 @@ public final class Log {
     public private(set) var committedEnd: LogOffset
     private var writeIssuedEnd: LogOffset
     private var writeInFlight = false
+    /// Where each batch above the committed end ends, oldest first. Writes are split at size and
+    /// cache boundaries, so the written and synced positions can fall inside a batch; the
+    /// committed end only ever moves to one of these.
+    private var uncommittedBatchEnds: Deque<LogOffset> = []
 
     private(set) var checkpointOffset: LogOffset
     private var checkpointInFlight = false
@@ -49,8 +54,9 @@ public final class Log {
     /// A spare that failed (usually ENOSPC) is retried no sooner than this after the failure.
     static let spareRetryMicros: UInt64 = 1_000_000
 
+    /// Set once a write or fdatasync failed; from then on nothing more commits and no append is
+    /// taken, because what the disk holds past the committed end is unknown.
     public private(set) var failure: StorageError?
-    private var syncFailed = false
     private(set) var deleting = false
     /// Operations issued for this log and not yet completed (deletion waits for zero).
     var operationsInFlight = 0
@@ -119,6 +125,7 @@ public final class Log {
         segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, nowMicros)
         reservedEnd = offset.advanced(by: length)
         segment.dataEnd = reservedEnd
+        uncommittedBatchEnds.append(reservedEnd)
         store.markDirty(self)
         let filled = Double(segment.base.distance(to: reservedEnd)) / Double(segment.fileBytes)
         if case .none = spare, filled >= store.configuration.preallocateAtFill { prepareSpare() }
@@ -263,7 +270,7 @@ public final class Log {
                 return
             }
             let error = StorageError.fromWriteFailure(errno: errno, detail: "writing \(name) at offset \(start)")
-            if case .diskFull = error { rewind(to: writtenEnd, error) } else { fail(error) }
+            if case .diskFull = error { rewind(to: batchBoundary(atOrBelow: writtenEnd), error) } else { fail(error) }
             return
         }
         if result == 0 {
@@ -285,7 +292,6 @@ public final class Log {
                 store.markDirty(self)
                 return
             }
-            syncFailed = true
             fail(
                 .storageFailed(
                     "fdatasync of \(LogFileNames.segment(segment.base)) in \(name) failed (\(StorageError.errnoName(errno))); "
@@ -297,15 +303,20 @@ public final class Log {
         store.markDirty(self)
     }
 
-    /// Moves the committed end over every byte that is synced in a segment whose name is durable,
-    /// stopping at the first segment still holding unsynced bytes.
+    /// Moves the committed end to the last batch end covered by synced bytes in segments whose
+    /// names are durable, stopping at the first segment still holding unsynced bytes.
     private func advanceCommitted() {
-        guard !syncFailed else { return }
-        var end = committedEnd
-        for segment in segments where segment.dataEnd > end {
-            guard segment.base <= end, segment.nameDurable else { break }
-            end = max(end, segment.syncedEnd)
+        guard failure == nil else { return }
+        var synced = committedEnd
+        for segment in segments where segment.dataEnd > synced {
+            guard segment.base <= synced, segment.nameDurable else { break }
+            synced = max(synced, segment.syncedEnd)
             if segment.syncedEnd < segment.dataEnd { break }
+        }
+        var end = committedEnd
+        while let next = uncommittedBatchEnds.first, next <= synced {
+            end = next
+            uncommittedBatchEnds.removeFirst()
         }
         if end > committedEnd {
             committedEnd = end
@@ -313,11 +324,25 @@ public final class Log {
         }
     }
 
-    /// Undoes reservations at and after `offset` after their write failed for lack of space.
+    /// The start of the batch holding `offset` (or `offset` itself when a batch starts there).
+    private func batchBoundary(atOrBelow offset: LogOffset) -> LogOffset {
+        var boundary = committedEnd
+        for end in uncommittedBatchEnds {
+            if end > offset { break }
+            boundary = end
+        }
+        return boundary
+    }
+
+    /// Undoes reservations at and after `offset` (a batch boundary) after their write failed for
+    /// lack of space. Bytes of a partly written batch stay in the file until overwritten; they are
+    /// above the committed end, so no reader sees them, and recovery would cut them.
     private func rewind(to offset: LogOffset, _ error: StorageError) {
         precondition(!writeInFlight && offset >= activeSegment.base)
         reservedEnd = offset
+        writtenEnd = offset
         writeIssuedEnd = offset
+        while let last = uncommittedBatchEnds.last, last > offset { uncommittedBatchEnds.removeLast() }
         activeSegment.dataEnd = offset
         activeSegment.index.removeEntries(from: activeSegment.relative(offset))
         tail.discard(from: offset)
@@ -339,6 +364,7 @@ public final class Log {
         tail.discard(from: writtenEnd)
         writeIssuedEnd = writtenEnd
         reservedEnd = writtenEnd
+        uncommittedBatchEnds.removeAll()
     }
 
     /// The ring sequence of this log's oldest unwritten byte; the tail cache must not overwrite it.

@@ -99,11 +99,21 @@ public final class LogStore {
 
     private func openDirectories(disk: DiskIO) -> Result<Void, StorageError> {
         let root = CPath(rootPath)
+        let parent = CPath(rootPath.split(separator: "/").dropLast().reduce("") { $0 + "/" + $1 })
+        var created: Set<String> = []
         for directory in [root, logsDirectory, trashDirectory, stagingDirectory] {
             let made = disk.perform(.mkdir(path: directory, mode: 0o755))
             if made < 0 && made != -Int64(EEXIST) {
                 return .failure(.io(operation: "mkdir", errno: Int32(-made), detail: directory.string))
             }
+            if made == 0 { created.insert(directory.string) }
+        }
+        // A new directory's entry is durable only once its parent is fsynced.
+        if created.contains(root.string), case .failure(let error) = syncDirectory(parent.string.isEmpty ? CPath("/") : parent, disk: disk) {
+            return .failure(error)
+        }
+        if !created.subtracting([root.string]).isEmpty, case .failure(let error) = syncDirectory(root, disk: disk) {
+            return .failure(error)
         }
         switch disk.lockExclusively(root.appending("LOCK")) {
         case .failure(let error): return .failure(error)
@@ -141,6 +151,13 @@ public final class LogStore {
             }
         }
         return .success(())
+    }
+
+    private func syncDirectory(_ directory: CPath, disk: DiskIO) -> Result<Void, StorageError> {
+        disk.run(.open(path: directory, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0)).flatMap { fd in
+            defer { _ = disk.perform(.close(fd: Int32(fd))) }
+            return disk.run(.fsync(fd: Int32(fd))).map { _ in () }
+        }
     }
 
     private func removeDirectory(_ directory: CPath, disk: DiskIO) -> Result<Void, StorageError> {

@@ -15,10 +15,13 @@ public struct ReadResult {
         ReadResult(offset: offset, startOffset: start, committedEnd: end, buffer: nil, range: 0..<0)
     }
 
-    public var bytes: UnsafeRawBufferPointer {
-        guard let buffer else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return UnsafeRawBufferPointer(rebasing: buffer.bytes[range])
+    /// Calls `body` with the batches' bytes; the pointer is valid only inside `body`.
+    public func withUnsafeBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        guard let buffer else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return try withExtendedLifetime(buffer) { try body(UnsafeRawBufferPointer(rebasing: buffer.bytes[range])) }
     }
+
+    public var isEmpty: Bool { range.isEmpty }
 
     /// Where the next read continues.
     public var nextOffset: LogOffset { offset.advanced(by: range.count) }

@@ -1,0 +1,178 @@
+import Glibc
+import RingLogSimulation
+import RingLogStorage
+import RingLogWire
+import Testing
+
+/// Random appends of random sizes (crossing segment, cache and checkpoint boundaries), random
+/// completion order of the disk requests in flight, random trims, reads and clock jumps, and power
+/// cuts at random moments (unsynced writes dropped or torn at a random byte). After every recovery:
+/// every acknowledged batch is present, intact and at its offset; the log is a contiguous run of
+/// whole, valid batches, each one that some append placed at exactly that offset; and whatever the
+/// recovered log holds survives every later crash.
+@Suite struct RandomizedCrashTests {
+    /// `RINGLOG_CRASH_SEEDS=500 swift test --filter RandomizedCrashTests` runs a longer soak.
+    static let seeds: [UInt64] = Array(1...UInt64(Environment.integer("RINGLOG_CRASH_SEEDS") ?? 8))
+
+    @Test(arguments: seeds)
+    func everyAcknowledgedBatchSurvivesRandomCrashes(seed: UInt64) throws {
+        var model = try CrashModel(seed: seed)
+        for _ in 0..<1_500 { try model.randomStep() }
+        try model.crashAndVerify()
+        #expect(model.crashes >= 5, "seed \(seed) crashed only \(model.crashes) times")
+        #expect(model.cuts >= 1, "seed \(seed) never crashed with a torn or unsynced tail")
+        print("seed \(seed): \(model.crashes) crashes, \(model.cuts) cuts, \(model.verifiedBatches) batches verified")
+        #expect(model.verifiedBatches > 500, "seed \(seed) verified only \(model.verifiedBatches) batches")
+        #expect(model.harness.store.log(model.id)!.info.segmentCount + model.segmentsTrimmed > 3, "seed \(seed) never rotated")
+    }
+}
+
+struct CrashModel {
+    let harness: Harness
+    let id: LogID
+    var generator: SeededGenerator
+    /// Appends placed and not yet acknowledged: offset -> (end, payload).
+    var unacknowledged: [LogOffset: (end: LogOffset, payload: [UInt8])] = [:]
+    /// Batches the log must hold: acknowledged, or found by a recovery (which made them durable).
+    var mustHold: [LogOffset: [UInt8]] = [:]
+    /// Every payload ever placed at each offset, across restarts.
+    var everPlaced: [LogOffset: [[UInt8]]] = [:]
+    var start = LogOffset.zero
+    var highestTrimRequested = LogOffset.zero
+    var crashes = 0
+    var verifiedBatches = 0
+    var segmentsTrimmed = 0
+    /// Recoveries that found and cut a torn or lost tail.
+    var cuts = 0
+
+    init(seed: UInt64) throws {
+        harness = try Harness(seed: seed, configuration: .small(segmentBytes: 64 << 10, tailCacheBytes: 128 << 10))
+        generator = SeededGenerator(seed: seed &* 7_919)
+        id = try harness.createLog("random")
+    }
+
+    mutating func randomStep() throws {
+        let roll = Int.random(in: 0..<1000, using: &generator)
+        switch roll {
+        case 0..<560: try appendRandomBatch()
+        case 560..<880: harness.driver.step(completing: Int.random(in: 1...8, using: &generator))
+        case 880..<920:
+            harness.driver.nowMicros += UInt64.random(in: 0...2_000_000, using: &generator)
+            harness.driver.maintain()
+        case 920..<975: try readRandomBatch()
+        case 975..<988: try trimSomewhere()
+        default: try crashAndVerify()
+        }
+        try absorbEvents()
+    }
+
+    private mutating func appendRandomBatch() throws {
+        let size: Int
+        switch Int.random(in: 0..<100, using: &generator) {
+        case 0..<70: size = Int.random(in: 1...300, using: &generator)
+        case 70..<95: size = Int.random(in: 301...4000, using: &generator)
+        default: size = Int.random(in: 4001...(16 << 10) - Batch.headerBytes, using: &generator)
+        }
+        let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let outcome = Batch.make(payload: bytes).withUnsafeBytes { harness.store.append(to: id, batch: $0) }
+        switch outcome {
+        case .placed(let offset, let end):
+            unacknowledged[offset] = (end, bytes)
+            everPlaced[offset, default: []].append(bytes)
+        case .wouldBlock:
+            harness.driver.step(completing: 4)
+        case .failed(let error):
+            throw TestFailure("append failed with no fault injected: \(error)")
+        }
+    }
+
+    private mutating func readRandomBatch() throws {
+        guard let offset = mustHold.keys.filter({ $0 >= start }).randomElement(using: &generator) else { return }
+        let result = try harness.read(id, from: offset, maxBytes: Int.random(in: 1...20_000, using: &generator)).get()
+        let batches = try harness.batches(result)
+        guard let first = batches.first else { throw TestFailure("read at acknowledged \(offset) returned nothing") }
+        try check(first.payload == mustHold[offset], "read at \(offset) returned different bytes")
+        for batch in batches {
+            try check(everPlaced[batch.offset]?.contains(batch.payload) == true, "read returned a batch at \(batch.offset) nobody appended")
+        }
+        try check(result.nextOffset <= harness.store.log(id)!.committedEnd, "read returned uncommitted bytes")
+    }
+
+    private mutating func trimSomewhere() throws {
+        let candidates = mustHold.keys.filter { $0 > start }.sorted()
+        guard candidates.count > 20 else { return }
+        let target = candidates[Int.random(in: 0..<(candidates.count / 2), using: &generator)]
+        highestTrimRequested = max(highestTrimRequested, target)
+        let segmentsBefore = harness.store.log(id)!.info.segmentCount
+        let newStart = try harness.trim(id, to: target).get()
+        try check(newStart >= target, "trim to \(target) reported start \(newStart)")
+        segmentsTrimmed += max(0, segmentsBefore - harness.store.log(id)!.info.segmentCount)
+        advanceStart(to: newStart)
+    }
+
+    private mutating func advanceStart(to newStart: LogOffset) {
+        start = max(start, newStart)
+        mustHold = mustHold.filter { $0.key >= start }
+    }
+
+    /// Applies the store's notifications: a committed end acknowledges every append below it.
+    private mutating func absorbEvents() throws {
+        for event in harness.driver.takeEvents() {
+            switch event {
+            case .committed(let logID) where logID == id:
+                let committed = harness.store.log(id)!.committedEnd
+                for (offset, entry) in unacknowledged where entry.end <= committed {
+                    mustHold[offset] = entry.payload
+                    unacknowledged[offset] = nil
+                }
+            case .logFailed(_, let error), .appendsRewound(_, _, let error):
+                throw TestFailure("storage failure with no fault injected: \(error)")
+            case .trimmed(_, .success(let newStart)):
+                advanceStart(to: newStart)
+            default:
+                break
+            }
+        }
+    }
+
+    mutating func crashAndVerify() throws {
+        try absorbEvents()
+        try harness.driver.crashAndRecover()
+        crashes += 1
+        unacknowledged.removeAll()
+        if harness.store.recoveryReports.first?.cut != nil { cuts += 1 }
+        guard let log = harness.store.log(id) else { throw TestFailure("the log vanished in a crash") }
+        try check(log.startOffset >= start && log.startOffset <= max(start, highestTrimRequested),
+            "start \(log.startOffset) outside [\(start), \(highestTrimRequested)]")
+        advanceStart(to: log.startOffset)
+        if let end = mustHold.map({ $0.key.advanced(by: Batch.headerBytes + $0.value.count) }).max() {
+            try check(log.committedEnd >= end, "committed end \(log.committedEnd) below acknowledged end \(end)")
+        }
+        let all = try harness.readAll(id)
+        var found: [LogOffset: [UInt8]] = [:]
+        var expected = log.startOffset
+        for batch in all {
+            try check(batch.offset == expected, "gap or overlap at \(batch.offset), expected \(expected)")
+            try check(everPlaced[batch.offset]?.contains(batch.payload) == true, "batch at \(batch.offset) was never appended there")
+            found[batch.offset] = batch.payload
+            expected = batch.offset.advanced(by: Batch.headerBytes + batch.payload.count)
+        }
+        try check(expected == log.committedEnd, "batches end at \(expected), log says \(log.committedEnd)")
+        for (offset, bytes) in mustHold {
+            try check(found[offset] == bytes, "acknowledged batch at \(offset) is \(found[offset] == nil ? "missing" : "different")")
+            verifiedBatches += 1
+        }
+        mustHold = found
+    }
+
+    private func check(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw TestFailure(message()) }
+    }
+}
+
+enum Environment {
+    static func integer(_ name: String) -> Int? {
+        guard let value = getenv(name) else { return nil }
+        return Int(String(cString: value))
+    }
+}

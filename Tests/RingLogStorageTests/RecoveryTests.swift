@@ -1,0 +1,157 @@
+import Glibc
+import RingLogSimulation
+import RingLogStorage
+import RingLogWire
+import Testing
+
+@Suite struct RecoveryTests {
+    @Test func aRestartAfterACleanShutdownScansNothing() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("clean")
+        for seed in 0..<50 { try harness.append(id, payload(900, seed: seed)) }
+        try harness.shutDownCleanlyAndReopen()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.cleanShutdown)
+        #expect(report.scannedBytes == 0)
+        #expect(report.cut == nil)
+        #expect(report.committedEnd == LogOffset(50 * 948))
+        #expect(try harness.readAll(id).count == 50)
+    }
+
+    @Test func aCrashKeepsEveryCommittedBatchAndLosesOnlyUnsyncedOnes() throws {
+        let harness = try Harness(seed: 11)
+        let id = try harness.createLog("crash")
+        for seed in 0..<20 { try harness.append(id, payload(700, seed: seed)) }
+        let committed = harness.store.log(id)!.committedEnd
+        // More appends whose writes and syncs never get to run.
+        for seed in 20..<25 {
+            let batch = Batch.make(payload: payload(700, seed: seed))
+            _ = batch.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
+        }
+        harness.driver.step(completing: 1)
+        try harness.driver.crashAndRecover()
+        let recovered = try harness.readAll(id)
+        #expect(recovered.count >= 20)
+        #expect(Array(recovered.prefix(20).map(\.payload)) == (0..<20).map { payload(700, seed: $0) })
+        #expect(harness.store.log(id)!.committedEnd >= committed)
+    }
+
+    @Test func recoveryScansOnlyFromTheCheckpoint() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("bounded")
+        for seed in 0..<60 { try harness.append(id, payload(1000, seed: seed)) }
+        harness.passTime(micros: 2_000_000)
+        let checkpointed = harness.store.log(id)!.committedEnd
+        for seed in 60..<63 { try harness.append(id, payload(1000, seed: seed)) }
+        try harness.driver.crashAndRecover()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.scanFrom == checkpointed)
+        #expect(report.scannedBytes == 3 * 1048, "only the three batches after the checkpoint are read")
+        #expect(try harness.readAll(id).count == 63)
+    }
+
+    @Test func aDamagedBatchAfterTheCheckpointIsCutAsATornTailAndReported() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("torn")
+        try harness.append(id, payload(100, seed: 1))
+        let second = try harness.append(id, payload(100, seed: 2))
+        try harness.append(id, payload(100, seed: 3))
+        // The checkpoint is still at 0, so everything is "tail" to recovery.
+        harness.disk.flipBit(path: "/data/logs/torn/00000000000000000000.seg", position: Int(second.rawValue) + 60)
+        try harness.driver.crashAndRecover()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.cut?.offset == second)
+        #expect(report.cut?.reason.contains("CRC32C") == true)
+        #expect(harness.store.log(id)!.committedEnd == second)
+        #expect(try harness.readAll(id).map(\.payload) == [payload(100, seed: 1)])
+    }
+
+    @Test func corruptionBelowTheCheckpointIsReportedOnReadAndNeverTruncated() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("rot")
+        let offsets = try (0..<6).map { try harness.append(id, payload(3000, seed: $0)) }
+        harness.passTime(micros: 2_000_000)
+        let end = harness.store.log(id)!.committedEnd
+        try harness.shutDownCleanlyAndReopen()
+        // After the restart the cache is empty, so reads come from the damaged file.
+        harness.disk.flipBit(path: "/data/logs/rot/00000000000000000000.seg", position: Int(offsets[2].rawValue) + 100)
+        let damaged = try harness.read(id, from: offsets[2])
+        #expect(damaged.failureValue?.isCorruption(at: offsets[2], next: offsets[3]) == true, "\(damaged)")
+        #expect(try harness.batches(try harness.read(id, from: offsets[3]).get()).first?.payload == payload(3000, seed: 3))
+        let before = try harness.batches(try harness.read(id, from: .zero, maxBytes: 1 << 20).get())
+        #expect(before.map(\.offset) == [offsets[0], offsets[1]], "a read stops before the damaged batch")
+        try harness.driver.crashAndRecover()
+        #expect(harness.store.log(id)!.committedEnd == end, "nothing committed was cut")
+        #expect(harness.store.recoveryReports.first?.cut == nil)
+        #expect(try harness.read(id, from: offsets[2]).failureValue?.isCorruption(at: offsets[2], next: offsets[3]) == true)
+    }
+
+    @Test func recoveryReportsCorruptionWithFileAndPositionWhenItHasToReadOldData() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("lost-index")
+        let offsets = try (0..<40).map { try harness.append(id, payload(3000, seed: $0)) }
+        harness.passTime(micros: 2_000_000)
+        let end = harness.store.log(id)!.committedEnd
+        #expect(harness.store.log(id)!.info.segmentCount >= 2)
+        try harness.shutDownCleanlyAndReopen()
+        // Damage a batch in the first (sealed) segment and remove that segment's index, so
+        // recovery must read the segment to rebuild it.
+        harness.disk.flipBit(path: "/data/logs/lost-index/00000000000000000000.seg", position: Int(offsets[5].rawValue) + 200)
+        _ = harness.disk.perform(.unlink(path: CPath("/data/logs/lost-index/00000000000000000000.idx"), isDirectory: false))
+        let directory = harness.disk.perform(.open(path: CPath("/data/logs/lost-index"), flags: O_RDONLY | O_DIRECTORY, mode: 0))
+        #expect(harness.disk.perform(.fsync(fd: Int32(directory))) == 0)
+        try harness.driver.crashAndRecover()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.rebuiltIndexes == [.zero])
+        let corruption = try #require(report.corruption.first)
+        #expect(corruption.offset == offsets[5])
+        #expect(corruption.file == "/data/logs/lost-index/00000000000000000000.seg")
+        #expect(corruption.position == Int64(offsets[5].rawValue))
+        #expect(report.cut == nil)
+        #expect(harness.store.log(id)!.committedEnd == end)
+        #expect(try harness.read(id, from: offsets[6]).map { _ in true }.get())
+    }
+
+    @Test func bytesLeftFromAnEarlierRunAfterACutAreNeverResurrected() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("epochs")
+        let first = try harness.append(id, payload(200, seed: 1))
+        let stale = try harness.append(id, payload(200, seed: 2))
+        // Make the first batch unreadable: recovery (checkpoint at 0) cuts the log at 0, leaving
+        // the second, intact batch behind the cut.
+        harness.disk.flipBit(path: "/data/logs/epochs/00000000000000000000.seg", position: 60)
+        try harness.driver.crashAndRecover()
+        #expect(harness.store.log(id)!.committedEnd == first)
+        // A new batch of the same size lands exactly where the old one was, so the stale batch
+        // now sits at the next boundary with the right offset and a valid CRC.
+        try harness.append(id, payload(200, seed: 3))
+        try harness.driver.crashAndRecover()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.cut?.offset == stale)
+        #expect(report.cut?.reason.contains("epoch") == true)
+        #expect(try harness.readAll(id).map(\.payload) == [payload(200, seed: 3)])
+    }
+
+    @Test func aTrimSurvivesACrashAndItsSegmentsStayDeleted() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("trimmed")
+        let offsets = try (0..<40).map { try harness.append(id, payload(3000, seed: $0)) }
+        let secondSegment = try #require(harness.segmentFiles("trimmed").dropFirst().first)
+        let cut = offsets[25]
+        #expect(try harness.trim(id, to: cut).get() == cut)
+        harness.driver.runUntilQuiet()
+        #expect(!harness.segmentFiles("trimmed").contains("00000000000000000000.seg"))
+        try harness.driver.crashAndRecover()
+        let log = try #require(harness.store.log(id))
+        #expect(log.startOffset == cut)
+        #expect(try harness.readAll(id).map(\.offset) == Array(offsets[25...]))
+        #expect(harness.segmentFiles("trimmed").first.map { $0 >= secondSegment } == true)
+    }
+}
+
+extension StorageError {
+    func isCorruption(at offset: LogOffset, next: LogOffset?) -> Bool {
+        if case .corruption(offset, _, next) = self { return true }
+        return false
+    }
+}
