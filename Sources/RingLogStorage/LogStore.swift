@@ -99,21 +99,22 @@ public final class LogStore {
 
     private func openDirectories(disk: DiskIO) -> Result<Void, StorageError> {
         let root = CPath(rootPath)
-        let parent = CPath(rootPath.split(separator: "/").dropLast().reduce("") { $0 + "/" + $1 })
-        var created: Set<String> = []
-        for directory in [root, logsDirectory, trashDirectory, stagingDirectory] {
+        var ancestors: [String] = []
+        var prefix = ""
+        for component in rootPath.split(separator: "/") {
+            prefix += "/" + component
+            ancestors.append(prefix)
+        }
+        let wanted = ancestors.map(CPath.init) + [logsDirectory, trashDirectory, stagingDirectory]
+        for (index, directory) in wanted.enumerated() {
             let made = disk.perform(.mkdir(path: directory, mode: 0o755))
             if made < 0 && made != -Int64(EEXIST) {
                 return .failure(.io(operation: "mkdir", errno: Int32(-made), detail: directory.string))
             }
-            if made == 0 { created.insert(directory.string) }
-        }
-        // A new directory's entry is durable only once its parent is fsynced.
-        if created.contains(root.string), case .failure(let error) = syncDirectory(parent.string.isEmpty ? CPath("/") : parent, disk: disk) {
-            return .failure(error)
-        }
-        if !created.subtracting([root.string]).isEmpty, case .failure(let error) = syncDirectory(root, disk: disk) {
-            return .failure(error)
+            // A new directory's entry is durable only once its parent is fsynced.
+            guard made == 0 else { continue }
+            let parent = index == 0 ? CPath("/") : (index < ancestors.count ? CPath(ancestors[index - 1]) : root)
+            if case .failure(let error) = syncDirectory(parent, disk: disk) { return .failure(error) }
         }
         switch disk.lockExclusively(root.appending("LOCK")) {
         case .failure(let error): return .failure(error)

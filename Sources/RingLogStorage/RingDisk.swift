@@ -92,3 +92,35 @@ public final class RingDisk: DiskIO {
         return .success(fd)
     }
 }
+
+/// Carries a store's disk requests out on an io_uring, asynchronously: the server's event loop and
+/// the storage benchmark use it. It keeps each request (and the paths and buffers it points at)
+/// alive until its completion arrives.
+public final class RingDiskExecutor {
+    private var inFlight: [UInt64: DiskRequest] = [:]
+    /// Bits of user data below this mark carry the store's token; the caller's tag goes above.
+    public static let tokenBits: UInt64 = 56
+
+    public init() {}
+
+    public var count: Int { inFlight.count }
+
+    /// Queues every request the store has waiting as submission entries on `ring`, with user data
+    /// `tag << 56 | token`. The caller submits.
+    public func prepareQueued(from store: LogStore, on ring: Ring, tag: UInt64) {
+        while let request = store.takeRequest() {
+            precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
+            let entry = ring.submissionEntry()
+            request.operation.prepare(entry)
+            io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
+            inFlight[request.token] = request
+        }
+    }
+
+    /// Hands a completion back to the store; `userData` is what the ring returned.
+    public func complete(userData: UInt64, result: Int32, store: LogStore) {
+        let token = userData & ((1 << RingDiskExecutor.tokenBits) - 1)
+        guard inFlight.removeValue(forKey: token) != nil else { preconditionFailure("completion for unknown disk request \(token)") }
+        store.complete(token: token, result: DiskResult(result))
+    }
+}

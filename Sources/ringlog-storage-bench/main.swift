@@ -1,1 +1,170 @@
-print("bench")
+// The storage engine alone on the real disk, through io_uring, in a release build: append
+// throughput by batch size (durable: every figure counts only committed batches) and recovery
+// scan speed. Run it with Scripts/bench-storage; figures go to docs/benchmarks.md.
+
+import ArgumentParser
+import Glibc
+import RingLogIO
+import RingLogStorage
+import RingLogWire
+
+@main
+struct StorageBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ringlog-storage-bench",
+        abstract: "Benchmark the RingLog storage engine alone (no network).",
+        subcommands: [Append.self, FillTail.self, Recover.self])
+}
+
+struct Common: ParsableArguments {
+    @Option(help: "Data directory (created; must not be in use).")
+    var dir: String
+
+    @Option(help: "Segment size in bytes.")
+    var segmentBytes: Int = 1 << 30
+
+    @Option(help: "Tail cache size in bytes.")
+    var cacheBytes: Int = 64 << 20
+
+    func configuration(checkpointBytes: Int = 256 << 20) -> StoreConfiguration {
+        StoreConfiguration(
+            maxBatchBytes: 8 << 20, tailCacheBytes: cacheBytes, defaultLogSettings: LogSettings(segmentBytes: segmentBytes),
+            checkpointIntervalBytes: checkpointBytes, checkpointIntervalMicros: checkpointBytes == Int.max ? UInt64.max / 2 : 1_000_000)
+    }
+}
+
+/// Drives a store on one ring until `done` says stop: appends are offered by `offer` whenever
+/// there is room, completions are fed back, and the store is flushed every turn.
+final class Runner {
+    let store: LogStore
+    let ring: Ring
+    let executor = RingDiskExecutor()
+
+    init(store: LogStore) throws {
+        self.store = store
+        ring = try Ring(entries: 256, completionEntries: 4096)
+    }
+
+    func turn(wait: Bool) {
+        store.flush()
+        executor.prepareQueued(from: store, on: ring, tag: 1)
+        if wait && executor.count > 0 { ring.submitAndWait(count: 1, timeoutNanos: 100_000_000) } else { ring.submit() }
+        ring.drainCompletions { userData, result, _ in executor.complete(userData: userData, result: result, store: store) }
+    }
+
+    /// Creates `name` and returns its id.
+    func createLog(_ name: String) throws -> LogID {
+        store.createLog(named: name, context: 1)
+        while true {
+            turn(wait: true)
+            while let event = store.events.popFirst() {
+                if case .created(_, let result) = event { return try result.get().id }
+            }
+        }
+    }
+}
+
+func openStore(_ common: Common, checkpointBytes: Int = 256 << 20) throws -> LogStore {
+    try LogStore.open(path: common.dir, configuration: common.configuration(checkpointBytes: checkpointBytes), disk: try RingDisk()).get()
+}
+
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+struct Append: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Append batches of one size as fast as the engine commits them.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Payload bytes per batch (the 48-byte header comes on top).")
+    var batchBytes: Int = 100
+
+    @Option(help: "Seconds to run.")
+    var seconds: Double = 5
+
+    func run() throws {
+        let runner = try Runner(store: openStore(common))
+        let id = try runner.createLog("bench-\(batchBytes)-\(getpid())")
+        let batch = Batch.make(payload: [UInt8](repeating: 0x5A, count: batchBytes))
+        let started = monotonicSeconds()
+        var placed = 0
+        var blocked = false
+        while monotonicSeconds() - started < seconds {
+            blocked = false
+            for _ in 0..<4096 {
+                let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
+                if case .placed = outcome { placed += 1 } else { blocked = true; break }
+            }
+            runner.turn(wait: blocked)
+            runner.store.events.removeAll(keepingCapacity: true)
+        }
+        while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
+        let elapsed = monotonicSeconds() - started
+        let committedBytes = runner.store.log(id)!.committedEnd.rawValue
+        let committedBatches = Int(committedBytes) / batch.count
+        let syncs = runner.store.statistics.fdatasyncs
+        let perSecond = Int(Double(committedBatches) / elapsed)
+        let megabytes = fixed(Double(committedBytes) / elapsed / 1e6, digits: 1)
+        let perSync = syncs > 0 ? committedBatches / syncs : 0
+        print("append payload=\(batchBytes)B batches/s=\(perSecond) MB/s=\(megabytes) fdatasyncs=\(syncs) batches/fdatasync=\(perSync)")
+    }
+}
+
+struct FillTail: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fill-tail", abstract: "Append BYTES to a fresh log with no checkpoint, then exit without a clean shutdown.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Bytes to append after the last checkpoint.")
+    var bytes: Int = 1 << 30
+
+    @Option(help: "Payload bytes per batch.")
+    var batchBytes: Int = 64 << 10
+
+    func run() throws {
+        let runner = try Runner(store: openStore(common, checkpointBytes: Int.max))
+        let id = try runner.createLog("tail")
+        let batch = Batch.make(payload: (0..<batchBytes).map { UInt8(truncatingIfNeeded: $0) })
+        var placed = 0
+        while placed * batch.count < bytes {
+            let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
+            if case .placed = outcome { placed += 1 } else { runner.turn(wait: true) }
+            runner.store.events.removeAll(keepingCapacity: true)
+        }
+        while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
+        print("filled \(runner.store.log(id)!.committedEnd) bytes in \(placed) batches; exiting without a checkpoint")
+        Glibc.exit(0)
+    }
+}
+
+struct Recover: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Open the data directory and report what recovery scanned and how fast.")
+
+    @OptionGroup var common: Common
+
+    func run() throws {
+        let started = monotonicSeconds()
+        let store = try openStore(common)
+        let elapsed = monotonicSeconds() - started
+        for report in store.recoveryReports {
+            print(report)
+            let rate = Double(report.scannedBytes) / elapsed / 1e6
+            let seconds = fixed(elapsed, digits: 3)
+            print("recovery scanned=\(report.scannedBytes)B batches=\(report.scannedBatches) seconds=\(seconds) MB/s=\(Int(rate))")
+        }
+    }
+}
+
+/// `value` with `digits` decimals (Foundation-free).
+func fixed(_ value: Double, digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let scaled = Int((value * scale).rounded())
+    let whole = scaled / Int(scale)
+    let fraction = String(abs(scaled) % Int(scale))
+    return digits == 0 ? "\(whole)" : "\(whole)." + String(repeating: "0", count: digits - fraction.count) + fraction
+}
