@@ -17,7 +17,9 @@ let strict: [SwiftSetting] = [
 let package = Package(
     name: "RingLog",
     platforms: [.macOS(.v15)],
-    products: [],
+    products: [
+        .executable(name: "ringlogd", targets: ["ringlogd"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -60,6 +62,25 @@ let package = Package(
         .target(
             name: "RingLogSimulation",
             dependencies: ["RingLogStorage", "RingLogWire"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RingLogServer",
+            dependencies: [
+                "RingLogStorage", "RingLogWire", "RingLogIO", "CLiburing",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ringlogd",
+            dependencies: [
+                "RingLogServer", "RingLogStorage", "RingLogIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(

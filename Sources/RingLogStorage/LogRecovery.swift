@@ -381,10 +381,13 @@ struct LogRecovery {
         var chunkStart = from
         var chunkBytes = 0
         var position = from
+        // Start small (a short or clean tail reads little) and grow to the scratch size.
+        var readSize = 256 << 10
         scanning: while position < limit {
             var offsetInChunk = chunkStart.distance(to: position)
             if offsetInChunk + Batch.headerBytes > chunkBytes {
-                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit)
+                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit, upTo: readSize)
+                readSize = min(readSize * 4, scratch.count)
                 chunkStart = position
                 offsetInChunk = 0
                 if chunkBytes < Batch.headerBytes {
@@ -412,7 +415,7 @@ struct LogRecovery {
             let total = header.totalBytes
             if offsetInChunk + total > chunkBytes {
                 if total > scratch.count { scratch = OwnedBytes(uninitializedCount: total) }
-                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit)
+                chunkBytes = fill(fd: fd, base: base, from: position, limit: limit, upTo: max(readSize, total))
                 chunkStart = position
                 offsetInChunk = 0
                 if chunkBytes < total {
@@ -441,8 +444,8 @@ struct LogRecovery {
 
     /// Reads as much as fits from `from` (up to `limit`) into the scratch buffer; returns the count.
     /// A read error is kept in `readFailure` (recovery then fails rather than cut good data).
-    private mutating func fill(fd: Int32, base: LogOffset, from: LogOffset, limit: LogOffset) -> Int {
-        let wanted = min(scratch.count, from.distance(to: limit))
+    private mutating func fill(fd: Int32, base: LogOffset, from: LogOffset, limit: LogOffset, upTo size: Int) -> Int {
+        let wanted = min(size, scratch.count, from.distance(to: limit))
         let target = UnsafeMutableRawBufferPointer(rebasing: scratch.mutableBytes[0..<wanted])
         switch disk.readFully(fd: fd, position: Int64(base.distance(to: from)), into: target) {
         case .success(let count): return count

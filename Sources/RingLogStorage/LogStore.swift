@@ -366,6 +366,21 @@ public final class LogStore {
         }
     }
 
+    /// Every descriptor the store holds, for closing at exit (the data directory's lock goes with
+    /// it). The store must not be used afterwards.
+    public func closeAllDescriptors() -> [Int32] {
+        var fds: [Int32] = []
+        for log in logsByID.values { fds.append(contentsOf: log.descriptorsToClose()) }
+        for entry in deletingLogs.values { fds.append(contentsOf: entry.log.descriptorsToClose()) }
+        fds.append(contentsOf: [logsDirectoryFD, trashDirectoryFD, lockFD].filter { $0 >= 0 })
+        logsDirectoryFD = -1
+        trashDirectoryFD = -1
+        lockFD = -1
+        logsByID.removeAll()
+        logsByName.removeAll()
+        return fds
+    }
+
     // MARK: Driving
 
     /// The next queued disk request, in issue order.

@@ -11,7 +11,8 @@ public struct ReadResult {
     public let buffer: OwnedBytes?
     public let range: Range<Int>
 
-    static func empty(at offset: LogOffset, start: LogOffset, end: LogOffset) -> ReadResult {
+    /// A read that found nothing: the offset is the committed end.
+    public static func empty(at offset: LogOffset, start: LogOffset, end: LogOffset) -> ReadResult {
         ReadResult(offset: offset, startOffset: start, committedEnd: end, buffer: nil, range: 0..<0)
     }
 

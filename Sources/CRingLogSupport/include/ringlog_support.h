@@ -16,4 +16,7 @@ uint32_t ringlog_crc32c_portable(uint32_t crc, const void *buffer, size_t length
 /// True when `ringlog_crc32c` runs on the SSE4.2 instruction.
 bool ringlog_crc32c_is_hardware_accelerated(void);
 
+/// eventfd(0, EFD_CLOEXEC): a descriptor another thread writes to wake the event loop.
+int ringlog_eventfd(void);
+
 #endif

@@ -1,0 +1,445 @@
+import DequeModule
+import HeapModule
+import RingLogStorage
+import RingLogWire
+
+/// Appends waiting for their acknowledgement and reads waiting for new data, for one log.
+struct LogWaiters {
+    struct Acknowledgement {
+        var offset: LogOffset
+        var end: LogOffset
+        var context: UInt64
+    }
+
+    struct LongPoll {
+        var offset: LogOffset
+        var maxBytes: Int
+    }
+
+    /// In offset order, so acknowledging is popping from the front.
+    var durable: Deque<Acknowledgement> = []
+    var written: Deque<Acknowledgement> = []
+    var readers: [UInt64: LongPoll] = [:]
+
+    var isEmpty: Bool { durable.isEmpty && written.isEmpty && readers.isEmpty }
+}
+
+/// A response's place: which connection (slot and generation) and which queued response.
+enum ResponseContext {
+    @inline(__always)
+    static func make(_ connection: Connection, sequence: UInt32) -> UInt64 {
+        UInt64(connection.slot) << 44 | UInt64(connection.generation & 0xFFF) << 32 | UInt64(sequence)
+    }
+
+    @inline(__always)
+    static func parts(_ context: UInt64) -> (slot: Int, generation: UInt16, sequence: UInt32) {
+        (Int(context >> 44), UInt16((context >> 32) & 0xFFF), UInt32(truncatingIfNeeded: context))
+    }
+}
+
+extension EventLoop {
+    // MARK: Requests
+
+    /// Handles one framed request. Returns false when the connection must stop taking requests.
+    func handle(_ connection: Connection, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) -> Bool {
+        counters.requests += 1
+        let sequence = connection.takeSequence()
+        let counted = connection.countedInFlight < configuration.maxInFlightPerConnection
+        connection.responses.append(PendingResponse(sequence: sequence, requestID: header.requestID, opcode: header.opcode, counted: counted))
+        guard counted else {
+            respond(connection, sequence: sequence, code: .tooManyInFlight, ErrorBody(
+                detail1: UInt64(configuration.maxInFlightPerConnection),
+                message: "more than \(configuration.maxInFlightPerConnection) requests in flight on one connection"))
+            return canRead(connection)
+        }
+        connection.countedInFlight += 1
+        guard let opcode = Opcode(rawValue: header.opcode) else {
+            respond(connection, sequence: sequence, code: .unknownOperation, ErrorBody(message: "unknown operation 0x\(String(header.opcode, radix: 16))"))
+            return canRead(connection)
+        }
+        if case .draining = phase {
+            respond(connection, sequence: sequence, error: .shuttingDown)
+            return false
+        }
+        do {
+            switch opcode {
+            case .ping: respond(connection, sequence: sequence, .empty)
+            case .hello: try hello(connection, sequence, body)
+            case .append: return append(connection, header, sequence, body)
+            case .read:
+                let request = try ReadRequest.decode(body)
+                startRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: Int(request.maxBytes),
+                    waitMillis: Int(request.maxWaitMillis))
+            case .createLog: try createLog(connection, sequence, body)
+            case .deleteLog: store.deleteLog(named: try LogNameRequest.decode(body).name, context: ResponseContext.make(connection, sequence: sequence))
+            case .logInfo: try logInfo(connection, sequence, header, body)
+            case .listLogs:
+                try WireReader(body).finish()
+                respond(connection, sequence: sequence, .encoded(LogList(logs: store.logs.map(Self.describe)).encoded()))
+            case .trim:
+                let target = try OffsetMessage.decode(body).offset
+                store.trim(header.logID, to: target, context: ResponseContext.make(connection, sequence: sequence))
+            case .serverStats:
+                try WireReader(body).finish()
+                respond(connection, sequence: sequence, .encoded(serverStats().encoded()))
+            }
+        } catch {
+            respond(connection, sequence: sequence, code: .malformedRequest, ErrorBody(message: "malformed \(opcode) body: \(error)"))
+        }
+        return canRead(connection)
+    }
+
+    private func hello(_ connection: Connection, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) throws(WireError) {
+        let request = try HelloRequest.decode(body)
+        guard request.minVersion <= UInt16(WireProtocol.version), request.maxVersion >= UInt16(WireProtocol.version) else {
+            respond(connection, sequence: sequence, code: .unsupportedVersion, ErrorBody(
+                detail1: UInt64(WireProtocol.version), detail2: UInt64(WireProtocol.version),
+                message: "client speaks versions \(request.minVersion)...\(request.maxVersion); this server speaks only 1"))
+            return
+        }
+        let response = HelloResponse(
+            version: UInt16(WireProtocol.version), maxBatchBytes: UInt32(configuration.storage.maxBatchBytes),
+            maxReadBytes: UInt32(configuration.maxReadBytes), maxInFlight: UInt32(configuration.maxInFlightPerConnection),
+            maxWaitMillis: UInt32(configuration.maxWaitMillis), serverName: "ringlogd \(ringLogVersion)")
+        respond(connection, sequence: sequence, .encoded(response.encoded()))
+    }
+
+    private func append(_ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) -> Bool {
+        guard AckMode(rawValue: header.flags) != nil else {
+            respond(connection, sequence: sequence, code: .malformedRequest, ErrorBody(message: "unknown acknowledgement mode \(header.flags)"))
+            return canRead(connection)
+        }
+        if let problem = Batch.validateIncoming(body, maxPayloadBytes: configuration.storage.maxBatchBytes - Batch.headerBytes) {
+            let code: ErrorCode =
+                switch problem {
+                case .checksumMismatch: .crcMismatch
+                case .payloadTooLarge: .lengthOverLimit
+                default: .badBatch
+                }
+            respond(connection, sequence: sequence, code: code, ErrorBody(message: problem.description))
+            return canRead(connection)
+        }
+        return place(connection, header, sequence, body, keeping: nil) && canRead(connection)
+    }
+
+    /// Offers a validated batch to the store. When the store has no room, the batch is kept (copied
+    /// unless `keeping` already holds it) and the connection reads nothing until a retry places it.
+    /// Returns false in that case.
+    private func place(
+        _ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ batch: UnsafeRawBufferPointer, keeping: OwnedBytes?
+    ) -> Bool {
+        switch store.append(to: header.logID, batch: batch) {
+        case .placed(let offset, let end):
+            counters.appends += 1
+            counters.appendedBytes += UInt64(batch.count)
+            let acknowledgement = LogWaiters.Acknowledgement(offset: offset, end: end, context: ResponseContext.make(connection, sequence: sequence))
+            if header.flags == AckMode.durable.rawValue {
+                waiters[header.logID, default: LogWaiters()].durable.append(acknowledgement)
+            } else {
+                waiters[header.logID, default: LogWaiters()].written.append(acknowledgement)
+            }
+            return true
+        case .wouldBlock:
+            counters.appendsBlocked += 1
+            connection.blockedAppend = (header, keeping ?? OwnedBytes(copying: batch), sequence)
+            blockedConnections.append(connection)
+            return false
+        case .failed(let error):
+            respond(connection, sequence: sequence, error: error)
+            return true
+        }
+    }
+
+    func retryBlockedAppend(_ connection: Connection) {
+        guard let blocked = connection.blockedAppend else { return }
+        connection.blockedAppend = nil
+        _ = place(connection, blocked.header, blocked.sequence, blocked.batch.bytes, keeping: blocked.batch)
+    }
+
+    func startRead(_ connection: Connection, _ sequence: UInt32, logID: LogID, offset: LogOffset, maxBytes: Int, waitMillis: Int) {
+        let context = ResponseContext.make(connection, sequence: sequence)
+        let maxBytes = min(max(maxBytes, 1), configuration.maxReadBytes)
+        switch store.read(from: logID, offset: offset, maxBytes: maxBytes, context: context) {
+        case .ready(let result):
+            if result.isEmpty && waitMillis > 0 {
+                let wait = min(waitMillis, configuration.maxWaitMillis)
+                waiters[logID, default: LogWaiters()].readers[context] = LogWaiters.LongPoll(offset: offset, maxBytes: maxBytes)
+                longPollDeadlines.insert(LongPollDeadline(deadlineNanos: monotonicNanos() + UInt64(wait) * 1_000_000, logID: logID, context: context))
+                counters.longPollsStarted += 1
+            } else {
+                finishRead(context: context, .success(result))
+            }
+        case .pending:
+            break
+        case .failed(let error):
+            respond(context: context, error: error)
+        }
+    }
+
+    private func finishRead(context: UInt64, _ result: Result<ReadResult, StorageError>) {
+        switch result {
+        case .success(let read):
+            counters.reads += 1
+            counters.readBytes += UInt64(read.range.count)
+            respond(context: context, .read(ReadResponseHead(startOffset: read.startOffset, committedEnd: read.committedEnd), read))
+        case .failure(let error):
+            respond(context: context, error: error)
+        }
+    }
+
+    private func createLog(_ connection: Connection, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) throws(WireError) {
+        let request = try CreateLogRequest.decode(body)
+        var settings = configuration.storage.defaultLogSettings
+        if request.segmentBytes != serverDefault {
+            guard request.segmentBytes <= UInt64(Int.max) else { throw WireError("segment bytes out of range") }
+            settings.segmentBytes = Int(request.segmentBytes)
+        }
+        if request.retentionBytes != serverDefault {
+            settings.retentionBytes = request.retentionBytes == 0 ? nil : Int(clamping: request.retentionBytes)
+        }
+        if request.retentionMillis != serverDefault {
+            settings.retentionMicros = request.retentionMillis == 0 ? nil : request.retentionMillis.multipliedReportingOverflow(by: 1000).partialValue
+        }
+        store.createLog(named: request.name, settings: settings, context: ResponseContext.make(connection, sequence: sequence))
+    }
+
+    private func logInfo(_ connection: Connection, _ sequence: UInt32, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) throws(WireError) {
+        let name = try LogNameRequest.decode(body).name
+        let log = name.isEmpty ? store.log(header.logID) : store.log(named: name)
+        guard let log else {
+            respond(connection, sequence: sequence, error: .unknownLog(name.isEmpty ? "id \(header.logID)" : name))
+            return
+        }
+        respond(connection, sequence: sequence, .encoded(Self.describe(log.info).encoded()))
+    }
+
+    static func describe(_ info: LogInfo) -> LogDescription {
+        LogDescription(
+            logID: info.id, name: info.name, startOffset: info.startOffset, committedEnd: info.committedEnd,
+            segmentCount: UInt32(info.segmentCount), storedBytes: UInt64(info.storedBytes), diskBytes: UInt64(info.diskBytes),
+            segmentBytes: UInt64(info.settings.segmentBytes), retentionBytes: UInt64(info.settings.retentionBytes ?? 0),
+            retentionMillis: (info.settings.retentionMicros ?? 0) / 1000, failure: info.failure ?? "")
+    }
+
+    // MARK: Responding
+
+    func respond(_ connection: Connection, sequence: UInt32, _ body: PendingResponse.Body) {
+        respond(context: ResponseContext.make(connection, sequence: sequence), status: 0, body)
+    }
+
+    func respond(_ connection: Connection, sequence: UInt32, code: ErrorCode, _ error: ErrorBody) {
+        respond(context: ResponseContext.make(connection, sequence: sequence), status: code.rawValue, .error(error))
+    }
+
+    func respond(_ connection: Connection, sequence: UInt32, error: StorageError) {
+        respond(context: ResponseContext.make(connection, sequence: sequence), error: error)
+    }
+
+    func respond(context: UInt64, _ body: PendingResponse.Body) { respond(context: context, status: 0, body) }
+
+    func respond(context: UInt64, error: StorageError) {
+        let (code, body) = Self.wireError(error)
+        respond(context: context, status: code.rawValue, .error(body))
+    }
+
+    /// Marks a queued response ready; dropped when its connection is gone.
+    private func respond(context: UInt64, status: UInt16, _ body: PendingResponse.Body) {
+        let (slot, generation, sequence) = ResponseContext.parts(context)
+        guard slot < connections.count, let connection = connections[slot], connection.generation & 0xFFF == generation else { return }
+        if status != 0, let code = ErrorCode(rawValue: status) { counters.countError(code) }
+        let found = connection.responses.update(sequence: sequence) { response in
+            response.ready = true
+            response.status = status
+            response.body = body
+        }
+        if found { scheduleFlush(connection) }
+    }
+
+    /// Moves every ready response at the head of the queue into the connection's output.
+    func writeReadyResponses(_ connection: Connection) {
+        while let first = connection.responses.first, first.ready {
+            let response = connection.responses.removeFirst()
+            if response.counted { connection.countedInFlight -= 1 }
+            encode(response, into: connection.output.filling)
+        }
+    }
+
+    private func encode(_ response: PendingResponse, into output: OutgoingBytes) {
+        let header = { (bodyLength: Int) in
+            ResponseHeader(opcode: response.opcode, bodyLength: bodyLength, requestID: response.requestID, status: response.status)
+        }
+        switch response.body {
+        case .empty:
+            output.appendInline(count: WireProtocol.headerBytes) { header(0).encode(into: $0) }
+        case .append(let message):
+            output.appendInline(count: WireProtocol.headerBytes + 16) { pointer in
+                header(16).encode(into: pointer)
+                pointer.storeLittleEndian(message.offset.rawValue, at: 32)
+                pointer.storeLittleEndian(message.committedEnd.rawValue, at: 40)
+            }
+        case .offset(let message):
+            output.appendInline(count: WireProtocol.headerBytes + 8) { pointer in
+                header(8).encode(into: pointer)
+                pointer.storeLittleEndian(message.offset.rawValue, at: 32)
+            }
+        case .read(let head, let result):
+            output.appendInline(count: WireProtocol.headerBytes + ReadResponseHead.encodedBytes) { pointer in
+                header(ReadResponseHead.encodedBytes + result.range.count).encode(into: pointer)
+                pointer.storeLittleEndian(head.startOffset.rawValue, at: 32)
+                pointer.storeLittleEndian(head.committedEnd.rawValue, at: 40)
+            }
+            if let buffer = result.buffer { output.appendExternal(buffer, result.range) }
+        case .encoded(let bytes):
+            output.appendInline(count: WireProtocol.headerBytes + bytes.count) { pointer in
+                header(bytes.count).encode(into: pointer)
+                bytes.withUnsafeBytes { (pointer + WireProtocol.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        case .error(let error):
+            let bytes = error.encoded()
+            output.appendInline(count: WireProtocol.headerBytes + bytes.count) { pointer in
+                header(bytes.count).encode(into: pointer)
+                bytes.withUnsafeBytes { (pointer + WireProtocol.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
+        }
+    }
+
+    /// The error code and body a storage error is reported with.
+    static func wireError(_ error: StorageError) -> (ErrorCode, ErrorBody) {
+        let message = error.description
+        switch error {
+        case .unknownLog: return (.unknownLog, ErrorBody(message: message))
+        case .logExists: return (.logExists, ErrorBody(message: message))
+        case .badLogName: return (.badLogName, ErrorBody(message: message))
+        case .badSettings: return (.badLogSettings, ErrorBody(message: message))
+        case .offsetBelowStart(_, let start, let end), .offsetBeyondEnd(_, let start, let end):
+            return (.offsetOutOfRange, ErrorBody(detail1: start.rawValue, detail2: end.rawValue, message: message))
+        case .notBatchBoundary(let offset): return (.notBatchBoundary, ErrorBody(detail1: offset.rawValue, message: message))
+        case .corruption(let offset, _, let next):
+            return (.corruptBatch, ErrorBody(detail1: offset.rawValue, detail2: next?.rawValue ?? UInt64.max, message: message))
+        case .batchTooLarge(_, let limit): return (.lengthOverLimit, ErrorBody(detail1: UInt64(limit), message: message))
+        case .diskFull: return (.diskFull, ErrorBody(message: message))
+        case .storageFailed: return (.storageFailed, ErrorBody(message: message))
+        case .shuttingDown: return (.shuttingDown, ErrorBody(message: message))
+        case .io, .dataDirectoryInUse: return (.internalError, ErrorBody(message: message))
+        }
+    }
+
+    // MARK: Store events
+
+    func applyStoreEvents() {
+        while let event = store.events.popFirst() {
+            switch event {
+            case .written(let id):
+                guard let log = store.log(id) else { continue }
+                acknowledge(id, upTo: log.writtenEnd, durable: false, committedEnd: log.committedEnd)
+            case .committed(let id):
+                guard let log = store.log(id) else { continue }
+                acknowledge(id, upTo: log.committedEnd, durable: true, committedEnd: log.committedEnd)
+                wakeReaders(id, committedEnd: log.committedEnd)
+            case .appendsRewound(let id, let from, let error):
+                failAcknowledgements(id, from: from, error: error)
+                if case .unknownLog = error { failReaders(id, error: error) }
+            case .logFailed(let id, let error):
+                failAcknowledgements(id, from: .zero, error: error)
+            case .spaceAvailable:
+                let blocked = blockedConnections
+                blockedConnections.removeAll()
+                for connection in blocked where connections[connection.slot] === connection { pump(connection) }
+            case .readCompleted(let context, let result):
+                finishRead(context: context, result)
+            case .created(let context, let result):
+                switch result {
+                case .success(let info): respond(context: context, .encoded(Self.describe(info).encoded()))
+                case .failure(let error): respond(context: context, error: error)
+                }
+            case .deleted(let context, let result):
+                switch result {
+                case .success: respond(context: context, .empty)
+                case .failure(let error): respond(context: context, error: error)
+                }
+            case .trimmed(let context, let result):
+                switch result {
+                case .success(let start): respond(context: context, .offset(OffsetMessage(offset: start)))
+                case .failure(let error): respond(context: context, error: error)
+                }
+            case .shutdownComplete:
+                storeShutDown()
+            }
+        }
+    }
+
+    private func acknowledge(_ id: LogID, upTo end: LogOffset, durable: Bool, committedEnd: LogOffset) {
+        guard var entry = waiters[id] else { return }
+        while let first = entry.written.first, first.end <= end {
+            entry.written.removeFirst()
+            respond(context: first.context, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd)))
+        }
+        if durable {
+            while let first = entry.durable.first, first.end <= end {
+                entry.durable.removeFirst()
+                respond(context: first.context, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd)))
+            }
+        }
+        store(entry, for: id)
+    }
+
+    private func failAcknowledgements(_ id: LogID, from offset: LogOffset, error: StorageError) {
+        guard var entry = waiters[id] else { return }
+        for queue in [\LogWaiters.durable, \LogWaiters.written] {
+            while let last = entry[keyPath: queue].last, last.offset >= offset {
+                entry[keyPath: queue].removeLast()
+                respond(context: last.context, error: error)
+            }
+        }
+        store(entry, for: id)
+    }
+
+    private func wakeReaders(_ id: LogID, committedEnd: LogOffset) {
+        guard var entry = waiters[id], !entry.readers.isEmpty else { return }
+        let ready = entry.readers.filter { $0.value.offset < committedEnd }
+        for context in ready.keys { entry.readers[context] = nil }
+        store(entry, for: id)
+        for (context, reader) in ready {
+            let (slot, _, sequence) = ResponseContext.parts(context)
+            guard let connection = connections[slot] else { continue }
+            startRead(connection, sequence, logID: id, offset: reader.offset, maxBytes: reader.maxBytes, waitMillis: 0)
+        }
+    }
+
+    private func failReaders(_ id: LogID, error: StorageError) {
+        guard let entry = waiters[id] else { return }
+        for context in entry.readers.keys { respond(context: context, error: error) }
+        waiters[id]?.readers.removeAll()
+    }
+
+    private func store(_ entry: LogWaiters, for id: LogID) {
+        waiters[id] = entry.isEmpty ? nil : entry
+    }
+
+    /// Answers long-polls whose deadline passed with an empty read.
+    func expireLongPolls(now: UInt64) {
+        while let first = longPollDeadlines.min, first.deadlineNanos <= now {
+            _ = longPollDeadlines.removeMin()
+            guard waiters[first.logID]?.readers.removeValue(forKey: first.context) != nil else { continue }
+            answerEmpty(context: first.context, logID: first.logID)
+        }
+    }
+
+    func answerAllLongPolls() {
+        for (id, entry) in waiters {
+            for context in entry.readers.keys { answerEmpty(context: context, logID: id) }
+            waiters[id]?.readers.removeAll()
+        }
+        longPollDeadlines = Heap()
+    }
+
+    private func answerEmpty(context: UInt64, logID: LogID) {
+        guard let log = store.log(logID) else {
+            respond(context: context, error: .unknownLog("id \(logID)"))
+            return
+        }
+        counters.longPollsExpired += 1
+        let empty = ReadResult.empty(at: log.committedEnd, start: log.startOffset, end: log.committedEnd)
+        respond(context: context, .read(ReadResponseHead(startOffset: log.startOffset, committedEnd: log.committedEnd), empty))
+    }
+}

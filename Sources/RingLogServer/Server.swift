@@ -1,0 +1,151 @@
+import CLiburing
+import Dispatch
+import Glibc
+import Logging
+import RingLogIO
+import RingLogStorage
+import Synchronization
+
+/// Why ringlogd could not start, in words an operator can act on.
+public struct ServerStartError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A running ringlogd: the event loop on its own thread, owning everything it serves.
+public final class Server: Sendable {
+    /// Where it listens (the real port when the configuration asked for port 0).
+    public let boundAddress: SocketAddress
+    public let recoveryReports: [RecoveryReport]
+    private let wakeup: Wakeup
+    private let control: ServerControl
+    private let thread: pthread_t
+
+    private init(boundAddress: SocketAddress, recoveryReports: [RecoveryReport], wakeup: Wakeup, control: ServerControl, thread: pthread_t) {
+        self.boundAddress = boundAddress
+        self.recoveryReports = recoveryReports
+        self.wakeup = wakeup
+        self.control = control
+        self.thread = thread
+    }
+
+    /// Sets up io_uring, recovers the data directory, binds, and starts serving. Returns once the
+    /// server listens, or throws saying what failed and what to do about it.
+    public static func start(_ configuration: ServerConfiguration, logger: Logger = Logger(label: "ringlogd")) throws(ServerStartError) -> Server {
+        let problems = configuration.problems()
+        if !problems.isEmpty { throw ServerStartError("invalid configuration: " + problems.joined(separator: "; ")) }
+        let wakeup = Wakeup()
+        let control = ServerControl()
+        let started = Mutex<Result<(SocketAddress, [RecoveryReport]), ServerStartError>?>(nil)
+        let ready = DispatchSemaphore(value: 0)
+        let thread = spawnThread {
+            runLoop(configuration: configuration, wakeup: wakeup, control: control, logger: logger) { result in
+                started.withLock { $0 = result }
+                ready.signal()
+            }
+            control.stopped = true
+        }
+        ready.wait()
+        switch started.withLock({ $0 })! {
+        case .failure(let error):
+            joinThread(thread)
+            throw error
+        case .success(let (address, reports)):
+            return Server(boundAddress: address, recoveryReports: reports, wakeup: wakeup, control: control, thread: thread)
+        }
+    }
+
+    /// Asks for a graceful stop (see `EventLoop.beginDraining`); returns at once. Safe from any thread.
+    public func stop() {
+        control.stopRequested = true
+        wakeup.signal()
+    }
+
+    /// Waits until the loop thread has finished. Returns true when the stop was clean (every log
+    /// checkpointed after its last append was acknowledged).
+    @discardableResult
+    public func wait() -> Bool {
+        joinThread(thread)
+        return control.cleanShutdown
+    }
+
+    public var isStopped: Bool { control.stopped }
+
+    private static func runLoop(
+        configuration: ServerConfiguration, wakeup: Wakeup, control: ServerControl, logger: Logger,
+        started: (Result<(SocketAddress, [RecoveryReport]), ServerStartError>) -> Void
+    ) {
+        let ring: Ring
+        let store: LogStore
+        let loop: EventLoop
+        let bound: SocketAddress
+        do throws(ServerStartError) {
+            ring = try makeRing(entries: configuration.ringEntries)
+            let disk: RingDisk
+            do { disk = try RingDisk() } catch { throw ServerStartError(error.description) }
+            switch LogStore.open(path: configuration.dataDirectory, configuration: configuration.storage, disk: disk, logger: logger) {
+            case .failure(let error): throw ServerStartError("cannot open data directory \(configuration.dataDirectory): \(error)")
+            case .success(let opened): store = opened
+            }
+            let listener: (fd: Int32, bound: SocketAddress)
+            do { listener = try Sockets.listen(on: configuration.listen) } catch { throw ServerStartError(error.description) }
+            bound = listener.bound
+            do {
+                loop = try EventLoop(
+                    configuration: configuration, ring: ring, store: store, listenFD: listener.fd, wakeup: wakeup, control: control,
+                    logger: logger)
+            } catch {
+                close(listener.fd)
+                throw ServerStartError("cannot register receive buffers: \(error) (io_uring provided buffer rings need Linux 5.19 or newer)")
+            }
+        } catch {
+            started(.failure(error))
+            return
+        }
+        started(.success((bound, store.recoveryReports)))
+        loop.run()
+        loop.release()
+        logger.notice("stopped", metadata: ["clean": "\(control.cleanShutdown)"])
+    }
+
+    /// A ring with the set-up flags the loop benefits from, falling back for older kernels, and a
+    /// check that every operation the server issues is supported.
+    private static func makeRing(entries: Int) throws(ServerStartError) -> Ring {
+        let preferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
+        let ring: Ring
+        do {
+            do {
+                ring = try Ring(entries: UInt32(entries), completionEntries: UInt32(entries * 4), flags: preferred)
+            } catch where error.errno == EINVAL {
+                ring = try Ring(entries: UInt32(entries), completionEntries: UInt32(entries * 4))
+            }
+        } catch {
+            throw ServerStartError(error.description)
+        }
+        let missing = ring.unsupportedOperations(EventLoop.requiredOperations)
+        if !missing.isEmpty {
+            throw ServerStartError(
+                "this kernel's io_uring lacks operations ringlogd needs: \(missing.joined(separator: ", ")). "
+                    + "Run on Linux 6.0 or newer.")
+        }
+        return ring
+    }
+}
+
+extension EventLoop {
+    /// Closes every descriptor the store holds (releasing the data directory's lock) and waits for
+    /// the ring to finish what is still in it, so the loop's memory can go.
+    func release() {
+        var pending = disk.count
+        for fd in store.closeAllDescriptors() {
+            submitClose(fd)
+            pending += 1
+        }
+        let deadline = monotonicNanos() + 2_000_000_000
+        var finished = 0
+        while finished < pending && monotonicNanos() < deadline {
+            ring.submitAndWait(count: 1, timeoutNanos: 100_000_000)
+            finished += ring.drainCompletions { _, _, _ in }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import RingLogWire
+import Synchronization
+
+/// The version ringlogd reports in hello responses and `--version`.
+public let ringLogVersion = "0.1.0"
+
+/// State shared between the loop thread and the threads that start and stop it.
+final class ServerControl: Sendable {
+    private let state = Mutex(State())
+
+    struct State {
+        var stopRequested = false
+        var cleanShutdown = false
+        var stopped = false
+    }
+
+    var stopRequested: Bool {
+        get { state.withLock { $0.stopRequested } }
+        set { state.withLock { $0.stopRequested = newValue } }
+    }
+
+    var cleanShutdown: Bool {
+        get { state.withLock { $0.cleanShutdown } }
+        set { state.withLock { $0.cleanShutdown = newValue } }
+    }
+
+    var stopped: Bool {
+        get { state.withLock { $0.stopped } }
+        set { state.withLock { $0.stopped = newValue } }
+    }
+}
+
+/// Counters the loop keeps for stats and metrics. Touched only on the loop thread.
+struct ServerCounters {
+    var connectionsAccepted: UInt64 = 0
+    var connectionsRejected: UInt64 = 0
+    var requests: UInt64 = 0
+    var appends: UInt64 = 0
+    var appendedBytes: UInt64 = 0
+    var appendsBlocked: UInt64 = 0
+    var reads: UInt64 = 0
+    var readBytes: UInt64 = 0
+    var longPollsStarted: UInt64 = 0
+    var longPollsExpired: UInt64 = 0
+    var bytesReceived: UInt64 = 0
+    var bytesSent: UInt64 = 0
+    var receiveBufferShortages: UInt64 = 0
+    var timeouts: UInt64 = 0
+    var errorsByCode: [UInt16: UInt64] = [:]
+
+    mutating func countError(_ code: ErrorCode) { errorsByCode[code.rawValue, default: 0] += 1 }
+}
+
+extension EventLoop {
+    func serverStats() -> ServerStats {
+        var entries: [(String, UInt64)] = [
+            ("connections_open", UInt64(openConnections)),
+            ("connections_accepted_total", counters.connectionsAccepted),
+            ("connections_rejected_total", counters.connectionsRejected),
+            ("requests_total", counters.requests),
+            ("appends_total", counters.appends),
+            ("appended_bytes_total", counters.appendedBytes),
+            ("appends_blocked_total", counters.appendsBlocked),
+            ("reads_total", counters.reads),
+            ("read_bytes_total", counters.readBytes),
+            ("long_polls_waiting", UInt64(waiters.values.reduce(0) { $0 + $1.readers.count })),
+            ("long_polls_expired_total", counters.longPollsExpired),
+            ("fdatasyncs_total", UInt64(store.statistics.fdatasyncs)),
+            ("segment_writes_total", UInt64(store.statistics.writes)),
+            ("tail_cache_hits_total", UInt64(store.statistics.tailReadHits)),
+            ("tail_cache_misses_total", UInt64(store.statistics.tailReadMisses)),
+            ("timeouts_total", counters.timeouts),
+            ("logs", UInt64(store.logs.count)),
+        ]
+        for (code, count) in counters.errorsByCode.sorted(by: { $0.key < $1.key }) {
+            entries.append(("errors_total{code=\"\(ErrorCode(rawValue: code)?.description ?? String(code))\"}", count))
+        }
+        return ServerStats(entries: entries)
+    }
+}

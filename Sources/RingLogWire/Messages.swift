@@ -1,0 +1,407 @@
+/// Builds little-endian message bodies.
+public struct WireWriter: Sendable {
+    public var bytes: [UInt8]
+
+    public init(capacity: Int = 64) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    public mutating func u8(_ value: UInt8) { bytes.append(value) }
+    public mutating func u16(_ value: UInt16) { bytes.appendLittleEndian(value) }
+    public mutating func u32(_ value: UInt32) { bytes.appendLittleEndian(value) }
+    public mutating func u64(_ value: UInt64) { bytes.appendLittleEndian(value) }
+
+    /// A u16 byte count, then the UTF-8 bytes (cut at 65535 bytes).
+    public mutating func string(_ value: String) {
+        let utf8 = Array(value.utf8.prefix(Int(UInt16.max)))
+        u16(UInt16(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+}
+
+/// Why a message body could not be decoded.
+public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Reads little-endian message bodies, never past the end of the buffer.
+public struct WireReader {
+    public let buffer: UnsafeRawBufferPointer
+    public private(set) var position = 0
+
+    public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    public var remaining: Int { buffer.count - position }
+
+    private mutating func take<T: FixedWidthInteger>(_: T.Type) throws(WireError) -> T {
+        let size = MemoryLayout<T>.size
+        guard remaining >= size else { throw WireError("body ends early: needs \(size) more bytes at byte \(position)") }
+        defer { position += size }
+        return buffer.loadLittleEndian(at: position, as: T.self)
+    }
+
+    public mutating func u8() throws(WireError) -> UInt8 { try take(UInt8.self) }
+    public mutating func u16() throws(WireError) -> UInt16 { try take(UInt16.self) }
+    public mutating func u32() throws(WireError) -> UInt32 { try take(UInt32.self) }
+    public mutating func u64() throws(WireError) -> UInt64 { try take(UInt64.self) }
+
+    public mutating func string() throws(WireError) -> String {
+        let count = Int(try u16())
+        guard remaining >= count else { throw WireError("string of \(count) bytes runs past the body") }
+        defer { position += count }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[position..<(position + count)]), as: UTF8.self)
+    }
+
+    /// Everything not yet read.
+    public mutating func rest() -> UnsafeRawBufferPointer {
+        defer { position = buffer.count }
+        return UnsafeRawBufferPointer(rebasing: buffer[position...])
+    }
+
+    /// Throws unless every byte was read: a body longer than its fields is malformed.
+    public func finish() throws(WireError) {
+        if remaining != 0 { throw WireError("\(remaining) unexpected bytes after the last field") }
+    }
+}
+
+/// A message body that both sides encode and decode.
+public protocol WireMessage: Sendable {
+    func encode(into writer: inout WireWriter)
+    static func decode(from reader: inout WireReader) throws(WireError) -> Self
+}
+
+extension WireMessage {
+    public func encoded() -> [UInt8] {
+        var writer = WireWriter()
+        encode(into: &writer)
+        return writer.bytes
+    }
+
+    /// Decodes a whole body; bytes left over are an error.
+    public static func decode(_ body: UnsafeRawBufferPointer) throws(WireError) -> Self {
+        var reader = WireReader(body)
+        let message = try decode(from: &reader)
+        try reader.finish()
+        return message
+    }
+}
+
+/// Settings fields in a create request use this to mean "the server's default".
+public let serverDefault = UInt64.max
+
+public struct HelloRequest: WireMessage, Equatable {
+    public var minVersion: UInt16
+    public var maxVersion: UInt16
+
+    public init(minVersion: UInt16 = 1, maxVersion: UInt16 = 1) {
+        self.minVersion = minVersion
+        self.maxVersion = maxVersion
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u16(minVersion)
+        writer.u16(maxVersion)
+        writer.u32(0)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> HelloRequest {
+        let request = HelloRequest(minVersion: try reader.u16(), maxVersion: try reader.u16())
+        _ = try reader.u32()
+        return request
+    }
+}
+
+/// The server's version and the limits a client must respect.
+public struct HelloResponse: WireMessage, Equatable {
+    public var version: UInt16
+    public var maxBatchBytes: UInt32
+    public var maxReadBytes: UInt32
+    public var maxInFlight: UInt32
+    public var maxWaitMillis: UInt32
+    public var serverName: String
+
+    public init(version: UInt16, maxBatchBytes: UInt32, maxReadBytes: UInt32, maxInFlight: UInt32, maxWaitMillis: UInt32, serverName: String) {
+        self.version = version
+        self.maxBatchBytes = maxBatchBytes
+        self.maxReadBytes = maxReadBytes
+        self.maxInFlight = maxInFlight
+        self.maxWaitMillis = maxWaitMillis
+        self.serverName = serverName
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u16(version)
+        writer.u16(0)
+        writer.u32(maxBatchBytes)
+        writer.u32(maxReadBytes)
+        writer.u32(maxInFlight)
+        writer.u32(maxWaitMillis)
+        writer.string(serverName)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> HelloResponse {
+        let version = try reader.u16()
+        _ = try reader.u16()
+        return HelloResponse(
+            version: version, maxBatchBytes: try reader.u32(), maxReadBytes: try reader.u32(), maxInFlight: try reader.u32(),
+            maxWaitMillis: try reader.u32(), serverName: try reader.string())
+    }
+}
+
+public struct CreateLogRequest: WireMessage, Equatable {
+    public var name: String
+    /// `serverDefault` for the server's segment size.
+    public var segmentBytes: UInt64
+    /// 0 keeps everything; `serverDefault` for the server's setting.
+    public var retentionBytes: UInt64
+    public var retentionMillis: UInt64
+
+    public init(name: String, segmentBytes: UInt64 = serverDefault, retentionBytes: UInt64 = serverDefault, retentionMillis: UInt64 = serverDefault) {
+        self.name = name
+        self.segmentBytes = segmentBytes
+        self.retentionBytes = retentionBytes
+        self.retentionMillis = retentionMillis
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(segmentBytes)
+        writer.u64(retentionBytes)
+        writer.u64(retentionMillis)
+        writer.string(name)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> CreateLogRequest {
+        let segment = try reader.u64()
+        let bytes = try reader.u64()
+        let millis = try reader.u64()
+        return CreateLogRequest(name: try reader.string(), segmentBytes: segment, retentionBytes: bytes, retentionMillis: millis)
+    }
+}
+
+/// A request naming one log: delete, and info by name.
+public struct LogNameRequest: WireMessage, Equatable {
+    public var name: String
+
+    public init(name: String) { self.name = name }
+
+    public func encode(into writer: inout WireWriter) { writer.string(name) }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> LogNameRequest {
+        LogNameRequest(name: try reader.string())
+    }
+}
+
+/// A log's state as the server reports it (create, info and list responses).
+public struct LogDescription: WireMessage, Equatable {
+    public var logID: LogID
+    public var name: String
+    public var startOffset: LogOffset
+    public var committedEnd: LogOffset
+    public var segmentCount: UInt32
+    public var storedBytes: UInt64
+    public var diskBytes: UInt64
+    public var segmentBytes: UInt64
+    /// 0 means no limit.
+    public var retentionBytes: UInt64
+    public var retentionMillis: UInt64
+    /// Why the log stopped taking appends; empty while healthy.
+    public var failure: String
+
+    public init(
+        logID: LogID, name: String, startOffset: LogOffset, committedEnd: LogOffset, segmentCount: UInt32, storedBytes: UInt64,
+        diskBytes: UInt64, segmentBytes: UInt64, retentionBytes: UInt64, retentionMillis: UInt64, failure: String
+    ) {
+        self.logID = logID
+        self.name = name
+        self.startOffset = startOffset
+        self.committedEnd = committedEnd
+        self.segmentCount = segmentCount
+        self.storedBytes = storedBytes
+        self.diskBytes = diskBytes
+        self.segmentBytes = segmentBytes
+        self.retentionBytes = retentionBytes
+        self.retentionMillis = retentionMillis
+        self.failure = failure
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u32(logID.rawValue)
+        writer.u64(startOffset.rawValue)
+        writer.u64(committedEnd.rawValue)
+        writer.u32(segmentCount)
+        writer.u64(storedBytes)
+        writer.u64(diskBytes)
+        writer.u64(segmentBytes)
+        writer.u64(retentionBytes)
+        writer.u64(retentionMillis)
+        writer.string(name)
+        writer.string(failure)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> LogDescription {
+        let id = LogID(try reader.u32())
+        let start = LogOffset(try reader.u64())
+        let end = LogOffset(try reader.u64())
+        let segments = try reader.u32()
+        let stored = try reader.u64()
+        let disk = try reader.u64()
+        let segmentBytes = try reader.u64()
+        let retentionBytes = try reader.u64()
+        let retentionMillis = try reader.u64()
+        return LogDescription(
+            logID: id, name: try reader.string(), startOffset: start, committedEnd: end, segmentCount: segments, storedBytes: stored,
+            diskBytes: disk, segmentBytes: segmentBytes, retentionBytes: retentionBytes, retentionMillis: retentionMillis,
+            failure: try reader.string())
+    }
+}
+
+public struct LogList: WireMessage, Equatable {
+    public var logs: [LogDescription]
+
+    public init(logs: [LogDescription]) { self.logs = logs }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u32(UInt32(logs.count))
+        for log in logs { log.encode(into: &writer) }
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> LogList {
+        let count = try reader.u32()
+        var logs: [LogDescription] = []
+        for _ in 0..<count { logs.append(try LogDescription.decode(from: &reader)) }
+        return LogList(logs: logs)
+    }
+}
+
+public struct AppendResponse: WireMessage, Equatable {
+    /// The batch's offset: its id from now on.
+    public var offset: LogOffset
+    /// The log's committed end when the acknowledgement was sent.
+    public var committedEnd: LogOffset
+
+    public init(offset: LogOffset, committedEnd: LogOffset) {
+        self.offset = offset
+        self.committedEnd = committedEnd
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(offset.rawValue)
+        writer.u64(committedEnd.rawValue)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> AppendResponse {
+        AppendResponse(offset: LogOffset(try reader.u64()), committedEnd: LogOffset(try reader.u64()))
+    }
+}
+
+public struct ReadRequest: WireMessage, Equatable {
+    public var offset: LogOffset
+    /// Whole batches are returned while they fit; at least one even when it alone is larger.
+    public var maxBytes: UInt32
+    /// At the committed end, wait up to this long for new batches (0: answer at once).
+    public var maxWaitMillis: UInt32
+
+    public init(offset: LogOffset, maxBytes: UInt32, maxWaitMillis: UInt32 = 0) {
+        self.offset = offset
+        self.maxBytes = maxBytes
+        self.maxWaitMillis = maxWaitMillis
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(offset.rawValue)
+        writer.u32(maxBytes)
+        writer.u32(maxWaitMillis)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> ReadRequest {
+        ReadRequest(offset: LogOffset(try reader.u64()), maxBytes: try reader.u32(), maxWaitMillis: try reader.u32())
+    }
+}
+
+/// The fixed part of a read response; the batches follow it to the end of the body.
+public struct ReadResponseHead: WireMessage, Equatable {
+    public static let encodedBytes = 16
+    public var startOffset: LogOffset
+    public var committedEnd: LogOffset
+
+    public init(startOffset: LogOffset, committedEnd: LogOffset) {
+        self.startOffset = startOffset
+        self.committedEnd = committedEnd
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(startOffset.rawValue)
+        writer.u64(committedEnd.rawValue)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> ReadResponseHead {
+        ReadResponseHead(startOffset: LogOffset(try reader.u64()), committedEnd: LogOffset(try reader.u64()))
+    }
+}
+
+/// Trim request (the offset to trim to) and response (the log's new start).
+public struct OffsetMessage: WireMessage, Equatable {
+    public var offset: LogOffset
+
+    public init(offset: LogOffset) { self.offset = offset }
+
+    public func encode(into writer: inout WireWriter) { writer.u64(offset.rawValue) }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> OffsetMessage {
+        OffsetMessage(offset: LogOffset(try reader.u64()))
+    }
+}
+
+/// The body of every error response. The meaning of the two details depends on the code
+/// (docs/protocol.md): OFFSET_OUT_OF_RANGE carries the valid start and end, CORRUPT_BATCH the
+/// damaged offset and the next batch's offset (`UInt64.max` when unknown), NOT_BATCH_BOUNDARY the
+/// offset, limit errors the limit.
+public struct ErrorBody: WireMessage, Equatable {
+    public var detail1: UInt64
+    public var detail2: UInt64
+    public var message: String
+
+    public init(detail1: UInt64 = 0, detail2: UInt64 = 0, message: String) {
+        self.detail1 = detail1
+        self.detail2 = detail2
+        self.message = message
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(detail1)
+        writer.u64(detail2)
+        writer.string(message)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> ErrorBody {
+        ErrorBody(detail1: try reader.u64(), detail2: try reader.u64(), message: try reader.string())
+    }
+}
+
+/// Server-wide counters for `ringlog info` without a log name.
+public struct ServerStats: WireMessage, Equatable {
+    public var entries: [(name: String, value: UInt64)]
+
+    public init(entries: [(name: String, value: UInt64)]) { self.entries = entries }
+
+    public static func == (lhs: ServerStats, rhs: ServerStats) -> Bool {
+        lhs.entries.map(\.name) == rhs.entries.map(\.name) && lhs.entries.map(\.value) == rhs.entries.map(\.value)
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u32(UInt32(entries.count))
+        for entry in entries {
+            writer.string(entry.name)
+            writer.u64(entry.value)
+        }
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> ServerStats {
+        let count = try reader.u32()
+        var entries: [(String, UInt64)] = []
+        for _ in 0..<count { entries.append((try reader.string(), try reader.u64())) }
+        return ServerStats(entries: entries)
+    }
+}
