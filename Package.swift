@@ -97,6 +97,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "RingLogServerTests",
+            dependencies: ["RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "RingLogStorageTests",
             dependencies: ["RingLogStorage", "RingLogSimulation", "RingLogWire", "RingLogIO"],
             swiftSettings: strict

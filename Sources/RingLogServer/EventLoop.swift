@@ -36,7 +36,7 @@ final class EventLoop {
     let configuration: ServerConfiguration
     let ring: Ring
     let store: LogStore
-    let disk = RingDiskExecutor()
+    let disk: RingDiskExecutor
     let buffers: ProvidedBuffers
     private(set) var listenFD: Int32
     let wakeup: Wakeup
@@ -72,6 +72,7 @@ final class EventLoop {
         self.wakeup = wakeup
         self.control = control
         self.logger = logger
+        disk = RingDiskExecutor(faults: configuration.diskFaults)
         buffers = try ProvidedBuffers(ring: ring, groupID: 1, count: configuration.receiveBufferCount, bufferBytes: configuration.receiveBufferBytes)
         connections = Array(repeating: nil, count: configuration.maxConnections)
         generations = Array(repeating: 0, count: configuration.maxConnections)
@@ -238,6 +239,8 @@ final class EventLoop {
         connection.receiveArmed = false
         let buffer = ProvidedBuffers.bufferID(fromFlags: flags)
         defer { if let buffer { buffers.recycle(id: buffer) } }
+        // A closing connection reads nothing more; its receive was cancelled on purpose.
+        guard case .open = connection.state else { return }
         guard result > 0, let buffer else {
             switch result {
             case -ENOBUFS:
@@ -258,7 +261,6 @@ final class EventLoop {
         let now = monotonicNanos()
         connection.lastActivityNanos = now
         counters.bytesReceived += UInt64(result)
-        guard case .open = connection.state else { return }
         let bytes = buffers.bytes(id: buffer, count: Int(result))
         if connection.stash.count > 0 || !canRead(connection) {
             connection.stash.append(bytes)
@@ -283,7 +285,7 @@ final class EventLoop {
 
     /// True when the connection may take more requests now.
     func canRead(_ connection: Connection) -> Bool {
-        guard case .open = connection.state, case .running = phase, !connection.isPaused else { return false }
+        guard case .open = connection.state, !connection.isPaused else { return false }
         return !connection.responses.isFull
             && connection.output.backlogBytes + connection.partialRequestBytes < configuration.maxBufferedBytesPerConnection
     }
@@ -317,6 +319,7 @@ final class EventLoop {
         response.status = code.rawValue
         response.body = .error(ErrorBody(message: message))
         if !connection.responses.isFull { connection.responses.append(response) }
+        scheduleFlush(connection)
         beginClosing(connection, flushFirst: true, reason: message)
     }
 
@@ -343,6 +346,7 @@ final class EventLoop {
                 connection.operationsInFlight += 1
             }
             pump(connection)
+            closeIfDrained(connection)
             finishIfDone(connection)
         }
         flushQueue.removeAll(keepingCapacity: true)
@@ -414,6 +418,7 @@ final class EventLoop {
         openConnections -= 1
         connection.responses.removeAll()
         logger.debug("connection closed", metadata: ["connection": "\(connection.slot).\(connection.generation)"])
+        checkDrained()
     }
 
     // MARK: Deadlines
@@ -477,9 +482,19 @@ final class EventLoop {
                 connection.blockedAppend = nil
                 respond(connection, sequence: blocked.sequence, error: .shuttingDown)
             }
-            beginClosing(connection, flushFirst: true, reason: "server stopping")
+            closeIfDrained(connection)
         }
         store.beginShutdown()
+        checkDrained()
+    }
+
+    /// While stopping, a connection with nothing owed and nothing half-received closes at once;
+    /// one in the middle of a request stays until that request is answered (SHUTTING_DOWN).
+    func closeIfDrained(_ connection: Connection) {
+        guard case .draining = phase, case .open = connection.state, connection.responses.count == 0,
+            connection.partialRequestBytes == 0, connection.stash.count == 0
+        else { return }
+        beginClosing(connection, flushFirst: true, reason: "server stopping")
     }
 
     /// Called when the store reports it is clean; the loop ends once connections are gone too.

@@ -59,6 +59,7 @@ extension EventLoop {
         }
         if case .draining = phase {
             respond(connection, sequence: sequence, error: .shuttingDown)
+            beginClosing(connection, flushFirst: true, reason: "server stopping")
             return false
         }
         do {

@@ -34,6 +34,8 @@ public struct ServerConfiguration: Sendable {
     public var ringEntries: Int = 4096
     /// How long a graceful stop waits for in-flight work before closing connections anyway.
     public var shutdownTimeoutMillis: Int = 10_000
+    /// Disk failures to inject (tests only; nil in production).
+    public var diskFaults: DiskFaults?
 
     public init(listen: SocketAddress, dataDirectory: String, storage: StoreConfiguration = StoreConfiguration()) {
         self.listen = listen

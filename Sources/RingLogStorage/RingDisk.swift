@@ -1,6 +1,7 @@
 import CLiburing
 import Glibc
 import RingLogIO
+import Synchronization
 
 extension DiskOperation {
     /// Fills a submission entry with this operation. Pointers inside must stay valid until the
@@ -98,10 +99,14 @@ public final class RingDisk: DiskIO {
 /// alive until its completion arrives.
 public final class RingDiskExecutor {
     private var inFlight: [UInt64: DiskRequest] = [:]
+    private var injected: [UInt64: Int32] = [:]
+    private let faults: DiskFaults?
     /// Bits of user data below this mark carry the store's token; the caller's tag goes above.
     public static let tokenBits: UInt64 = 56
 
-    public init() {}
+    public init(faults: DiskFaults? = nil) {
+        self.faults = faults
+    }
 
     public var count: Int { inFlight.count }
 
@@ -111,7 +116,12 @@ public final class RingDiskExecutor {
         while let request = store.takeRequest() {
             precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
             let entry = ring.submissionEntry()
-            request.operation.prepare(entry)
+            if let errno = faults?.injected(for: request.operation) {
+                io_uring_prep_nop(entry)
+                injected[request.token] = -errno
+            } else {
+                request.operation.prepare(entry)
+            }
             io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
             inFlight[request.token] = request
         }
@@ -121,6 +131,21 @@ public final class RingDiskExecutor {
     public func complete(userData: UInt64, result: Int32, store: LogStore) {
         let token = userData & ((1 << RingDiskExecutor.tokenBits) - 1)
         guard inFlight.removeValue(forKey: token) != nil else { preconditionFailure("completion for unknown disk request \(token)") }
-        store.complete(token: token, result: DiskResult(result))
+        store.complete(token: token, result: DiskResult(injected.removeValue(forKey: token) ?? result))
     }
+}
+
+/// Failures to inject into a real server's disk operations, for testing its failure paths: an
+/// operation named here (`fdatasync`, `write`, `fallocate`, ...) completes with the errno given
+/// instead of running. Changes take effect for operations issued afterwards. Safe from any thread.
+public final class DiskFaults: Sendable {
+    private let rules = Mutex<[String: Int32]>([:])
+
+    public init() {}
+
+    public func fail(_ operation: String, with errno: Int32) { rules.withLock { $0[operation] = errno } }
+
+    public func clear() { rules.withLock { $0.removeAll() } }
+
+    func injected(for operation: DiskOperation) -> Int32? { rules.withLock { $0[operation.name] } }
 }

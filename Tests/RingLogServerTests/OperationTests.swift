@@ -1,0 +1,111 @@
+import Glibc
+import RingLogIO
+import RingLogServer
+import RingLogStorage
+import RingLogWire
+import Testing
+
+/// Every operation, over real TCP against an in-process server.
+@Suite struct OperationTests {
+    @Test func helloReportsVersionAndLimits() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let hello = try client.call(.hello, HelloRequest().encoded()).decode(HelloResponse.self)
+        #expect(hello.version == 1)
+        #expect(hello.maxBatchBytes == 1 << 20)
+        #expect(hello.maxInFlight == 256)
+        #expect(hello.serverName.hasPrefix("ringlogd "))
+        #expect(try client.call(.ping).header.status == 0)
+    }
+
+    @Test func createAppendReadInfoListTrimDelete() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let created = try client.createLog("orders")
+        #expect(created.name == "orders")
+        #expect(created.committedEnd == .zero)
+        #expect(created.segmentBytes == 4 << 20)
+
+        let first = try client.append(created.logID, payload(100, seed: 1)).decode(AppendResponse.self)
+        let second = try client.append(created.logID, payload(200, seed: 2)).decode(AppendResponse.self)
+        #expect(first.offset == .zero)
+        #expect(second.offset == LogOffset(148))
+        #expect(second.committedEnd == LogOffset(148 + 248), "a durable ack is sent once the batch is committed")
+
+        let read = try client.read(created.logID, from: .zero).batches()
+        #expect(read.batches.map(\.offset) == [first.offset, second.offset])
+        #expect(read.batches.map(\.payload) == [payload(100, seed: 1), payload(200, seed: 2)])
+        #expect(read.head.committedEnd == LogOffset(396))
+
+        let byName = try client.call(.logInfo, LogNameRequest(name: "orders").encoded()).decode(LogDescription.self)
+        let byID = try client.call(.logInfo, LogNameRequest(name: "").encoded(), logID: created.logID).decode(LogDescription.self)
+        #expect(byName == byID)
+        #expect(byName.committedEnd == LogOffset(396))
+        #expect(byName.segmentCount == 1)
+
+        _ = try client.createLog("audit")
+        let list = try client.call(.listLogs).decode(LogList.self)
+        #expect(list.logs.map(\.name) == ["audit", "orders"])
+
+        let trimmed = try client.call(.trim, OffsetMessage(offset: second.offset).encoded(), logID: created.logID).decode(OffsetMessage.self)
+        #expect(trimmed.offset == second.offset)
+        #expect(try client.read(created.logID, from: .zero).errorCode == .offsetOutOfRange)
+
+        #expect(try client.call(.deleteLog, LogNameRequest(name: "orders").encoded()).header.status == 0)
+        #expect(try client.append(created.logID, [1]).errorCode == .unknownLog)
+        #expect(try client.call(.listLogs).decode(LogList.self).logs.map(\.name) == ["audit"])
+    }
+
+    @Test func writtenModeAcknowledgesAndTheDataIsReadableOnceCommitted() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("fast").logID
+        let ack = try client.append(log, payload(64, seed: 3), mode: .written).decode(AppendResponse.self)
+        #expect(ack.offset == .zero)
+        let deadline = monotonicMillis() + 5_000
+        var read = try client.read(log, from: .zero).batches()
+        while read.batches.isEmpty && monotonicMillis() < deadline {
+            read = try client.read(log, from: .zero, waitMillis: 100).batches()
+        }
+        #expect(read.batches.map(\.payload) == [payload(64, seed: 3)])
+    }
+
+    @Test func serverStatsCountTraffic() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("stats").logID
+        for seed in 0..<5 { _ = try client.append(log, payload(10, seed: seed)) }
+        let stats = try client.call(.serverStats).decode(ServerStats.self)
+        let values = Dictionary(uniqueKeysWithValues: stats.entries.map { ($0.name, $0.value) })
+        #expect(values["appends_total"] == 5)
+        #expect(values["connections_open"] == 1)
+        #expect((values["fdatasyncs_total"] ?? 0) >= 1)
+    }
+
+    @Test func responsesComeBackInRequestOrderWithTheirIDs() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("pipeline").logID
+        // A durable append (waits for fdatasync) followed by pings (answered at once): the pings'
+        // responses must still come after the append's.
+        var bytes: [UInt8] = []
+        var ids: [UInt64] = []
+        for index in 0..<40 {
+            let id = UInt64(1000 + index)
+            ids.append(id)
+            bytes += index % 4 == 0
+                ? client.encode(.append, Batch.make(payload: payload(50, seed: index)), logID: log, requestID: id)
+                : client.encode(.ping, requestID: id)
+        }
+        try client.send(bytes)
+        var received: [UInt64] = []
+        var offsets: [LogOffset] = []
+        for _ in 0..<40 {
+            let response = try client.receive()
+            received.append(response.header.requestID)
+            if response.header.opcode == Opcode.append.rawValue { offsets.append(try response.decode(AppendResponse.self).offset) }
+        }
+        #expect(received == ids)
+        #expect(offsets == (0..<10).map { LogOffset(UInt64($0 * 98)) })
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Glibc
+import Logging
+import RingLogIO
+import RingLogServer
+import RingLogStorage
+import RingLogWire
+import Testing
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A response as it came off the wire.
+struct WireResponse {
+    var header: ResponseHeader
+    var body: [UInt8]
+
+    var errorCode: ErrorCode? { header.status == 0 ? nil : ErrorCode(rawValue: header.status) }
+
+    var error: ErrorBody? {
+        guard header.status != 0 else { return nil }
+        return try? body.withUnsafeBytes { try ErrorBody.decode($0) }
+    }
+
+    func decode<M: WireMessage>(_ type: M.Type) throws -> M {
+        guard header.status == 0 else { throw TestFailure("error response \(errorCode.map { "\($0)" } ?? "\(header.status)"): \(error?.message ?? "")") }
+        return try body.withUnsafeBytes { try M.decode($0) }
+    }
+
+    /// The batches of a read response, each checked as a client would check it.
+    func batches() throws -> (head: ReadResponseHead, batches: [(offset: LogOffset, payload: [UInt8])], bytes: [UInt8]) {
+        guard header.status == 0 else { throw TestFailure("read failed: \(errorCode!) \(error?.message ?? "")") }
+        let head = try body.withUnsafeBytes { try ReadResponseHead.decode(UnsafeRawBufferPointer(rebasing: $0[0..<16])) }
+        let data = Array(body[16...])
+        return (head, try parseBatches(data, firstOffset: nil), data)
+    }
+}
+
+/// Splits stored batches and checks each (header CRC, payload CRC); offsets come from the headers.
+func parseBatches(_ data: [UInt8], firstOffset: LogOffset?) throws -> [(offset: LogOffset, payload: [UInt8])] {
+    try data.withUnsafeBytes { bytes in
+        var found: [(LogOffset, [UInt8])] = []
+        var index = 0
+        while index < bytes.count {
+            let header = BatchHeader(unchecked: bytes.baseAddress! + index)
+            let checked = try Batch.verifyStoredHeader(bytes.baseAddress! + index, expectedOffset: header.offset, maxPayloadBytes: bytes.count).get()
+            if let error = Batch.verifyPayload(bytes.baseAddress! + index, header: checked) { throw error }
+            found.append((checked.offset, Array(bytes[(index + 48)..<(index + checked.totalBytes)])))
+            index += checked.totalBytes
+        }
+        return found
+    }
+}
+
+/// A deliberately simple, blocking protocol client for tests: it sends exactly the bytes it is
+/// told to (so tests can send garbage) and reads responses one at a time.
+final class RawClient {
+    let fd: Int32
+    private var nextRequestID: UInt64 = 1
+
+    init(_ address: SocketAddress, timeoutSeconds: Int = 10) throws {
+        fd = try Sockets.connect(to: address)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let result = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw TestFailure("send failed: \(String(cString: strerror(errno)))")
+            }
+            sent += result
+        }
+    }
+
+    func takeRequestID() -> UInt64 {
+        defer { nextRequestID += 1 }
+        return nextRequestID
+    }
+
+    /// The bytes of a well-formed request.
+    func encode(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0, requestID: UInt64? = nil) -> [UInt8] {
+        RequestHeader(opcode: opcode, bodyLength: body.count, requestID: requestID ?? takeRequestID(), logID: logID, flags: flags).encoded() + body
+    }
+
+    func call(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0) throws -> WireResponse {
+        let id = takeRequestID()
+        try send(encode(opcode, body, logID: logID, flags: flags, requestID: id))
+        let response = try receive()
+        guard response.header.requestID == id else { throw TestFailure("response for request \(response.header.requestID), expected \(id)") }
+        return response
+    }
+
+    func receive() throws -> WireResponse {
+        let headerBytes = try receiveExactly(WireProtocol.headerBytes)
+        let header = try headerBytes.withUnsafeBytes { try ResponseHeader.decode($0.baseAddress!).get() }
+        return WireResponse(header: header, body: try receiveExactly(Int(header.bodyLength)))
+    }
+
+    func receiveExactly(_ count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var received = 0
+        while received < count {
+            let result = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + received, count - received, 0) }
+            if result == 0 { throw TestFailure("connection closed by the server") }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw TestFailure("receive failed: \(String(cString: strerror(errno)))")
+            }
+            received += result
+        }
+        return bytes
+    }
+
+    /// True when the server closed the connection (a read returns end-of-file) within the timeout.
+    func waitForClose() -> Bool {
+        var byte: UInt8 = 0
+        while true {
+            let result = recv(fd, &byte, 1, 0)
+            if result == 0 { return true }
+            if result < 0 && errno == EINTR { continue }
+            if result < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    // Conveniences for well-formed operations.
+
+    func createLog(_ name: String, segmentBytes: UInt64 = serverDefault) throws -> LogDescription {
+        try call(.createLog, CreateLogRequest(name: name, segmentBytes: segmentBytes).encoded()).decode(LogDescription.self)
+    }
+
+    func append(_ log: LogID, _ payload: [UInt8], mode: AckMode = .durable) throws -> WireResponse {
+        try call(.append, Batch.make(payload: payload), logID: log, flags: mode.rawValue)
+    }
+
+    func read(_ log: LogID, from offset: LogOffset, maxBytes: UInt32 = 1 << 20, waitMillis: UInt32 = 0) throws -> WireResponse {
+        try call(.read, ReadRequest(offset: offset, maxBytes: maxBytes, maxWaitMillis: waitMillis).encoded(), logID: log)
+    }
+
+    /// Every batch from `offset` to the committed end, reading as a consumer does (a read may
+    /// return fewer batches than fit; the next continues where it stopped).
+    func readAll(_ log: LogID, from offset: LogOffset = .zero) throws -> [(offset: LogOffset, payload: [UInt8])] {
+        var all: [(LogOffset, [UInt8])] = []
+        var next = offset
+        while true {
+            let (head, batches, bytes) = try read(log, from: next).batches()
+            all.append(contentsOf: batches)
+            next = next.advanced(by: bytes.count)
+            if next >= head.committedEnd { return all }
+            if batches.isEmpty { throw TestFailure("empty read at \(next) below the committed end \(head.committedEnd)") }
+        }
+    }
+}
+
+/// A server on a loopback port chosen by the kernel, over a fresh data directory, stopped and
+/// removed at the end of the test.
+final class TestServer {
+    let server: Server
+    let directory: String
+    /// Only a directory this object made is removed with it.
+    private let ownsDirectory: Bool
+    var address: SocketAddress { server.boundAddress }
+
+    static func configuration(directory: String) -> ServerConfiguration {
+        var storage = StoreConfiguration()
+        storage.maxBatchBytes = 1 << 20
+        storage.tailCacheBytes = 8 << 20
+        storage.defaultLogSettings = LogSettings(segmentBytes: 4 << 20)
+        var configuration = ServerConfiguration(listen: try! SocketAddress(parsing: "127.0.0.1:0"), dataDirectory: directory, storage: storage)
+        configuration.receiveBufferCount = 256
+        configuration.shutdownTimeoutMillis = 5_000
+        return configuration
+    }
+
+    init(directory: String? = nil, _ adjust: (inout ServerConfiguration) -> Void = { _ in }) throws {
+        self.directory = directory ?? makeTemporaryDirectory()
+        ownsDirectory = directory == nil
+        var configuration = TestServer.configuration(directory: self.directory)
+        adjust(&configuration)
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        server = try Server.start(configuration, logger: logger)
+    }
+
+    /// Stops gracefully; returns whether the stop was clean.
+    @discardableResult
+    func stop() -> Bool {
+        server.stop()
+        return server.wait()
+    }
+
+    func client(timeoutSeconds: Int = 10) throws -> RawClient { try RawClient(address, timeoutSeconds: timeoutSeconds) }
+
+    deinit {
+        if !server.isStopped { stop() }
+        if ownsDirectory { removeDirectory(directory) }
+    }
+}
+
+func makeTemporaryDirectory() -> String {
+    var template = Array("/tmp/ringlog-test-XXXXXX".utf8CString)
+    guard let made = mkdtemp(&template) else { fatalError("mkdtemp failed") }
+    return String(cString: made)
+}
+
+func removeDirectory(_ path: String) {
+    guard path.hasPrefix("/tmp/ringlog-test-") else { return }
+    try? FileManager.default.removeItem(atPath: path)
+}
+
+func payload(_ length: Int, seed: Int) -> [UInt8] {
+    (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ 1) }
+}
+
+func monotonicMillis() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+}
+
+/// TCP sockets on the machine whose local port is `port`, by kernel state (`/proc/net/tcp*`
+/// codes: 01 established, 08 close-wait, 0A listen, ...). A server socket stuck in close-wait is a
+/// descriptor the server never closed.
+func socketStates(localPort port: UInt16) -> [String] {
+    var states: [String] = []
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 3, let colon = fields[1].lastIndex(of: ":"),
+                UInt16(fields[1][fields[1].index(after: colon)...], radix: 16) == port
+            else { continue }
+            states.append(String(fields[3]))
+        }
+    }
+    return states
+}
