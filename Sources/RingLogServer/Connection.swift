@@ -1,3 +1,4 @@
+import RingLogIO
 import RingLogStorage
 import RingLogWire
 
@@ -97,7 +98,7 @@ final class Connection {
     private(set) var nextSequence: UInt32 = 0
     /// Requests counted against the in-flight limit.
     var countedInFlight = 0
-    let output = ResponseOutput()
+    let output = SendQueue()
     /// The connection is on the loop's list of connections with responses to flush.
     var flushScheduled = false
     /// Operations in the ring for this connection (receive, send, shutdown); it is freed at zero.
@@ -132,13 +133,22 @@ final class Connection {
         var maxBatchBytes: Int
     }
 
+    /// Why a request could not be framed, and what the error response says.
+    struct FramingError {
+        var code: ErrorCode
+        var body: ErrorBody
+        /// The request's id and opcode when its header was intact enough to trust (its CRC held).
+        var requestID: UInt64 = 0
+        var opcode: UInt8 = 0
+    }
+
     /// Frames requests out of `bytes`, calling `deliver` for each complete one. Stops when the bytes
     /// run out, when `deliver` returns false, or at a framing error. Returns the bytes consumed and
     /// the error, if any. Bodies that arrive whole are passed without copying.
     func frame(
         _ bytes: UnsafeRawBufferPointer, limits: Limits, nowNanos: UInt64,
         deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
-    ) -> (consumed: Int, error: (ErrorCode, String)?) {
+    ) -> (consumed: Int, error: FramingError?) {
         var index = 0
         while index < bytes.count {
             if header == nil {
@@ -154,15 +164,23 @@ final class Connection {
                     if headerStore.count < WireProtocol.headerBytes { return (index, nil) }
                     headerPointer = UnsafeRawPointer(headerStore.base!)
                 }
-                switch RequestHeader.decode(headerPointer) {
+                let decoded = RequestHeader.decode(headerPointer)
+                let claimedID: UInt64 = headerPointer.loadLittleEndian(at: 8)
+                let claimedOpcode = headerPointer.load(fromByteOffset: 3, as: UInt8.self)
+                headerStore.removeAll(keepingCapacityUpTo: 64)
+                switch decoded {
                 case .failure(let error):
-                    headerStore.removeAll(keepingCapacityUpTo: 64)
-                    return (index, Connection.describe(error))
+                    var framing = Connection.describe(error)
+                    if case .unsupportedVersion = error { (framing.requestID, framing.opcode) = (claimedID, claimedOpcode) }
+                    if case .reservedNotZero = error { (framing.requestID, framing.opcode) = (claimedID, claimedOpcode) }
+                    return (index, framing)
                 case .success(let decoded):
-                    headerStore.removeAll(keepingCapacityUpTo: 64)
                     let limit = decoded.opcode == Opcode.append.rawValue ? limits.maxBatchBytes : WireProtocol.maxControlBodyBytes
                     if Int(decoded.bodyLength) > limit {
-                        return (index, (.lengthOverLimit, "request body of \(decoded.bodyLength) bytes exceeds the limit of \(limit)"))
+                        return (index, FramingError(
+                            code: .lengthOverLimit,
+                            body: ErrorBody(detail1: UInt64(limit), message: "request body of \(decoded.bodyLength) bytes exceeds the limit of \(limit)"),
+                            requestID: decoded.requestID, opcode: decoded.opcode))
                     }
                     header = decoded
                     headerCompletedNanos = nowNanos
@@ -196,12 +214,19 @@ final class Connection {
     /// Bytes held for a request still arriving.
     var partialRequestBytes: Int { headerStore.count + bodyStore.count }
 
-    private static func describe(_ error: RequestHeader.DecodeError) -> (ErrorCode, String) {
+    private static func describe(_ error: RequestHeader.DecodeError) -> FramingError {
+        let version = UInt64(WireProtocol.version)
         switch error {
-        case .badMagic(let magic): (.badMagic, "request header magic 0x\(String(magic, radix: 16)) is not \"RL\" (0x4c52)")
-        case .unsupportedVersion(let version): (.unsupportedVersion, "protocol version \(version) is not supported; this server speaks 1")
-        case .checksumMismatch: (.malformedRequest, "request header CRC32C does not match")
-        case .reservedNotZero: (.malformedRequest, "request header reserved field is not zero")
+        case .badMagic(let magic):
+            return FramingError(code: .badMagic, body: ErrorBody(message: "request header magic 0x\(String(magic, radix: 16)) is not \"RL\" (0x4c52)"))
+        case .unsupportedVersion(let got):
+            return FramingError(
+                code: .unsupportedVersion,
+                body: ErrorBody(detail1: version, detail2: version, message: "protocol version \(got) is not supported; this server speaks 1"))
+        case .checksumMismatch:
+            return FramingError(code: .malformedRequest, body: ErrorBody(message: "request header CRC32C does not match"))
+        case .reservedNotZero:
+            return FramingError(code: .malformedRequest, body: ErrorBody(message: "request header reserved field is not zero"))
         }
     }
 }

@@ -279,7 +279,7 @@ final class EventLoop {
             header, body in
             handle(connection, header, body)
         }
-        if let (code, message) = error { protocolError(connection, code, message, requestID: 0) }
+        if let error { protocolError(connection, error.code, error.body, requestID: error.requestID, opcode: error.opcode) }
         return consumed
     }
 
@@ -311,16 +311,16 @@ final class EventLoop {
     }
 
     /// Answers with an error that ends the connection: the stream can no longer be trusted.
-    func protocolError(_ connection: Connection, _ code: ErrorCode, _ message: String, requestID: UInt64) {
+    func protocolError(_ connection: Connection, _ code: ErrorCode, _ body: ErrorBody, requestID: UInt64, opcode: UInt8 = 0) {
         counters.countError(code)
-        logger.debug("protocol error", metadata: ["connection": "\(connection.slot)", "code": "\(code)", "message": "\(message)"])
-        var response = PendingResponse(sequence: connection.takeSequence(), requestID: requestID, opcode: 0, counted: false)
+        logger.debug("protocol error", metadata: ["connection": "\(connection.slot)", "code": "\(code)", "message": "\(body.message)"])
+        var response = PendingResponse(sequence: connection.takeSequence(), requestID: requestID, opcode: opcode, counted: false)
         response.ready = true
         response.status = code.rawValue
-        response.body = .error(ErrorBody(message: message))
+        response.body = .error(body)
         if !connection.responses.isFull { connection.responses.append(response) }
         scheduleFlush(connection)
-        beginClosing(connection, flushFirst: true, reason: message)
+        beginClosing(connection, flushFirst: true, reason: body.message)
     }
 
     // MARK: Sending
@@ -437,10 +437,13 @@ final class EventLoop {
             guard case .open = connection.state else { continue }
             if let started = connection.requestStartedNanos, connection.header == nil, now > started + headerTimeout {
                 counters.timeouts += 1
-                protocolError(connection, .timedOut, "request header not complete within \(configuration.headerTimeoutMillis) ms", requestID: 0)
+                protocolError(
+                    connection, .timedOut, ErrorBody(message: "request header not complete within \(configuration.headerTimeoutMillis) ms"), requestID: 0)
             } else if let headerDone = connection.headerCompletedNanos, let header = connection.header, now > headerDone + payloadTimeout {
                 counters.timeouts += 1
-                protocolError(connection, .timedOut, "request body not complete within \(configuration.payloadTimeoutMillis) ms", requestID: header.requestID)
+                protocolError(
+                    connection, .timedOut, ErrorBody(message: "request body not complete within \(configuration.payloadTimeoutMillis) ms"),
+                    requestID: header.requestID, opcode: header.opcode)
             } else if connection.responses.count == 0 && connection.partialRequestBytes == 0 && connection.output.backlogBytes == 0
                 && now > connection.lastActivityNanos + idleTimeout
             {

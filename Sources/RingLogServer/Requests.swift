@@ -1,3 +1,4 @@
+import RingLogIO
 import DequeModule
 import HeapModule
 import RingLogStorage
@@ -57,6 +58,10 @@ extension EventLoop {
             respond(connection, sequence: sequence, code: .unknownOperation, ErrorBody(message: "unknown operation 0x\(String(header.opcode, radix: 16))"))
             return canRead(connection)
         }
+        if let problem = Self.reservedFieldProblem(opcode, header) {
+            respond(connection, sequence: sequence, code: .malformedRequest, ErrorBody(message: problem))
+            return canRead(connection)
+        }
         if case .draining = phase {
             respond(connection, sequence: sequence, error: .shuttingDown)
             beginClosing(connection, flushFirst: true, reason: "server stopping")
@@ -88,6 +93,18 @@ extension EventLoop {
             respond(connection, sequence: sequence, code: .malformedRequest, ErrorBody(message: "malformed \(opcode) body: \(error)"))
         }
         return canRead(connection)
+    }
+
+    /// Header fields an operation does not use must be zero, so they can be given a meaning later.
+    static func reservedFieldProblem(_ opcode: Opcode, _ header: RequestHeader) -> String? {
+        if opcode != .append && header.flags != 0 { return "flags must be 0 for \(opcode) (got \(header.flags))" }
+        switch opcode {
+        case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats:
+            if header.logID != .none { return "\(opcode) takes no log id (got \(header.logID))" }
+        case .append, .read, .trim, .logInfo:
+            break
+        }
+        return nil
     }
 
     private func hello(_ connection: Connection, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) throws(WireError) {
@@ -206,6 +223,7 @@ extension EventLoop {
 
     private func logInfo(_ connection: Connection, _ sequence: UInt32, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) throws(WireError) {
         let name = try LogNameRequest.decode(body).name
+        if !name.isEmpty && header.logID != .none { throw WireError("give a log name or a log id, not both") }
         let log = name.isEmpty ? store.log(header.logID) : store.log(named: name)
         guard let log else {
             respond(connection, sequence: sequence, error: .unknownLog(name.isEmpty ? "id \(header.logID)" : name))

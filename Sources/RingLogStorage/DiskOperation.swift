@@ -1,4 +1,5 @@
 import Glibc
+import RingLogIO
 import RingLogWire
 
 /// A NUL-terminated path whose bytes stay put for as long as the object lives, so an operation
@@ -19,42 +20,6 @@ public final class CPath: CustomStringConvertible, @unchecked Sendable {
 
     /// `self` joined with one more path component.
     public func appending(_ component: String) -> CPath { CPath(string + "/" + component) }
-}
-
-/// Bytes owned by an operation in flight, freed when the last reference goes.
-public final class OwnedBytes: @unchecked Sendable {
-    public let buffer: UnsafeMutableRawBufferPointer
-
-    public init(_ bytes: [UInt8]) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        self.buffer = buffer
-        count = bytes.count
-    }
-
-    public init(zeroedCount: Int) {
-        buffer = .allocate(byteCount: max(zeroedCount, 1), alignment: 4096)
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        count = zeroedCount
-    }
-
-    /// Room for `count` bytes that the caller fills before reading (a read target).
-    public init(uninitializedCount: Int) {
-        buffer = .allocate(byteCount: max(uninitializedCount, 1), alignment: 4096)
-        count = uninitializedCount
-    }
-
-    public init(copying bytes: UnsafeRawBufferPointer) {
-        buffer = .allocate(byteCount: max(bytes.count, 1), alignment: 16)
-        if bytes.count > 0 { buffer.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
-        count = bytes.count
-    }
-
-    public let count: Int
-    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<count]) }
-    public var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]) }
-
-    deinit { buffer.deallocate() }
 }
 
 /// One file-system operation the storage engine wants carried out.

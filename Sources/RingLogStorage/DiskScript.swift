@@ -1,3 +1,4 @@
+import RingLogIO
 import Glibc
 
 /// A fixed sequence of disk operations, each started when the one before it succeeds.

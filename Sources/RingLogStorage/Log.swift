@@ -1,3 +1,4 @@
+import RingLogIO
 import DequeModule
 import Glibc
 import RingLogWire

@@ -1,3 +1,4 @@
+import RingLogIO
 import Glibc
 import RingLogWire
 

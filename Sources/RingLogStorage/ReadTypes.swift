@@ -1,3 +1,4 @@
+import RingLogIO
 import RingLogWire
 
 /// Whole stored batches returned by a read, exactly as they sit on disk.

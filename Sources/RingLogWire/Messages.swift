@@ -108,7 +108,7 @@ public struct HelloRequest: WireMessage, Equatable {
 
     public static func decode(from reader: inout WireReader) throws(WireError) -> HelloRequest {
         let request = HelloRequest(minVersion: try reader.u16(), maxVersion: try reader.u16())
-        _ = try reader.u32()
+        guard try reader.u32() == 0 else { throw WireError("hello's reserved field must be 0") }
         return request
     }
 }

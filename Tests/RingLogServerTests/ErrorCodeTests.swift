@@ -36,7 +36,10 @@ import Testing
         let crc = header.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<28])) }
         withUnsafeBytes(of: crc.littleEndian) { header.replaceSubrange(28..<32, with: $0) }
         try client.send(header)
-        #expect(try client.receive().errorCode == .unsupportedVersion)
+        let response = try client.receive()
+        #expect(response.errorCode == .unsupportedVersion)
+        #expect(response.error?.detail1 == 1 && response.error?.detail2 == 1, "the versions the server speaks")
+        #expect(response.header.requestID == 5, "the header's CRC held, so its request id is trusted and echoed")
         #expect(client.waitForClose())
         let hello = try server.client().call(.hello, HelloRequest(minVersion: 2, maxVersion: 3).encoded())
         #expect(hello.errorCode == .unsupportedVersion, "hello negotiates versions too")
@@ -60,6 +63,18 @@ import Testing
         #expect(try second.call(.ping).header.status == 0, "a malformed body leaves the connection usable")
     }
 
+    @Test func fieldsAnOperationDoesNotUseMustBeZero() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("strict").logID
+        #expect(try client.call(.ping, logID: LogID(5)).errorCode == .malformedRequest)
+        #expect(try client.call(.listLogs, flags: 1).errorCode == .malformedRequest)
+        #expect(try client.call(.read, ReadRequest(offset: .zero, maxBytes: 10).encoded(), logID: log, flags: 2).errorCode == .malformedRequest)
+        #expect(try client.call(.hello, [1, 0, 1, 0, 9, 0, 0, 0]).errorCode == .malformedRequest, "hello's reserved word")
+        #expect(try client.call(.logInfo, LogNameRequest(name: "strict").encoded(), logID: log).errorCode == .malformedRequest, "a name and an id")
+        #expect(try client.call(.ping).header.status == 0)
+    }
+
     @Test func unknownOperationKeepsTheConnection() throws {
         let server = try TestServer()
         let client = try server.client()
@@ -75,7 +90,9 @@ import Testing
         let server = try TestServer()
         let client = try server.client()
         try client.send(RequestHeader(opcode: .append, bodyLength: (1 << 20) + 1, requestID: 1, logID: LogID(1)).encoded())
-        #expect(try client.receive().errorCode == .lengthOverLimit)
+        let response = try client.receive()
+        #expect(response.errorCode == .lengthOverLimit)
+        #expect(response.error?.detail1 == 1 << 20, "the limit")
         #expect(client.waitForClose())
         let control = try server.client()
         try control.send(RequestHeader(opcode: .listLogs, bodyLength: 100_000, requestID: 1).encoded())

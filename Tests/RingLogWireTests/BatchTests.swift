@@ -94,3 +94,40 @@ import RingLogWire
         #expect(LogID(7).description == "7")
     }
 }
+
+@Suite struct RecordFramingTests {
+    @Test func recordsRoundTripThroughABatch() throws {
+        let records: [[UInt8]] = [Array("a".utf8), [], Array("third record".utf8), [UInt8](repeating: 7, count: 1000)]
+        let batch = RecordFraming.batch(records)
+        #expect(batch.count == RecordFraming.batchBytes(recordBytes: 1013, count: 4))
+        try batch.withUnsafeBytes { bytes in
+            #expect(Batch.validateIncoming(bytes, maxPayloadBytes: 1 << 20) == nil)
+            let header = BatchHeader(unchecked: bytes.baseAddress!)
+            #expect(header.recordCount == 4)
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[48...])
+            let ranges = try RecordFraming.records(in: payload, expectedCount: 4)
+            #expect(ranges.map { Array(payload[$0]) } == records)
+        }
+    }
+
+    @Test func brokenFramingIsAnErrorNotAGarbledRecord() {
+        func framing(_ payload: [UInt8], count: Int) -> Bool {
+            payload.withUnsafeBytes { (try? RecordFraming.records(in: $0, expectedCount: count)) != nil }
+        }
+        #expect(!framing([5, 0, 0, 0, 1, 2, 3], count: 1), "a record running past the payload")
+        #expect(!framing([1, 0, 0, 0, 9, 1, 0, 0, 0, 8], count: 3), "a count the payload does not hold")
+        #expect(!framing([1, 0, 0, 0, 9, 1, 0], count: 2), "a length cut off")
+        #expect(framing([1, 0, 0, 0, 9, 1, 0, 0, 0, 8], count: 2))
+    }
+
+    @Test func aBuilderIsReusableAfterFinishing() {
+        var builder = BatchBuilder()
+        builder.add([1, 2, 3])
+        let first = builder.finish()
+        #expect(builder.isEmpty)
+        builder.add([4])
+        let second = builder.finish()
+        #expect(first == RecordFraming.batch([[1, 2, 3] as [UInt8]]))
+        #expect(second == RecordFraming.batch([[4] as [UInt8]]))
+    }
+}

@@ -1,17 +1,54 @@
 import Glibc
-import RingLogStorage
+
+/// Bytes owned by an operation in flight, freed when the last reference goes.
+public final class OwnedBytes: @unchecked Sendable {
+    public let buffer: UnsafeMutableRawBufferPointer
+
+    public init(_ bytes: [UInt8]) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        self.buffer = buffer
+        count = bytes.count
+    }
+
+    public init(zeroedCount: Int) {
+        buffer = .allocate(byteCount: max(zeroedCount, 1), alignment: 4096)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        count = zeroedCount
+    }
+
+    /// Room for `count` bytes that the caller fills before reading (a read target).
+    public init(uninitializedCount: Int) {
+        buffer = .allocate(byteCount: max(uninitializedCount, 1), alignment: 4096)
+        count = uninitializedCount
+    }
+
+    public init(copying bytes: UnsafeRawBufferPointer) {
+        buffer = .allocate(byteCount: max(bytes.count, 1), alignment: 16)
+        if bytes.count > 0 { buffer.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        count = bytes.count
+    }
+
+    public let count: Int
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<count]) }
+    public var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]) }
+
+    deinit { buffer.deallocate() }
+}
 
 /// A growable byte buffer with a stable address between mutations (an io_uring send may point at
 /// it) and explicit memory management, so nothing escapes a `withUnsafeBytes` closure.
-final class ByteStore {
-    private(set) var base: UnsafeMutableRawPointer?
-    private(set) var capacity = 0
-    private(set) var count = 0
+public final class ByteStore {
+    public private(set) var base: UnsafeMutableRawPointer?
+    public private(set) var capacity = 0
+    public private(set) var count = 0
+
+    public init() {}
 
     deinit { free(base) }
 
     /// Room for `more` bytes past `count`; returns where to write them.
-    func reserve(_ more: Int) -> UnsafeMutableRawPointer {
+    public func reserve(_ more: Int) -> UnsafeMutableRawPointer {
         if count + more > capacity {
             let grown = max(count + more, capacity * 2, 256)
             base = realloc(base, grown)
@@ -21,22 +58,22 @@ final class ByteStore {
         return base! + count
     }
 
-    func commit(_ written: Int) { count += written }
+    public func commit(_ written: Int) { count += written }
 
-    func append(_ bytes: UnsafeRawBufferPointer) {
+    public func append(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
         reserve(bytes.count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         count += bytes.count
     }
 
     /// Drops the first `prefix` bytes, moving the rest to the front.
-    func removeFirst(_ prefix: Int) {
+    public func removeFirst(_ prefix: Int) {
         precondition(prefix <= count)
         if prefix < count { memmove(base!, base! + prefix, count - prefix) }
         count -= prefix
     }
 
-    func removeAll(keepingCapacityUpTo limit: Int) {
+    public func removeAll(keepingCapacityUpTo limit: Int) {
         count = 0
         if capacity > limit {
             free(base)
@@ -45,23 +82,25 @@ final class ByteStore {
         }
     }
 
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 }
 
 /// Responses queued on one connection as a list of pieces: small ones (headers, acknowledgements)
 /// copied into `inline`, read data referenced where the storage engine put it.
-final class OutgoingBytes {
-    enum Piece {
+public final class OutgoingBytes {
+    public enum Piece {
         case inline(start: Int, count: Int)
         case external(OwnedBytes, Range<Int>)
     }
 
-    let inline = ByteStore()
-    private(set) var pieces: [Piece] = []
-    private(set) var totalBytes = 0
+    public let inline = ByteStore()
+    public private(set) var pieces: [Piece] = []
+    public private(set) var totalBytes = 0
+
+    public init() {}
 
     /// Lets `write` fill up to `count` bytes at the end of the inline store.
-    func appendInline(count: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
+    public func appendInline(count: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
         write(inline.reserve(count))
         let start = inline.count
         inline.commit(count)
@@ -73,13 +112,13 @@ final class OutgoingBytes {
         totalBytes += count
     }
 
-    func appendExternal(_ owner: OwnedBytes, _ range: Range<Int>) {
+    public func appendExternal(_ owner: OwnedBytes, _ range: Range<Int>) {
         guard !range.isEmpty else { return }
         pieces.append(.external(owner, range))
         totalBytes += range.count
     }
 
-    func removeAll() {
+    public func removeAll() {
         inline.removeAll(keepingCapacityUpTo: 256 << 10)
         pieces.removeAll(keepingCapacity: pieces.count <= 64)
         totalBytes = 0
@@ -89,18 +128,18 @@ final class OutgoingBytes {
 /// What one connection has to send, double-buffered: `sending` is frozen while a sendmsg is in
 /// flight (the kernel reads from it), new responses go to `filling`, and the two swap when
 /// `sending` is done.
-final class ResponseOutput {
-    static let maxIovecs = 64
+public final class SendQueue {
+    public static let maxIovecs = 64
 
-    private(set) var sending = OutgoingBytes()
-    private(set) var filling = OutgoingBytes()
+    public private(set) var sending = OutgoingBytes()
+    public private(set) var filling = OutgoingBytes()
     private var sentBytes = 0
-    private(set) var sendInFlight = false
+    public private(set) var sendInFlight = false
     private let iovecs: UnsafeMutablePointer<iovec>
-    let message: UnsafeMutablePointer<msghdr>
+    public let message: UnsafeMutablePointer<msghdr>
 
-    init() {
-        iovecs = .allocate(capacity: ResponseOutput.maxIovecs)
+    public init() {
+        iovecs = .allocate(capacity: SendQueue.maxIovecs)
         message = .allocate(capacity: 1)
         message.initialize(to: msghdr())
     }
@@ -111,11 +150,11 @@ final class ResponseOutput {
     }
 
     /// Bytes queued and not yet sent.
-    var backlogBytes: Int { sending.totalBytes - sentBytes + filling.totalBytes }
+    public var backlogBytes: Int { sending.totalBytes - sentBytes + filling.totalBytes }
 
     /// Points `message` at the next bytes to send, or returns false when there are none (or a
     /// send is already in flight).
-    func prepareSend() -> Bool {
+    public func prepareSend() -> Bool {
         guard !sendInFlight else { return false }
         if sentBytes == sending.totalBytes {
             guard filling.totalBytes > 0 else { return false }
@@ -125,7 +164,7 @@ final class ResponseOutput {
         }
         var skip = sentBytes
         var count = 0
-        for piece in sending.pieces where count < ResponseOutput.maxIovecs {
+        for piece in sending.pieces where count < SendQueue.maxIovecs {
             let (start, length): (UnsafeRawPointer, Int)
             switch piece {
             case .inline(let offset, let size): (start, length) = (UnsafeRawPointer(sending.inline.base!) + offset, size)
@@ -147,7 +186,7 @@ final class ResponseOutput {
     }
 
     /// Records a send's result (bytes sent).
-    func sendFinished(bytes: Int) {
+    public func sendFinished(bytes: Int) {
         sendInFlight = false
         sentBytes += bytes
         if sentBytes == sending.totalBytes && filling.totalBytes == 0 {

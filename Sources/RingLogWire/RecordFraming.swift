@@ -1,0 +1,89 @@
+/// How the client library puts records into a batch's payload (docs/protocol.md, "Records"):
+/// each record is a `u32` little-endian length followed by that many bytes. The server never
+/// looks at this; it is shared by every client so they can read each other's logs.
+public enum RecordFraming {
+    public static let overheadBytes = 4
+
+    /// Bytes a batch holding `recordBytes` of records in `count` records takes.
+    public static func batchBytes(recordBytes: Int, count: Int) -> Int {
+        Batch.headerBytes + recordBytes + count * overheadBytes
+    }
+
+    /// A complete batch (header and framed records) ready to append.
+    public static func batch<Records: Sequence>(_ records: Records) -> [UInt8] where Records.Element: Collection, Records.Element.Element == UInt8 {
+        var builder = BatchBuilder()
+        for record in records { builder.add(record) }
+        return builder.finish()
+    }
+
+    /// The records of a batch's payload, as ranges of `payload`. Throws when the framing does not
+    /// add up (a record running past the payload, or a count different from `expectedCount`).
+    public static func records(in payload: UnsafeRawBufferPointer, expectedCount: Int) throws(WireError) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(expectedCount)
+        var index = 0
+        while index < payload.count {
+            guard payload.count - index >= overheadBytes else { throw WireError("record length cut off at byte \(index) of the payload") }
+            let length = Int(payload.loadLittleEndian(at: index, as: UInt32.self))
+            index += overheadBytes
+            guard length <= payload.count - index else {
+                throw WireError("record of \(length) bytes at payload byte \(index - overheadBytes) runs past the payload")
+            }
+            ranges.append(index..<(index + length))
+            index += length
+        }
+        guard ranges.count == expectedCount else {
+            throw WireError("batch header says \(expectedCount) records, the payload holds \(ranges.count)")
+        }
+        return ranges
+    }
+}
+
+/// Accumulates records into one batch without intermediate copies.
+public struct BatchBuilder: Sendable {
+    public private(set) var bytes: [UInt8]
+    public private(set) var recordCount = 0
+
+    public init(reservingCapacity capacity: Int = 256) {
+        bytes = [UInt8](repeating: 0, count: Batch.headerBytes)
+        bytes.reserveCapacity(max(capacity, Batch.headerBytes))
+    }
+
+    /// Bytes the batch would take with one more record of `recordBytes`.
+    public func sizeAdding(recordBytes: Int) -> Int { bytes.count + RecordFraming.overheadBytes + recordBytes }
+
+    public var isEmpty: Bool { recordCount == 0 }
+    public var batchBytes: Int { bytes.count }
+
+    public mutating func add<Record: Collection>(_ record: Record) where Record.Element == UInt8 {
+        bytes.appendLittleEndian(UInt32(record.count))
+        bytes.append(contentsOf: record)
+        recordCount += 1
+    }
+
+    public mutating func add(_ record: UnsafeRawBufferPointer) {
+        bytes.appendLittleEndian(UInt32(record.count))
+        bytes.append(contentsOf: record)
+        recordCount += 1
+    }
+
+    /// Fills in the header (magic, length, count, CRC) and returns the batch; the builder is empty
+    /// afterwards and keeps its capacity.
+    public mutating func finish() -> [UInt8] {
+        let payloadLength = bytes.count - Batch.headerBytes
+        let count = recordCount
+        bytes.withUnsafeMutableBytes { batch in
+            let base = batch.baseAddress!
+            for index in 0..<Batch.headerBytes { base.storeBytes(of: 0, toByteOffset: index, as: UInt8.self) }
+            base.storeLittleEndian(Batch.magic, at: 0)
+            base.storeLittleEndian(UInt32(payloadLength), at: 32)
+            base.storeLittleEndian(UInt32(count), at: 36)
+            base.storeLittleEndian(Batch.clientChecksum(UnsafeRawPointer(base), payloadLength: payloadLength), at: 28)
+        }
+        var finished = [UInt8](repeating: 0, count: Batch.headerBytes)
+        finished.reserveCapacity(bytes.capacity)
+        swap(&finished, &bytes)
+        recordCount = 0
+        return finished
+    }
+}
