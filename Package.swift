@@ -18,6 +18,7 @@ let package = Package(
     name: "RingLog",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "RingLogClient", targets: ["RingLogClient"]),
         .executable(name: "ringlogd", targets: ["ringlogd"]),
     ],
     dependencies: [
@@ -74,6 +75,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "RingLogClient",
+            dependencies: [
+                "RingLogWire", "RingLogIO", "CLiburing",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "ringlogd",
             dependencies: [
@@ -96,9 +106,22 @@ let package = Package(
             dependencies: ["RingLogWire"],
             swiftSettings: strict
         ),
+        .target(
+            name: "RingLogTesting",
+            dependencies: [
+                "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "RingLogServerTests",
-            dependencies: ["RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
+            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RingLogClientTests",
+            dependencies: ["RingLogClient", "RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
             swiftSettings: strict
         ),
         .testTarget(

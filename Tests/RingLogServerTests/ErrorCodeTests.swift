@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import RingLogIO
+import RingLogTesting
 import RingLogServer
 import RingLogStorage
 import RingLogWire

@@ -1,5 +1,6 @@
 import Glibc
 import RingLogIO
+import RingLogTesting
 import RingLogServer
 import RingLogStorage
 import RingLogWire

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import RingLogIO
+import RingLogTesting
 import RingLogServer
 import RingLogStorage
 import RingLogWire

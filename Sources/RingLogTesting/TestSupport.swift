@@ -5,32 +5,31 @@ import RingLogIO
 import RingLogServer
 import RingLogStorage
 import RingLogWire
-import Testing
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A response as it came off the wire.
-struct WireResponse {
-    var header: ResponseHeader
-    var body: [UInt8]
+public struct WireResponse {
+    public var header: ResponseHeader
+    public var body: [UInt8]
 
-    var errorCode: ErrorCode? { header.status == 0 ? nil : ErrorCode(rawValue: header.status) }
+    public var errorCode: ErrorCode? { header.status == 0 ? nil : ErrorCode(rawValue: header.status) }
 
-    var error: ErrorBody? {
+    public var error: ErrorBody? {
         guard header.status != 0 else { return nil }
         return try? body.withUnsafeBytes { try ErrorBody.decode($0) }
     }
 
-    func decode<M: WireMessage>(_ type: M.Type) throws -> M {
+    public func decode<M: WireMessage>(_ type: M.Type) throws -> M {
         guard header.status == 0 else { throw TestFailure("error response \(errorCode.map { "\($0)" } ?? "\(header.status)"): \(error?.message ?? "")") }
         return try body.withUnsafeBytes { try M.decode($0) }
     }
 
     /// The batches of a read response, each checked as a client would check it.
-    func batches() throws -> (head: ReadResponseHead, batches: [(offset: LogOffset, payload: [UInt8])], bytes: [UInt8]) {
+    public func batches() throws -> (head: ReadResponseHead, batches: [(offset: LogOffset, payload: [UInt8])], bytes: [UInt8]) {
         guard header.status == 0 else { throw TestFailure("read failed: \(errorCode!) \(error?.message ?? "")") }
         let head = try body.withUnsafeBytes { try ReadResponseHead.decode(UnsafeRawBufferPointer(rebasing: $0[0..<16])) }
         let data = Array(body[16...])
@@ -39,7 +38,7 @@ struct WireResponse {
 }
 
 /// Splits stored batches and checks each (header CRC, payload CRC); offsets come from the headers.
-func parseBatches(_ data: [UInt8], firstOffset: LogOffset?) throws -> [(offset: LogOffset, payload: [UInt8])] {
+public func parseBatches(_ data: [UInt8], firstOffset: LogOffset?) throws -> [(offset: LogOffset, payload: [UInt8])] {
     try data.withUnsafeBytes { bytes in
         var found: [(LogOffset, [UInt8])] = []
         var index = 0
@@ -56,11 +55,11 @@ func parseBatches(_ data: [UInt8], firstOffset: LogOffset?) throws -> [(offset: 
 
 /// A deliberately simple, blocking protocol client for tests: it sends exactly the bytes it is
 /// told to (so tests can send garbage) and reads responses one at a time.
-final class RawClient {
-    let fd: Int32
+public final class RawClient {
+    public let fd: Int32
     private var nextRequestID: UInt64 = 1
 
-    init(_ address: SocketAddress, timeoutSeconds: Int = 10) throws {
+    public init(_ address: SocketAddress, timeoutSeconds: Int = 10) throws {
         fd = try Sockets.connect(to: address)
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -69,7 +68,7 @@ final class RawClient {
 
     deinit { close(fd) }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {
             let result = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
@@ -81,17 +80,17 @@ final class RawClient {
         }
     }
 
-    func takeRequestID() -> UInt64 {
+    public func takeRequestID() -> UInt64 {
         defer { nextRequestID += 1 }
         return nextRequestID
     }
 
     /// The bytes of a well-formed request.
-    func encode(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0, requestID: UInt64? = nil) -> [UInt8] {
+    public func encode(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0, requestID: UInt64? = nil) -> [UInt8] {
         RequestHeader(opcode: opcode, bodyLength: body.count, requestID: requestID ?? takeRequestID(), logID: logID, flags: flags).encoded() + body
     }
 
-    func call(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0) throws -> WireResponse {
+    public func call(_ opcode: Opcode, _ body: [UInt8] = [], logID: LogID = .none, flags: UInt32 = 0) throws -> WireResponse {
         let id = takeRequestID()
         try send(encode(opcode, body, logID: logID, flags: flags, requestID: id))
         let response = try receive()
@@ -99,13 +98,13 @@ final class RawClient {
         return response
     }
 
-    func receive() throws -> WireResponse {
+    public func receive() throws -> WireResponse {
         let headerBytes = try receiveExactly(WireProtocol.headerBytes)
         let header = try headerBytes.withUnsafeBytes { try ResponseHeader.decode($0.baseAddress!).get() }
         return WireResponse(header: header, body: try receiveExactly(Int(header.bodyLength)))
     }
 
-    func receiveExactly(_ count: Int) throws -> [UInt8] {
+    public func receiveExactly(_ count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var received = 0
         while received < count {
@@ -121,7 +120,7 @@ final class RawClient {
     }
 
     /// True when the server closed the connection (a read returns end-of-file) within the timeout.
-    func waitForClose() -> Bool {
+    public func waitForClose() -> Bool {
         var byte: UInt8 = 0
         while true {
             let result = recv(fd, &byte, 1, 0)
@@ -133,21 +132,21 @@ final class RawClient {
 
     // Conveniences for well-formed operations.
 
-    func createLog(_ name: String, segmentBytes: UInt64 = serverDefault) throws -> LogDescription {
+    public func createLog(_ name: String, segmentBytes: UInt64 = serverDefault) throws -> LogDescription {
         try call(.createLog, CreateLogRequest(name: name, segmentBytes: segmentBytes).encoded()).decode(LogDescription.self)
     }
 
-    func append(_ log: LogID, _ payload: [UInt8], mode: AckMode = .durable) throws -> WireResponse {
+    public func append(_ log: LogID, _ payload: [UInt8], mode: AckMode = .durable) throws -> WireResponse {
         try call(.append, Batch.make(payload: payload), logID: log, flags: mode.rawValue)
     }
 
-    func read(_ log: LogID, from offset: LogOffset, maxBytes: UInt32 = 1 << 20, waitMillis: UInt32 = 0) throws -> WireResponse {
+    public func read(_ log: LogID, from offset: LogOffset, maxBytes: UInt32 = 1 << 20, waitMillis: UInt32 = 0) throws -> WireResponse {
         try call(.read, ReadRequest(offset: offset, maxBytes: maxBytes, maxWaitMillis: waitMillis).encoded(), logID: log)
     }
 
     /// Every batch from `offset` to the committed end, reading as a consumer does (a read may
     /// return fewer batches than fit; the next continues where it stopped).
-    func readAll(_ log: LogID, from offset: LogOffset = .zero) throws -> [(offset: LogOffset, payload: [UInt8])] {
+    public func readAll(_ log: LogID, from offset: LogOffset = .zero) throws -> [(offset: LogOffset, payload: [UInt8])] {
         var all: [(LogOffset, [UInt8])] = []
         var next = offset
         while true {
@@ -162,14 +161,14 @@ final class RawClient {
 
 /// A server on a loopback port chosen by the kernel, over a fresh data directory, stopped and
 /// removed at the end of the test.
-final class TestServer {
-    let server: Server
-    let directory: String
+public final class TestServer {
+    public let server: Server
+    public let directory: String
     /// Only a directory this object made is removed with it.
     private let ownsDirectory: Bool
-    var address: SocketAddress { server.boundAddress }
+    public var address: SocketAddress { server.boundAddress }
 
-    static func configuration(directory: String) -> ServerConfiguration {
+    public static func configuration(directory: String) -> ServerConfiguration {
         var storage = StoreConfiguration()
         storage.maxBatchBytes = 1 << 20
         storage.tailCacheBytes = 8 << 20
@@ -180,7 +179,7 @@ final class TestServer {
         return configuration
     }
 
-    init(directory: String? = nil, _ adjust: (inout ServerConfiguration) -> Void = { _ in }) throws {
+    public init(directory: String? = nil, _ adjust: (inout ServerConfiguration) -> Void = { _ in }) throws {
         self.directory = directory ?? makeTemporaryDirectory()
         ownsDirectory = directory == nil
         var configuration = TestServer.configuration(directory: self.directory)
@@ -192,12 +191,12 @@ final class TestServer {
 
     /// Stops gracefully; returns whether the stop was clean.
     @discardableResult
-    func stop() -> Bool {
+    public func stop() -> Bool {
         server.stop()
         return server.wait()
     }
 
-    func client(timeoutSeconds: Int = 10) throws -> RawClient { try RawClient(address, timeoutSeconds: timeoutSeconds) }
+    public func client(timeoutSeconds: Int = 10) throws -> RawClient { try RawClient(address, timeoutSeconds: timeoutSeconds) }
 
     deinit {
         if !server.isStopped { stop() }
@@ -205,22 +204,22 @@ final class TestServer {
     }
 }
 
-func makeTemporaryDirectory() -> String {
+public func makeTemporaryDirectory() -> String {
     var template = Array("/tmp/ringlog-test-XXXXXX".utf8CString)
     guard let made = mkdtemp(&template) else { fatalError("mkdtemp failed") }
     return String(cString: made)
 }
 
-func removeDirectory(_ path: String) {
+public func removeDirectory(_ path: String) {
     guard path.hasPrefix("/tmp/ringlog-test-") else { return }
     try? FileManager.default.removeItem(atPath: path)
 }
 
-func payload(_ length: Int, seed: Int) -> [UInt8] {
+public func payload(_ length: Int, seed: Int) -> [UInt8] {
     (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ 1) }
 }
 
-func monotonicMillis() -> Int {
+public func monotonicMillis() -> Int {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
@@ -229,7 +228,7 @@ func monotonicMillis() -> Int {
 /// TCP sockets on the machine whose local port is `port`, by kernel state (`/proc/net/tcp*`
 /// codes: 01 established, 08 close-wait, 0A listen, ...). A server socket stuck in close-wait is a
 /// descriptor the server never closed.
-func socketStates(localPort port: UInt16) -> [String] {
+public func socketStates(localPort port: UInt16) -> [String] {
     var states: [String] = []
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }

@@ -1,0 +1,281 @@
+import CLiburing
+import DequeModule
+import Glibc
+import RingLogIO
+import RingLogWire
+
+/// A response as it arrived. `body` is valid only during the callback unless `owner` is set, in
+/// which case it stays valid as long as `owner` is kept.
+public struct ClientResponse {
+    public let header: ResponseHeader
+    public let body: UnsafeRawBufferPointer
+    public let owner: OwnedBytes?
+
+    /// The server's error, when the status says so.
+    public var serverError: ServerError? {
+        guard header.status != 0 else { return nil }
+        let code = ErrorCode(rawValue: header.status) ?? .internalError
+        let decoded = try? ErrorBody.decode(body)
+        return ServerError(code: code, message: decoded?.message ?? "", detail1: decoded?.detail1 ?? 0, detail2: decoded?.detail2 ?? 0)
+    }
+}
+
+/// One connection to ringlogd, living on a `LoopCore`. Requests are pipelined: each is written to
+/// the send queue at once and its handler runs when its response (matched in order) arrives.
+public final class ClientSocket {
+    public typealias Handler = (Result<ClientResponse, RingLogError>) -> Void
+
+    public let id: Int
+    public let generation: UInt16
+    public let address: SocketAddress
+    unowned let core: LoopCore
+    private var fd: Int32 = -1
+    private var onConnected: ((Result<ClientSocket, RingLogError>) -> Void)?
+    private var addressStorage = sockaddr_storage()
+    private(set) var closed: RingLogError?
+    /// Called once when the connection ends (by either side).
+    public var onClose: ((RingLogError) -> Void)?
+
+    private let sendQueue = SendQueue()
+    var flushScheduled = false
+    private var pending: Deque<(requestID: UInt64, handler: Handler)> = []
+    private var nextRequestID: UInt64 = 1
+    private var operationsInFlight = 0
+
+    private let received = ByteStore()
+    private var receiveArmed = false
+    /// A large response body being received straight into its own buffer.
+    private var largeBody: (header: ResponseHeader, buffer: OwnedBytes, filled: Int)?
+    static let receiveChunk = 256 << 10
+    static let largeBodyThreshold = 128 << 10
+
+    init(core: LoopCore, id: Int, generation: UInt16, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
+        self.core = core
+        self.id = id
+        self.generation = generation
+        self.address = address
+        self.onConnected = onConnected
+    }
+
+    /// Requests sent and not yet answered.
+    public var requestsInFlight: Int { pending.count }
+    public var isOpen: Bool { closed == nil && onConnected == nil }
+
+    private func userData(_ kind: LoopCore.Kind) -> UInt64 { LoopCore.userData(kind, socket: id, generation: generation) }
+
+    // MARK: Connecting
+
+    func startConnecting() {
+        let domain = address.family == .v6 ? AF_INET6 : AF_INET
+        fd = socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            fail(connecting: "socket: \(String(cString: strerror(errno)))")
+            return
+        }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let length = address.withSockaddr { pointer, length in
+            withUnsafeMutableBytes(of: &addressStorage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: Int(length))) }
+            return length
+        }
+        let entry = core.ring.submissionEntry()
+        withUnsafeMutablePointer(to: &addressStorage) { storage in
+            storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { io_uring_prep_connect(entry, fd, $0, length) }
+        }
+        io_uring_sqe_set_data64(entry, userData(.connect))
+        operationsInFlight += 1
+    }
+
+    func connected(result: Int32) {
+        operationsInFlight -= 1
+        guard result == 0 else {
+            fail(connecting: String(cString: strerror(-result)))
+            return
+        }
+        let callback = onConnected
+        onConnected = nil
+        armReceive()
+        callback?(.success(self))
+    }
+
+    private func fail(connecting reason: String) {
+        let callback = onConnected
+        onConnected = nil
+        closed = .connectFailed(address: address.description, reason: reason)
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+        core.release(self)
+        callback?(.failure(.connectFailed(address: address.description, reason: reason)))
+    }
+
+    // MARK: Sending
+
+    /// Queues a request whose body is copied now; `handler` runs with its response.
+    public func send(_ opcode: Opcode, body: UnsafeRawBufferPointer, logID: LogID = .none, flags: UInt32 = 0, handler: @escaping Handler) {
+        guard let id = admit(handler) else { return }
+        let header = RequestHeader(opcode: opcode, bodyLength: body.count, requestID: id, logID: logID, flags: flags)
+        sendQueue.filling.appendInline(count: WireProtocol.headerBytes + body.count) { pointer in
+            header.encode(into: pointer)
+            if body.count > 0 { (pointer + WireProtocol.headerBytes).copyMemory(from: body.baseAddress!, byteCount: body.count) }
+        }
+        core.markDirty(self)
+    }
+
+    /// Queues an append of a complete batch without copying it.
+    public func sendAppend(logID: LogID, mode: AckMode, batch: OwnedBytes, handler: @escaping Handler) {
+        guard let id = admit(handler) else { return }
+        let header = RequestHeader(opcode: .append, bodyLength: batch.count, requestID: id, logID: logID, flags: mode.rawValue)
+        sendQueue.filling.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
+        sendQueue.filling.appendExternal(batch, 0..<batch.count)
+        core.markDirty(self)
+    }
+
+    private func admit(_ handler: @escaping Handler) -> UInt64? {
+        if let closed {
+            handler(.failure(closed))
+            return nil
+        }
+        let id = nextRequestID
+        nextRequestID += 1
+        pending.append((id, handler))
+        return id
+    }
+
+    func flush() {
+        guard closed == nil, fd >= 0, sendQueue.prepareSend() else { return }
+        let entry = core.ring.submissionEntry()
+        io_uring_prep_sendmsg(entry, fd, sendQueue.message, UInt32(MSG_NOSIGNAL))
+        io_uring_sqe_set_data64(entry, userData(.send))
+        operationsInFlight += 1
+    }
+
+    func sent(result: Int32) {
+        operationsInFlight -= 1
+        guard result >= 0 else {
+            sendQueue.sendFinished(bytes: 0)
+            close(reason: "send failed: \(String(cString: strerror(-result)))")
+            return
+        }
+        sendQueue.sendFinished(bytes: Int(result))
+        core.markDirty(self)
+        releaseIfDone()
+    }
+
+    // MARK: Receiving
+
+    private func armReceive() {
+        guard closed == nil, !receiveArmed else { return }
+        let target: UnsafeMutableRawPointer
+        let length: Int
+        if let large = largeBody {
+            target = large.buffer.buffer.baseAddress! + large.filled
+            length = large.buffer.count - large.filled
+        } else {
+            target = received.reserve(ClientSocket.receiveChunk)
+            length = ClientSocket.receiveChunk
+        }
+        let entry = core.ring.submissionEntry()
+        io_uring_prep_recv(entry, fd, target, length, 0)
+        io_uring_sqe_set_data64(entry, userData(.receive))
+        receiveArmed = true
+        operationsInFlight += 1
+    }
+
+    func received(result: Int32) {
+        receiveArmed = false
+        operationsInFlight -= 1
+        guard closed == nil else {
+            releaseIfDone()
+            return
+        }
+        guard result > 0 else {
+            close(reason: result == 0 ? "the server closed the connection" : "receive failed: \(String(cString: strerror(-result)))")
+            return
+        }
+        if var large = largeBody {
+            large.filled += Int(result)
+            largeBody = large
+            if large.filled == large.buffer.count {
+                largeBody = nil
+                deliver(large.header, body: large.buffer.bytes, owner: large.buffer)
+            }
+        } else {
+            received.commit(Int(result))
+        }
+        parseResponses()
+        if closed == nil { armReceive() }
+    }
+
+    /// Hands out every complete response in the receive buffer; starts a direct receive for a
+    /// large body that is still arriving.
+    private func parseResponses() {
+        var index = 0
+        let bytes = received.bytes
+        while closed == nil && largeBody == nil && bytes.count - index >= WireProtocol.headerBytes {
+            let header: ResponseHeader
+            switch ResponseHeader.decode(bytes.baseAddress! + index) {
+            case .failure(let error):
+                close(reason: "bad response header (\(error))", violation: true)
+                return
+            case .success(let decoded): header = decoded
+            }
+            let bodyLength = Int(header.bodyLength)
+            let available = bytes.count - index - WireProtocol.headerBytes
+            if available >= bodyLength {
+                let body = UnsafeRawBufferPointer(start: bytes.baseAddress! + index + WireProtocol.headerBytes, count: bodyLength)
+                index += WireProtocol.headerBytes + bodyLength
+                deliver(header, body: body, owner: nil)
+            } else if bodyLength >= ClientSocket.largeBodyThreshold {
+                let buffer = OwnedBytes(uninitializedCount: bodyLength)
+                buffer.buffer.baseAddress!.copyMemory(from: bytes.baseAddress! + index + WireProtocol.headerBytes, byteCount: available)
+                largeBody = (header, buffer, available)
+                index = bytes.count
+            } else {
+                break
+            }
+        }
+        received.removeFirst(index)
+    }
+
+    private func deliver(_ header: ResponseHeader, body: UnsafeRawBufferPointer, owner: OwnedBytes?) {
+        guard let first = pending.first else {
+            close(reason: "a response arrived with no request waiting (id \(header.requestID))", violation: true)
+            return
+        }
+        guard first.requestID == header.requestID || (header.requestID == 0 && header.status != 0) else {
+            close(reason: "response for request \(header.requestID) arrived while \(first.requestID) was next", violation: true)
+            return
+        }
+        pending.removeFirst()
+        first.handler(.success(ClientResponse(header: header, body: body, owner: owner)))
+    }
+
+    // MARK: Closing
+
+    /// Ends the connection: every request still waiting fails with `connectionClosed`.
+    public func close(reason: String = "closed by the client", violation: Bool = false) {
+        guard closed == nil else { return }
+        let error: RingLogError = violation ? .protocolViolation(reason) : .connectionClosed(reason)
+        closed = error
+        if fd >= 0 {
+            let entry = core.ring.submissionEntry()
+            io_uring_prep_shutdown(entry, fd, Int32(SHUT_RDWR))
+            io_uring_sqe_set_data64(entry, LoopCore.userData(.ignored))
+        }
+        let waiting = pending
+        pending.removeAll()
+        for request in waiting { request.handler(.failure(error)) }
+        onClose?(error)
+        onClose = nil
+        releaseIfDone()
+    }
+
+    private func releaseIfDone() {
+        guard closed != nil, operationsInFlight == 0, fd >= 0 else { return }
+        let entry = core.ring.submissionEntry()
+        io_uring_prep_close(entry, fd)
+        io_uring_sqe_set_data64(entry, LoopCore.userData(.ignored))
+        fd = -1
+        core.release(self)
+    }
+}

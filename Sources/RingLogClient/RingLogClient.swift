@@ -1,0 +1,185 @@
+import RingLogIO
+import RingLogWire
+
+/// A connection to ringlogd with an async API. Calls may overlap: they are pipelined on the one
+/// connection and answered in order.
+///
+/// ```swift
+/// let client = try await RingLogClient.connect(to: "127.0.0.1:7400")
+/// let log = try await client.createLog("orders")
+/// let ack = try await client.append(to: log.logID, records: [Array("hello".utf8)])
+/// for try await record in client.records(of: log.logID, from: .zero) { print(record) }
+/// ```
+public final class RingLogClient: Sendable {
+    public let address: SocketAddress
+    let loop: ClientLoop
+    let socketID: Int
+    let socketGeneration: UInt16
+    /// What the server reported in its hello: version and limits.
+    public let server: HelloResponse
+
+    private init(address: SocketAddress, loop: ClientLoop, socketID: Int, socketGeneration: UInt16, server: HelloResponse) {
+        self.address = address
+        self.loop = loop
+        self.socketID = socketID
+        self.socketGeneration = socketGeneration
+        self.server = server
+    }
+
+    /// Connects and exchanges hellos. `address` is `host:port` or `[v6]:port`.
+    public static func connect(to address: String = "127.0.0.1:7400", loop: ClientLoop = .shared) async throws(RingLogError) -> RingLogClient {
+        let parsed: SocketAddress
+        do { parsed = try SocketAddress(parsing: address) } catch { throw .invalidArgument(error.description) }
+        let (id, generation): (Int, UInt16) = try await withLoop(loop) { core, resume in
+            core.connect(to: parsed) { result in resume(result.map { ($0.id, $0.generation) }) }
+        }
+        let provisional = RingLogClient(
+            address: parsed, loop: loop, socketID: id, socketGeneration: generation,
+            server: HelloResponse(version: 1, maxBatchBytes: 0, maxReadBytes: 0, maxInFlight: 0, maxWaitMillis: 0, serverName: ""))
+        do {
+            let hello = try await provisional.call(.hello, HelloRequest().encoded(), as: HelloResponse.self)
+            return RingLogClient(address: parsed, loop: loop, socketID: id, socketGeneration: generation, server: hello)
+        } catch {
+            provisional.close()
+            throw error
+        }
+    }
+
+    /// Closes the connection; calls still waiting fail with `connectionClosed`.
+    public func close() {
+        let id = socketID
+        let generation = socketGeneration
+        loop.execute { core in core.socket(id, generation: generation)?.close() }
+    }
+
+    // MARK: Operations
+
+    public func ping() async throws(RingLogError) {
+        _ = try await request(.ping, []) { _ in () }
+    }
+
+    /// Creates a log. `nil` settings take the server's defaults; a retention of 0 keeps everything.
+    public func createLog(
+        _ name: String, segmentBytes: UInt64? = nil, retentionBytes: UInt64? = nil, retentionMillis: UInt64? = nil
+    ) async throws(RingLogError) -> LogDescription {
+        let request = CreateLogRequest(
+            name: name, segmentBytes: segmentBytes ?? serverDefault, retentionBytes: retentionBytes ?? serverDefault,
+            retentionMillis: retentionMillis ?? serverDefault)
+        return try await call(.createLog, request.encoded(), as: LogDescription.self)
+    }
+
+    public func deleteLog(_ name: String) async throws(RingLogError) {
+        _ = try await request(.deleteLog, LogNameRequest(name: name).encoded()) { _ in () }
+    }
+
+    public func listLogs() async throws(RingLogError) -> [LogDescription] {
+        try await call(.listLogs, [], as: LogList.self).logs
+    }
+
+    public func info(_ name: String) async throws(RingLogError) -> LogDescription {
+        try await call(.logInfo, LogNameRequest(name: name).encoded(), as: LogDescription.self)
+    }
+
+    public func info(_ log: LogID) async throws(RingLogError) -> LogDescription {
+        try await call(.logInfo, LogNameRequest(name: "").encoded(), logID: log, as: LogDescription.self)
+    }
+
+    /// Server-wide counters, by name.
+    public func serverStats() async throws(RingLogError) -> [(name: String, value: UInt64)] {
+        try await call(.serverStats, [], as: ServerStats.self).entries
+    }
+
+    /// Frames `records` into one batch and appends it. The acknowledgement's offset is the batch's;
+    /// record `i` is at position (offset, i).
+    public func append<Records: Sequence>(to log: LogID, records: Records, mode: AckMode = .durable) async throws(RingLogError) -> AppendResponse
+    where Records.Element: Collection, Records.Element.Element == UInt8 {
+        var builder = BatchBuilder()
+        for record in records { builder.add(record) }
+        guard !builder.isEmpty else { throw .invalidArgument("a batch needs at least one record") }
+        return try await append(to: log, batch: builder.finish(), mode: mode)
+    }
+
+    /// Appends a batch built elsewhere (see `BatchBuilder`).
+    public func append(to log: LogID, batch: [UInt8], mode: AckMode = .durable) async throws(RingLogError) -> AppendResponse {
+        let owned = OwnedBytes(batch)
+        let id = socketID
+        let generation = socketGeneration
+        return try await withLoop(loop) { core, resume in
+            guard let socket = core.socket(id, generation: generation) else {
+                resume(.failure(.connectionClosed("the connection is closed")))
+                return
+            }
+            socket.sendAppend(logID: log, mode: mode, batch: owned) { result in
+                resume(decodeResponse(result, as: AppendResponse.self))
+            }
+        }
+    }
+
+    /// Reads whole committed batches from `offset` (see docs/protocol.md, "Reading"). With
+    /// `maxWaitMillis`, a read at the end of the log waits for new batches.
+    public func read(from log: LogID, offset: LogOffset, maxBytes: Int = 1 << 20, maxWaitMillis: Int = 0) async throws(RingLogError) -> FetchedBatches {
+        let body = ReadRequest(offset: offset, maxBytes: UInt32(clamping: maxBytes), maxWaitMillis: UInt32(clamping: maxWaitMillis)).encoded()
+        return try await request(.read, body, logID: log) { response throws(RingLogError) in
+            try FetchedBatches(offset: offset, response: response)
+        }
+    }
+
+    /// Advances the log's start; returns the new start.
+    public func trim(_ log: LogID, to offset: LogOffset) async throws(RingLogError) -> LogOffset {
+        try await call(.trim, OffsetMessage(offset: offset).encoded(), logID: log, as: OffsetMessage.self).offset
+    }
+
+    // MARK: Plumbing
+
+    func call<Message: WireMessage>(_ opcode: Opcode, _ body: [UInt8], logID: LogID = .none, as: Message.Type) async throws(RingLogError) -> Message {
+        try await request(opcode, body, logID: logID) { response throws(RingLogError) in
+            try decodeBody(response.body, as: Message.self)
+        }
+    }
+
+    /// Sends a request and turns its response into a value on the loop thread (where the body is valid).
+    func request<T: Sendable>(
+        _ opcode: Opcode, _ body: [UInt8], logID: LogID = .none, flags: UInt32 = 0,
+        decode: @escaping @Sendable (ClientResponse) throws(RingLogError) -> T
+    ) async throws(RingLogError) -> T {
+        let id = socketID
+        let generation = socketGeneration
+        return try await withLoop(loop) { core, resume in
+            guard let socket = core.socket(id, generation: generation) else {
+                resume(.failure(.connectionClosed("the connection is closed")))
+                return
+            }
+            body.withUnsafeBytes { bytes in
+                socket.send(opcode, body: bytes, logID: logID, flags: flags) { result in
+                    resume(result.flatMap { response in
+                        if let error = response.serverError { return .failure(RingLogError(error)) }
+                        do throws(RingLogError) { return .success(try decode(response)) } catch { return .failure(error) }
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Runs `start` on the loop thread and suspends until it calls `resume` (exactly once).
+func withLoop<T: Sendable>(
+    _ loop: ClientLoop, _ start: @escaping @Sendable (LoopCore, @escaping (Result<T, RingLogError>) -> Void) -> Void
+) async throws(RingLogError) -> T {
+    let result: Result<T, RingLogError> = await withCheckedContinuation { continuation in
+        loop.execute { core in
+            start(core) { continuation.resume(returning: $0) }
+        }
+    }
+    return try result.get()
+}
+
+func decodeBody<Message: WireMessage>(_ body: UnsafeRawBufferPointer, as: Message.Type) throws(RingLogError) -> Message {
+    do { return try Message.decode(body) } catch { throw .protocolViolation("undecodable \(Message.self): \(error)") }
+}
+
+func decodeResponse<Message: WireMessage>(_ result: Result<ClientResponse, RingLogError>, as: Message.Type) -> Result<Message, RingLogError> {
+    result.flatMap { response in
+        if let error = response.serverError { return .failure(RingLogError(error)) }
+        do throws(RingLogError) { return .success(try decodeBody(response.body, as: Message.self)) } catch { return .failure(error) }
+    }
+}
