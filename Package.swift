@@ -20,6 +20,7 @@ let package = Package(
     products: [
         .library(name: "RingLogClient", targets: ["RingLogClient"]),
         .executable(name: "ringlogd", targets: ["ringlogd"]),
+        .executable(name: "ringlog", targets: ["ringlog"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -90,6 +91,16 @@ let package = Package(
                 "RingLogServer", "RingLogStorage", "RingLogIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ringlog",
+            dependencies: [
+                "RingLogClient", "RingLogWire", "RingLogIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),

@@ -91,6 +91,11 @@ public final class LoopCore {
     var producers: [Int: ProducerCore] = [:]
     private var nextProducerKey = 1
 
+    private var kept: [AnyObject] = []
+
+    /// Keeps `object` alive as long as the loop runs (for work driven only by callbacks).
+    public func keepAlive(_ object: AnyObject) { kept.append(object) }
+
     func register(_ producer: ProducerCore) -> Int {
         defer { nextProducerKey += 1 }
         producers[nextProducerKey] = producer
@@ -129,7 +134,8 @@ public final class LoopCore {
             if stopping { break }
             runTimers()
             flushSockets()
-            let timeout = timers.min.map { $0.deadlineNanos > nowNanos ? Int64($0.deadlineNanos - nowNanos) : 0 }
+            let now = nowNanos
+            let timeout = timers.min.map { $0.deadlineNanos > now ? Int64($0.deadlineNanos - now) : 0 }
             ring.submitAndWait(count: 1, timeoutNanos: timeout)
             acknowledgeWake()
             ring.drainCompletions { userData, result, flags in dispatch(userData, result, flags) }

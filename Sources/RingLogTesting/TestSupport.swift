@@ -242,3 +242,88 @@ public func socketStates(localPort port: UInt16) -> [String] {
     }
     return states
 }
+
+/// A ringlogd child process on a kernel-chosen loopback port.
+public struct Daemon {
+    public let process: Process
+    public let address: SocketAddress
+
+    /// A binary built next to the test bundle (`swift build --build-tests` builds them all).
+    public static func binary(_ name: String) -> URL {
+        let tests = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = tests.deletingLastPathComponent()
+        while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent(name).path) {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent(name)
+    }
+
+    static var executable: URL { binary("ringlogd") }
+
+    public init(directory: String, arguments: [String] = []) throws {
+        process = Process()
+        process.executableURL = Daemon.executable
+        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--segment-bytes", "16MiB", "--log-level", "warning"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var line: [UInt8] = []
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { throw TestFailure("ringlogd exited before listening") }
+            line += chunk
+        }
+        let text = String(decoding: line, as: UTF8.self).split(separator: "\n")[0]
+        guard text.hasPrefix("listening ") else { throw TestFailure("unexpected first line: \(text)") }
+        address = try SocketAddress(parsing: String(text.dropFirst("listening ".count)))
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    public func kill(_ signal: Int32) {
+        Glibc.kill(process.processIdentifier, signal)
+        if signal == SIGKILL { process.waitUntilExit() }
+    }
+
+    public func waitForExit() -> Int32 {
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Runs ringlogd to completion (for start-up failures); returns its status and standard error.
+    public static func run(_ arguments: [String]) throws -> (status: Int32, standardError: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let error = Pipe()
+        process.standardError = error
+        process.standardOutput = Pipe()
+        try process.run()
+        let data = error.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Runs a built binary with `arguments` (and `input` on its standard input) to completion.
+public func runTool(_ name: String, _ arguments: [String], input: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = Daemon.binary(name)
+    process.arguments = arguments
+    var merged = ProcessInfo.processInfo.environment
+    for (key, value) in environment { merged[key] = value }
+    process.environment = merged
+    let output = Pipe()
+    let error = Pipe()
+    process.standardOutput = output
+    process.standardError = error
+    let standardInput = Pipe()
+    process.standardInput = standardInput
+    try process.run()
+    if let input { standardInput.fileHandleForWriting.write(Data(input.utf8)) }
+    try standardInput.fileHandleForWriting.close()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = error.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+}
