@@ -83,10 +83,13 @@ final class Connection {
     var peerClosed = false
     var socketShutDown = false
 
-    // Receiving: a request's header is collected first (it may arrive in pieces), then its body.
-    private let headerStore = ByteStore()
+    // Receiving: requests are framed out of the received bytes (header first, then its body).
+    private var framer: RequestFramer
+    /// Bytes held for a request still arriving, as of the last framing call (read this, not the
+    /// framer, while a request is being handled).
+    private(set) var partialRequestBytes = 0
+    /// The header of the request whose body is arriving, as of the last framing call.
     private(set) var header: RequestHeader?
-    private let bodyStore = ByteStore()
     /// Bytes received while paused, parsed when the connection resumes.
     let stash = ByteStore()
     var receiveArmed = false
@@ -111,7 +114,8 @@ final class Connection {
     var headerCompletedNanos: UInt64?
     var lastSendProgressNanos: UInt64
 
-    init(slot: Int, generation: UInt16, fd: Int32, responseCapacity: Int, nowNanos: UInt64) {
+    init(slot: Int, generation: UInt16, fd: Int32, responseCapacity: Int, limits: RequestFramer.Limits, nowNanos: UInt64) {
+        framer = RequestFramer(limits: limits)
         self.slot = slot
         self.generation = generation
         self.fd = fd
@@ -128,105 +132,24 @@ final class Connection {
         return nextSequence
     }
 
-    /// Limits the framing layer enforces before reading a body.
-    struct Limits {
-        var maxBatchBytes: Int
-    }
-
-    /// Why a request could not be framed, and what the error response says.
-    struct FramingError {
-        var code: ErrorCode
-        var body: ErrorBody
-        /// The request's id and opcode when its header was intact enough to trust (its CRC held).
-        var requestID: UInt64 = 0
-        var opcode: UInt8 = 0
-    }
-
-    /// Frames requests out of `bytes`, calling `deliver` for each complete one. Stops when the bytes
-    /// run out, when `deliver` returns false, or at a framing error. Returns the bytes consumed and
-    /// the error, if any. Bodies that arrive whole are passed without copying.
+    /// Frames requests out of `bytes` and hands each to `deliver` (which returns false to stop).
+    /// Keeps the request deadlines' clocks: when a request started arriving, when its header was
+    /// complete. Returns the bytes consumed and the framing failure, if any.
     func frame(
-        _ bytes: UnsafeRawBufferPointer, limits: Limits, nowNanos: UInt64,
-        deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
-    ) -> (consumed: Int, error: FramingError?) {
-        var index = 0
-        while index < bytes.count {
-            if header == nil {
-                if requestStartedNanos == nil { requestStartedNanos = nowNanos }
-                let headerPointer: UnsafeRawPointer
-                if headerStore.count == 0 && bytes.count - index >= WireProtocol.headerBytes {
-                    headerPointer = bytes.baseAddress! + index
-                    index += WireProtocol.headerBytes
-                } else {
-                    let take = min(WireProtocol.headerBytes - headerStore.count, bytes.count - index)
-                    headerStore.append(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
-                    index += take
-                    if headerStore.count < WireProtocol.headerBytes { return (index, nil) }
-                    headerPointer = UnsafeRawPointer(headerStore.base!)
-                }
-                let decoded = RequestHeader.decode(headerPointer)
-                let claimedID: UInt64 = headerPointer.loadLittleEndian(at: 8)
-                let claimedOpcode = headerPointer.load(fromByteOffset: 3, as: UInt8.self)
-                headerStore.removeAll(keepingCapacityUpTo: 64)
-                switch decoded {
-                case .failure(let error):
-                    var framing = Connection.describe(error)
-                    if case .unsupportedVersion = error { (framing.requestID, framing.opcode) = (claimedID, claimedOpcode) }
-                    if case .reservedNotZero = error { (framing.requestID, framing.opcode) = (claimedID, claimedOpcode) }
-                    return (index, framing)
-                case .success(let decoded):
-                    let limit = decoded.opcode == Opcode.append.rawValue ? limits.maxBatchBytes : WireProtocol.maxControlBodyBytes
-                    if Int(decoded.bodyLength) > limit {
-                        return (index, FramingError(
-                            code: .lengthOverLimit,
-                            body: ErrorBody(detail1: UInt64(limit), message: "request body of \(decoded.bodyLength) bytes exceeds the limit of \(limit)"),
-                            requestID: decoded.requestID, opcode: decoded.opcode))
-                    }
-                    header = decoded
-                    headerCompletedNanos = nowNanos
-                }
-            }
-            let expected = Int(header!.bodyLength)
-            let body: UnsafeRawBufferPointer
-            if bodyStore.count == 0 && bytes.count - index >= expected {
-                body = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + expected)])
-                index += expected
-            } else {
-                let take = min(expected - bodyStore.count, bytes.count - index)
-                if take > 0 {
-                    bodyStore.append(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
-                    index += take
-                }
-                if bodyStore.count < expected { return (index, nil) }
-                body = bodyStore.bytes
-            }
-            let complete = header!
-            header = nil
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
+    ) -> (consumed: Int, failure: RequestFramer.Failure?) {
+        let result = framer.frame(bytes) { header, body in
             requestStartedNanos = nil
             headerCompletedNanos = nil
-            let proceed = deliver(complete, body)
-            bodyStore.removeAll(keepingCapacityUpTo: 64 << 10)
-            if !proceed { return (index, nil) }
+            return deliver(header, body)
         }
-        return (index, nil)
+        partialRequestBytes = framer.partialBytes
+        header = framer.pendingHeader
+        if partialRequestBytes > 0 || header != nil {
+            requestStartedNanos = requestStartedNanos ?? nowNanos
+            if header != nil { headerCompletedNanos = headerCompletedNanos ?? nowNanos }
+        }
+        return result
     }
 
-    /// Bytes held for a request still arriving.
-    var partialRequestBytes: Int { headerStore.count + bodyStore.count }
-
-    private static func describe(_ error: RequestHeader.DecodeError) -> FramingError {
-        let version = UInt64(WireProtocol.version)
-        switch error {
-        case .badMagic(let magic):
-            return FramingError(code: .badMagic, body: ErrorBody(message: "request header magic 0x\(String(magic, radix: 16)) is not \"RL\" (0x4c52)"))
-        case .unsupportedVersion(let got):
-            return FramingError(
-                code: .unsupportedVersion,
-                body: ErrorBody(detail1: version, detail2: version, message: "protocol version \(got) is not supported; this server speaks 1"))
-        case .checksumMismatch:
-            return FramingError(code: .malformedRequest, body: ErrorBody(message: "request header CRC32C does not match"))
-        case .reservedNotZero:
-            return FramingError(code: .malformedRequest, body: ErrorBody(message: "request header reserved field is not zero"))
-        }
-    }
 }

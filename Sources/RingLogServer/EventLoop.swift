@@ -198,7 +198,7 @@ final class EventLoop {
         generations[slot] &+= 1
         let connection = Connection(
             slot: slot, generation: generations[slot], fd: fd, responseCapacity: 2 * configuration.maxInFlightPerConnection,
-            nowNanos: monotonicNanos())
+            limits: RequestFramer.Limits(maxAppendBodyBytes: configuration.storage.maxBatchBytes), nowNanos: monotonicNanos())
         connections[slot] = connection
         openConnections += 1
         counters.connectionsAccepted += 1
@@ -275,11 +275,8 @@ final class EventLoop {
 
     /// Frames and handles requests from `bytes`; returns how many bytes were used.
     private func frame(_ connection: Connection, _ bytes: UnsafeRawBufferPointer, now: UInt64) -> Int {
-        let (consumed, error) = connection.frame(bytes, limits: .init(maxBatchBytes: configuration.storage.maxBatchBytes), nowNanos: now) {
-            header, body in
-            handle(connection, header, body)
-        }
-        if let error { protocolError(connection, error.code, error.body, requestID: error.requestID, opcode: error.opcode) }
+        let (consumed, failure) = connection.frame(bytes, nowNanos: now) { header, body in handle(connection, header, body) }
+        if let failure { protocolError(connection, failure.code, failure.body, requestID: failure.requestID, opcode: failure.opcode) }
         return consumed
     }
 

@@ -19,6 +19,9 @@ public enum RecordFraming {
     /// The records of a batch's payload, as ranges of `payload`. Throws when the framing does not
     /// add up (a record running past the payload, or a count different from `expectedCount`).
     public static func records(in payload: UnsafeRawBufferPointer, expectedCount: Int) throws(WireError) -> [Range<Int>] {
+        guard expectedCount >= 0, expectedCount <= payload.count / overheadBytes else {
+            throw WireError("batch header says \(expectedCount) records; a \(payload.count)-byte payload holds at most \(payload.count / overheadBytes)")
+        }
         var ranges: [Range<Int>] = []
         ranges.reserveCapacity(expectedCount)
         var index = 0

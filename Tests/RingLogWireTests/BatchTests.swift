@@ -118,6 +118,8 @@ import RingLogWire
         #expect(!framing([1, 0, 0, 0, 9, 1, 0, 0, 0, 8], count: 3), "a count the payload does not hold")
         #expect(!framing([1, 0, 0, 0, 9, 1, 0], count: 2), "a length cut off")
         #expect(framing([1, 0, 0, 0, 9, 1, 0, 0, 0, 8], count: 2))
+        // Found by the fuzzer: a count the payload cannot hold must not size an allocation.
+        #expect(!framing([1, 0, 0, 0, 9], count: Int(UInt32.max)))
     }
 
     @Test func aBuilderIsReusableAfterFinishing() {

@@ -1,0 +1,91 @@
+// libFuzzer target for everything that parses bytes a peer sent: the server's request framing and
+// body decoders, batch validation and record unframing, and the client's response decoders.
+// Built with the RingLogWire sources by Scripts/fuzz (swiftc -sanitize=fuzzer,address).
+//
+// The first input byte chooses how the rest is cut into chunks, as TCP may cut it. Properties
+// checked: no crash or out-of-bounds access (ASan), every rejection is an error code, the framer
+// consumes every byte it is given, and it never holds more than one request's worth of bytes.
+
+let limits = RequestFramer.Limits(maxAppendBodyBytes: 1 << 16, maxControlBodyBytes: WireProtocol.maxControlBodyBytes)
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
+    guard size > 0 else { return 0 }
+    let input = UnsafeRawBufferPointer(start: data, count: size)
+    let chunkSize = Int(input[0]) + 1
+    let stream = UnsafeRawBufferPointer(rebasing: input[1...])
+    var framer = RequestFramer(limits: limits)
+    var index = 0
+    while index < stream.count {
+        let end = min(index + chunkSize, stream.count)
+        let (consumed, failure) = framer.frame(UnsafeRawBufferPointer(rebasing: stream[index..<end])) { header, body in
+            decodeRequestBody(header, body)
+            return true
+        }
+        if let failure {
+            precondition(ErrorCode(rawValue: failure.code.rawValue) == failure.code)
+            precondition(failure.code.closesConnection, "a framing failure must close the connection")
+            break
+        }
+        precondition(consumed == end - index, "the framer must take every byte it is given")
+        index = end
+    }
+    precondition(framer.partialBytes <= WireProtocol.headerBytes + limits.maxAppendBodyBytes)
+    decodeAsResponses(stream)
+    return 0
+}
+
+func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) {
+    precondition(body.count == Int(header.bodyLength))
+    switch Opcode(rawValue: header.opcode) {
+    case .hello: _ = try? HelloRequest.decode(body)
+    case .createLog: _ = try? CreateLogRequest.decode(body)
+    case .deleteLog, .logInfo: _ = try? LogNameRequest.decode(body)
+    case .read: _ = try? ReadRequest.decode(body)
+    case .trim: _ = try? OffsetMessage.decode(body)
+    case .append:
+        guard Batch.validateIncoming(body, maxPayloadBytes: limits.maxAppendBodyBytes - Batch.headerBytes) == nil else { return }
+        let header = BatchHeader(unchecked: body.baseAddress!)
+        let payload = UnsafeRawBufferPointer(rebasing: body[Batch.headerBytes...])
+        if let ranges = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) {
+            for range in ranges { precondition(range.upperBound <= payload.count) }
+        }
+    case .ping, .listLogs, .serverStats, nil: break
+    }
+}
+
+/// What a client does with bytes a server sent.
+func decodeAsResponses(_ bytes: UnsafeRawBufferPointer) {
+    var index = 0
+    while bytes.count - index >= WireProtocol.headerBytes {
+        guard case .success(let header) = ResponseHeader.decode(bytes.baseAddress! + index) else { return }
+        index += WireProtocol.headerBytes
+        let length = min(Int(header.bodyLength), bytes.count - index)
+        let body = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)])
+        index += length
+        _ = try? ErrorBody.decode(body)
+        _ = try? HelloResponse.decode(body)
+        _ = try? LogDescription.decode(body)
+        _ = try? LogList.decode(body)
+        _ = try? ServerStats.decode(body)
+        _ = try? AppendResponse.decode(body)
+        if body.count >= ReadResponseHead.encodedBytes {
+            walkStoredBatches(UnsafeRawBufferPointer(rebasing: body[ReadResponseHead.encodedBytes...]))
+        }
+    }
+}
+
+/// A reader's walk over stored batches, as the client library does it.
+func walkStoredBatches(_ bytes: UnsafeRawBufferPointer) {
+    var index = 0
+    while bytes.count - index >= Batch.headerBytes {
+        let candidate = BatchHeader(unchecked: bytes.baseAddress! + index)
+        guard case .success(let header) = Batch.verifyStoredHeader(
+            bytes.baseAddress! + index, expectedOffset: candidate.offset, maxPayloadBytes: bytes.count - index - Batch.headerBytes)
+        else { return }
+        guard Batch.verifyPayload(bytes.baseAddress! + index, header: header) == nil else { return }
+        let payload = UnsafeRawBufferPointer(start: bytes.baseAddress! + index + Batch.headerBytes, count: Int(header.payloadLength))
+        _ = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount))
+        index += header.totalBytes
+    }
+}
