@@ -105,6 +105,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "ringlog-torture",
+            dependencies: [
+                "RingLogClient", "RingLogWire", "RingLogIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "ringlog-storage-bench",
             dependencies: [
                 "RingLogStorage", "RingLogWire", "RingLogIO",

@@ -22,6 +22,9 @@ struct PendingResponse {
     var body = Body.empty
     /// Whether this entry counts against the in-flight limit (error-only entries do not).
     var counted = true
+    /// Bytes of buffered-bytes budget this response holds until it is written out (a read's
+    /// maximum size, reserved when the read starts).
+    var reservedBytes = 0
 }
 
 /// A fixed-capacity first-in, first-out queue of pending responses.
@@ -101,6 +104,8 @@ final class Connection {
     private(set) var nextSequence: UInt32 = 0
     /// Requests counted against the in-flight limit.
     var countedInFlight = 0
+    /// Bytes reserved by reads whose responses have not reached the send queue yet.
+    var reservedReadBytes = 0
     let output = SendQueue()
     /// The connection is on the loop's list of connections with responses to flush.
     var flushScheduled = false

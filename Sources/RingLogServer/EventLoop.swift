@@ -283,8 +283,8 @@ final class EventLoop {
     /// True when the connection may take more requests now.
     func canRead(_ connection: Connection) -> Bool {
         guard case .open = connection.state, !connection.isPaused else { return false }
-        return !connection.responses.isFull
-            && connection.output.backlogBytes + connection.partialRequestBytes < configuration.maxBufferedBytesPerConnection
+        let held = connection.output.backlogBytes + connection.partialRequestBytes + connection.reservedReadBytes
+        return !connection.responses.isFull && held < configuration.maxBufferedBytesPerConnection
     }
 
     /// Moves a connection on as far as it can: retries a blocked append, parses stashed bytes, and

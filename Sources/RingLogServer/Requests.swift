@@ -74,7 +74,12 @@ extension EventLoop {
             case .append: return append(connection, header, sequence, body)
             case .read:
                 let request = try ReadRequest.decode(body)
-                startRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: Int(request.maxBytes),
+                let maxBytes = min(max(Int(request.maxBytes), 1), configuration.maxReadBytes)
+                // The response's buffer counts against this connection's budget from now on, so a
+                // client cannot pile up reads it never collects.
+                _ = connection.responses.update(sequence: sequence) { $0.reservedBytes = maxBytes }
+                connection.reservedReadBytes += maxBytes
+                startRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: maxBytes,
                     waitMillis: Int(request.maxWaitMillis))
             case .createLog: try createLog(connection, sequence, body)
             case .deleteLog: store.deleteLog(named: try LogNameRequest.decode(body).name, context: ResponseContext.make(connection, sequence: sequence))
@@ -279,6 +284,7 @@ extension EventLoop {
         while let first = connection.responses.first, first.ready {
             let response = connection.responses.removeFirst()
             if response.counted { connection.countedInFlight -= 1 }
+            connection.reservedReadBytes -= response.reservedBytes
             encode(response, into: connection.output.filling)
         }
     }

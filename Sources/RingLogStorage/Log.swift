@@ -385,14 +385,23 @@ public final class Log {
         let segment: Segment
         let runStart: LogOffset
         let target: LogOffset
+        /// Reads stop here: the committed end or the segment's end, whichever comes first.
         let limit: LogOffset
         let maxBytes: Int
         let purpose: ReadPurpose
         let startOffset: LogOffset
+        /// The log's committed end when the read was planned (what the reader is told).
+        let committedEnd: LogOffset
         var buffer: OwnedBytes
-        var attempts = 1
+        /// Bytes of `buffer` read so far (a short read continues from here).
+        var filled = 0
+        /// The file ended before the buffer filled.
+        var reachedEnd = false
 
-        init(segment: Segment, runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int, purpose: ReadPurpose, startOffset: LogOffset, buffer: OwnedBytes) {
+        init(
+            segment: Segment, runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int, purpose: ReadPurpose,
+            startOffset: LogOffset, committedEnd: LogOffset, buffer: OwnedBytes
+        ) {
             self.segment = segment
             self.runStart = runStart
             self.target = target
@@ -400,6 +409,7 @@ public final class Log {
             self.maxBytes = maxBytes
             self.purpose = purpose
             self.startOffset = startOffset
+            self.committedEnd = committedEnd
             self.buffer = buffer
         }
     }
@@ -425,7 +435,7 @@ public final class Log {
         let window = runStart.distance(to: offset) + max(Batch.headerBytes, min(maxBytes, offset.distance(to: limit)))
         let run = ReadRun(
             segment: segment, runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes, purpose: purpose,
-            startOffset: startOffset, buffer: OwnedBytes(uninitializedCount: window))
+            startOffset: startOffset, committedEnd: committedEnd, buffer: OwnedBytes(uninitializedCount: window))
         issueRead(run)
         return .pending
     }
@@ -445,9 +455,10 @@ public final class Log {
 
     private func issueRead(_ run: ReadRun) {
         run.segment.readLeases += 1
-        store.noteTailRead(hit: false)
+        if run.filled == 0 { store.noteTailRead(hit: false) }
+        let target = UnsafeMutableRawBufferPointer(rebasing: run.buffer.mutableBytes[run.filled...])
         store.issue(
-            .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart), into: run.buffer.mutableBytes),
+            .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart) + Int64(run.filled), into: target),
             for: .segmentRead(self, run))
     }
 
@@ -462,7 +473,14 @@ public final class Log {
             finishRead(run, .failure(.io(operation: "read", errno: errno, detail: "\(name) at offset \(run.target)")))
             return
         }
-        let bytes = UnsafeRawBufferPointer(rebasing: run.buffer.bytes[0..<Int(result)])
+        run.filled += Int(result)
+        if result == 0 { run.reachedEnd = true }
+        // A short read continues where it stopped; only the end of the file stops it early.
+        if run.filled < run.buffer.count && !run.reachedEnd {
+            issueRead(run)
+            return
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: run.buffer.bytes[0..<run.filled])
         let collected = BatchWalk.collect(
             run: bytes, runStart: run.runStart, target: run.target, limit: run.limit, maxBytes: run.maxBytes, verifyPayloads: true)
         switch collected {
@@ -471,16 +489,17 @@ public final class Log {
         case .success(.batches(let range)):
             finishRead(
                 run,
-                .success(ReadResult(offset: run.target, startOffset: run.startOffset, committedEnd: run.limit, buffer: run.buffer, range: range)))
+                .success(ReadResult(offset: run.target, startOffset: run.startOffset, committedEnd: run.committedEnd, buffer: run.buffer, range: range)))
         case .success(.needMore(let needed)):
-            // The first batch is longer than the window (or the read came back short): once more,
-            // sized to the batch. A file that cannot supply it is damaged.
-            guard run.attempts < 3, !run.segment.deleted, run.runStart.advanced(by: needed) <= run.limit else {
+            // The first batch is longer than the window: grow the buffer to hold it and read the
+            // rest. Committed data that the file cannot supply means the file is damaged.
+            guard !run.reachedEnd, !run.segment.deleted, needed > run.buffer.count, run.runStart.advanced(by: needed) <= run.limit else {
                 finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: nil)))
                 return
             }
-            run.attempts += 1
-            if needed > run.buffer.count { run.buffer = OwnedBytes(uninitializedCount: needed) }
+            let grown = OwnedBytes(uninitializedCount: needed)
+            grown.mutableBytes.baseAddress!.copyMemory(from: run.buffer.bytes.baseAddress!, byteCount: run.filled)
+            run.buffer = grown
             issueRead(run)
         }
     }

@@ -31,6 +31,17 @@ extension DiskOperation {
         }
     }
 
+    /// The same write or read asking for half as many bytes (at least one), for fault injection.
+    func halved() -> DiskOperation {
+        switch self {
+        case .write(let fd, let position, let bytes):
+            .write(fd: fd, position: position, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<max(1, bytes.count / 2)]))
+        case .read(let fd, let position, let buffer):
+            .read(fd: fd, position: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<max(1, buffer.count / 2)]))
+        default: self
+        }
+    }
+
     /// The io_uring operations the storage engine issues, for probing the kernel at start-up.
     public static let ringOperations: [(name: String, code: io_uring_op)] = [
         ("openat", IORING_OP_OPENAT), ("close", IORING_OP_CLOSE), ("read", IORING_OP_READ), ("write", IORING_OP_WRITE),
@@ -116,10 +127,13 @@ public final class RingDiskExecutor {
         while let request = store.takeRequest() {
             precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
             let entry = ring.submissionEntry()
-            if let errno = faults?.injected(for: request.operation) {
+            switch faults?.injection(for: request.operation) {
+            case .fail(let errno)?:
                 io_uring_prep_nop(entry)
                 injected[request.token] = -errno
-            } else {
+            case .shorten?:
+                request.operation.halved().prepare(entry)
+            case nil:
                 request.operation.prepare(entry)
             }
             io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
@@ -139,13 +153,41 @@ public final class RingDiskExecutor {
 /// operation named here (`fdatasync`, `write`, `fallocate`, ...) completes with the errno given
 /// instead of running. Changes take effect for operations issued afterwards. Safe from any thread.
 public final class DiskFaults: Sendable {
-    private let rules = Mutex<[String: Int32]>([:])
+    private struct Rule {
+        var errno: Int32?
+        /// Carry out the operation, but ask for only half the bytes (a real short write or read).
+        var shorten = false
+        var remaining: Int
+    }
+
+    private let rules = Mutex<[String: Rule]>([:])
 
     public init() {}
 
-    public func fail(_ operation: String, with errno: Int32) { rules.withLock { $0[operation] = errno } }
+    /// Makes the next `times` operations named `operation` fail with `errno`.
+    public func fail(_ operation: String, with errno: Int32, times: Int = .max) {
+        rules.withLock { $0[operation] = Rule(errno: errno, remaining: times) }
+    }
+
+    /// Makes the next `times` writes or reads transfer only half of what they ask for.
+    public func shorten(_ operation: String, times: Int = .max) {
+        rules.withLock { $0[operation] = Rule(errno: nil, shorten: true, remaining: times) }
+    }
 
     public func clear() { rules.withLock { $0.removeAll() } }
 
-    func injected(for operation: DiskOperation) -> Int32? { rules.withLock { $0[operation.name] } }
+    enum Injection {
+        case fail(Int32)
+        case shorten
+    }
+
+    func injection(for operation: DiskOperation) -> Injection? {
+        rules.withLock { rules in
+            guard var rule = rules[operation.name], rule.remaining > 0 else { return nil }
+            rule.remaining -= 1
+            rules[operation.name] = rule
+            if let errno = rule.errno { return .fail(errno) }
+            return rule.shorten ? .shorten : nil
+        }
+    }
 }

@@ -268,6 +268,36 @@ import Testing
         #expect(try client.readAll(log).map(\.payload) == [payload(30, seed: 1), payload(30, seed: 3)])
     }
 
+    /// Writes that come back short and operations that come back EINTR or EAGAIN from the real
+    /// ring are retried until done; nothing is acknowledged short, and the data reads back whole.
+    @Test func shortWritesAndInterruptedOperationsFromTheRingAreRetried() throws {
+        let faults = DiskFaults()
+        let server = try TestServer { $0.diskFaults = faults }
+        let client = try server.client()
+        let log = try client.createLog("retries").logID
+        var expected: [[UInt8]] = []
+        for round in 0..<4 {
+            switch round {
+            case 0: faults.shorten("write", times: 5)
+            case 1: faults.fail("write", with: EINTR, times: 3)
+            case 2: faults.fail("fdatasync", with: EAGAIN, times: 3)
+            default: faults.shorten("read", times: 4)
+            }
+            for seed in 0..<5 {
+                expected.append(payload(3000, seed: round * 10 + seed))
+                _ = try client.append(log, expected.last!).decode(AppendResponse.self)
+            }
+        }
+        #expect(try client.readAll(log).map(\.payload) == expected)
+        faults.clear()
+        server.stop()
+        let reopened = try TestServer(directory: server.directory) { $0.diskFaults = faults }
+        faults.shorten("read", times: 10)
+        let reader = try reopened.client()
+        let id = try reader.call(.logInfo, LogNameRequest(name: "retries").encoded()).decode(LogDescription.self).logID
+        #expect(try reader.readAll(id).map(\.payload) == expected, "short reads from the segment file are completed")
+    }
+
     @Test func aRequestArrivingDuringShutdownGetsShuttingDown() throws {
         let server = try TestServer()
         let client = try server.client()

@@ -149,7 +149,22 @@ import Testing
         #expect(harness.store.log(id)!.info.segmentCount >= 2)
         let first = try harness.read(id, from: .zero, maxBytes: 1 << 20).get()
         #expect(first.nextOffset <= LogOffset(64 << 10))
+        #expect(first.committedEnd == harness.store.log(id)!.committedEnd, "the log's end, not the segment's")
         #expect(try harness.readAll(id).map(\.payload) == expected)
+    }
+
+    /// A read served from the segment file (not the cache) reports the log's committed end, not
+    /// the end of the segment it read: consumers stop at the committed end. Found by the crash test.
+    @Test func aReadFromDiskReportsTheLogsCommittedEndNotItsSegments() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("ends")
+        for seed in 0..<12 { try harness.append(id, payload(9000, seed: seed)) }
+        try harness.shutDownCleanlyAndReopen()
+        let end = harness.store.log(id)!.committedEnd
+        let first = try harness.read(id, from: .zero, maxBytes: 1 << 20).get()
+        #expect(harness.store.statistics.tailReadMisses == 1, "served from the file")
+        #expect(first.nextOffset < end)
+        #expect(first.committedEnd == end)
     }
 
     @Test func logNamesAreValidated() throws {

@@ -1,0 +1,212 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import RingLogClient
+import RingLogIO
+import RingLogWire
+import Synchronization
+
+/// kill -9 the daemon under load, again and again, and check every acknowledged batch survives.
+struct Crash: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Kill ringlogd with SIGKILL under load for N cycles; check every acknowledged append survives.",
+        discussion: """
+            Each cycle starts ringlogd on the same data directory, verifies the whole log against what \
+            was acknowledged (present, intact, at its offset, offsets contiguous, nothing that was never \
+            sent), checks the reader can resume where it stopped, then runs writers (durable appends) and \
+            a tailing reader for a random moment and kills the daemon with SIGKILL. Exits 1 on any loss.
+            """)
+
+    @Option(help: "Kill-and-restart cycles.") var cycles = 50
+    @Option(help: "Concurrent writers (each pipelines several appends).") var writers = 4
+    @Option(help: "Longest load before the kill, in milliseconds (each kill comes at a random moment up to this).") var maxLoadMillis = 700
+    @Option(help: "Give up (and fail) after this many seconds in all.") var maxSeconds = 900
+    @Option(help: "Path to ringlogd (default: next to this program).") var ringlogd: String?
+    @Option(help: "Random seed (default: from the clock).") var seed: UInt64?
+
+    func run() async throws {
+        let directory = temporaryDirectory("ringlog-crash")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
+        var generator = SplitMix(seed: seed)
+        let deadline = Date().addingTimeInterval(Double(maxSeconds))
+        let ledger = Ledger()
+        var readerPosition = LogOffset.zero
+        var verifiedTotal = 0
+        var lost = 0
+        var strangers = 0
+        log("crash test: \(cycles) cycles, \(writers) writers, seed \(seed), data \(directory)")
+        for cycle in 1...cycles {
+            guard Date() < deadline else { throw TortureError("out of time after \(cycle - 1) cycles") }
+            let daemon = try DaemonProcess(path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory, arguments: ["--segment-bytes", "16MiB"])
+            let client = try await RingLogClient.connect(to: daemon.address.description)
+            let log = cycle == 1 ? try await client.createLog("crash").logID : try await client.info("crash").logID
+            let check = try await verify(client, log, ledger: ledger, readerPosition: readerPosition)
+            verifiedTotal += check.verified
+            lost += check.lost
+            strangers += check.strangers
+            if check.lost > 0 || check.strangers > 0 || !check.readerResumed {
+                RingLogTorture.log("cycle \(cycle): LOST \(check.lost), UNKNOWN \(check.strangers), reader resumed: \(check.readerResumed)")
+            }
+            let loadMillis = UInt64.random(in: 50...UInt64(maxLoadMillis), using: &generator)
+            readerPosition = try await load(daemon, log: log, cycle: cycle, ledger: ledger, from: readerPosition, millis: loadMillis)
+            client.close()
+            if cycle % 10 == 0 || cycle == cycles {
+                RingLogTorture.log("cycle \(cycle): \(ledger.acknowledgedCount) acknowledged so far, \(verifiedTotal) verifications, lost \(lost)")
+            }
+        }
+        // One last start to check what the final kill left.
+        let daemon = try DaemonProcess(path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory, arguments: [])
+        let client = try await RingLogClient.connect(to: daemon.address.description)
+        let check = try await verify(client, try await client.info("crash").logID, ledger: ledger, readerPosition: readerPosition)
+        verifiedTotal += check.verified
+        lost += check.lost
+        strangers += check.strangers
+        client.close()
+        daemon.kill(SIGTERM)
+        print("cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)  seed \(seed)")
+        if lost > 0 || strangers > 0 { throw ExitCode(1) }
+    }
+
+    struct Check {
+        var verified = 0
+        var lost = 0
+        var strangers = 0
+        var readerResumed = true
+    }
+
+    /// Reads the whole log: every batch must be one a writer sent (whole and intact: the client
+    /// checks CRCs), offsets contiguous, and every acknowledged batch must be there, unchanged.
+    func verify(_ client: RingLogClient, _ log: LogID, ledger: Ledger, readerPosition: LogOffset) async throws -> Check {
+        var check = Check()
+        var offset = try await client.info(log).startOffset
+        var found: [LogOffset: UInt64] = [:]
+        while true {
+            let fetched = try await client.read(from: log, offset: offset, maxBytes: 4 << 20)
+            var position = offset
+            try fetched.withUnsafeBytes { bytes in
+                try BatchReader.forEachBatch(in: bytes, startingAt: offset) { batchOffset, header, payload in
+                    precondition(batchOffset == position)
+                    let digest = fingerprint(payload)
+                    if !ledger.wasSent(digest) { check.strangers += 1 }
+                    found[batchOffset] = digest
+                    position = batchOffset.advanced(by: header.totalBytes)
+                }
+            }
+            offset = fetched.nextOffset
+            if offset >= fetched.committedEnd || fetched.isEmpty { break }
+        }
+        var missingExamples: [String] = []
+        for (ackOffset, digest) in ledger.acknowledged() {
+            if found[ackOffset] == digest {
+                check.verified += 1
+            } else {
+                check.lost += 1
+                if missingExamples.count < 5 { missingExamples.append("\(ackOffset):\(found[ackOffset] == nil ? "absent" : "different")") }
+            }
+        }
+        if !missingExamples.isEmpty {
+            let info = try await client.info(log)
+            RingLogTorture.log("  read \(found.count) batches up to \(offset); log \(info.startOffset)-\(info.committedEnd), \(info.segmentCount) segments; missing e.g. \(missingExamples.sorted())")
+        }
+        // The reader's saved position must still be a place it can read from.
+        do {
+            _ = try await client.read(from: log, offset: readerPosition, maxBytes: 1)
+        } catch {
+            check.readerResumed = false
+        }
+        return check
+    }
+
+    /// Writers append durably while a reader tails, until the daemon is killed. Returns where the
+    /// reader got to.
+    func load(_ daemon: DaemonProcess, log: LogID, cycle: Int, ledger: Ledger, from position: LogOffset, millis: UInt64) async throws -> LogOffset {
+        let address = daemon.address.description
+        let readerEnd = Shared(position)
+        let writerCount = writers
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<writerCount {
+                group.addTask {
+                    guard let client = try? await RingLogClient.connect(to: address) else { return }
+                    await withTaskGroup(of: Void.self) { pipeline in
+                        for lane in 0..<4 {
+                            pipeline.addTask {
+                                var sequence = 0
+                                while true {
+                                    let records = makeRecords(cycle: cycle, writer: writer, lane: lane, sequence: sequence)
+                                    var builder = BatchBuilder()
+                                    for record in records { builder.add(record) }
+                                    let batch = builder.finish()
+                                    let digest = batch.withUnsafeBytes { fingerprint(UnsafeRawBufferPointer(rebasing: $0[Batch.headerBytes...])) }
+                                    ledger.sent(digest)
+                                    guard let ack = try? await client.append(to: log, batch: batch) else { return }
+                                    ledger.acknowledge(ack.offset, digest)
+                                    sequence += 1
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                guard let client = try? await RingLogClient.connect(to: address) else { return }
+                var offset = readerEnd.value
+                while true {
+                    guard let fetched = try? await client.read(from: log, offset: offset, maxWaitMillis: 200) else { return }
+                    guard (try? fetched.records()) != nil else { return }
+                    offset = fetched.nextOffset
+                    readerEnd.update { $0 = offset }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(millis))
+            daemon.kill(SIGKILL)
+            try await group.waitForAll()
+        }
+        return readerEnd.value
+    }
+}
+
+/// What writers sent and what was acknowledged, shared by their tasks.
+final class Ledger: Sendable {
+    private struct State {
+        var sent: Set<UInt64> = []
+        var acknowledged: [LogOffset: UInt64] = [:]
+    }
+    private let state = Mutex(State())
+
+    func sent(_ digest: UInt64) { state.withLock { _ = $0.sent.insert(digest) } }
+    func wasSent(_ digest: UInt64) -> Bool { state.withLock { $0.sent.contains(digest) } }
+    func acknowledge(_ offset: LogOffset, _ digest: UInt64) { state.withLock { $0.acknowledged[offset] = digest } }
+    func acknowledged() -> [LogOffset: UInt64] { state.withLock { $0.acknowledged } }
+    var acknowledgedCount: Int { state.withLock { $0.acknowledged.count } }
+}
+
+/// Records unique to (cycle, writer, lane, sequence), of varied sizes.
+func makeRecords(cycle: Int, writer: Int, lane: Int, sequence: Int) -> [[UInt8]] {
+    var generator = SplitMix(seed: UInt64(cycle) << 40 ^ UInt64(writer) << 32 ^ UInt64(lane) << 28 ^ UInt64(sequence))
+    let count = Int.random(in: 1...5, using: &generator)
+    return (0..<count).map { index in
+        var record = Array("c\(cycle) w\(writer) l\(lane) s\(sequence) r\(index) ".utf8)
+        record += (0..<Int.random(in: 0...2000, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return record
+    }
+}
+
+/// FNV-1a, 64 bits: a batch's identity in the ledger.
+func fingerprint(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    return hash
+}
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var value = state
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        return value ^ (value >> 31)
+    }
+}

@@ -1,0 +1,12 @@
+import ArgumentParser
+import RingLogIO
+
+@main
+struct RingLogTorture: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ringlog-torture",
+        abstract: "Fault and abuse testing against a real ringlogd (loopback only, bounded in time).",
+        subcommands: [Crash.self, Hostile.self])
+
+    static func log(_ line: String) { Console.error(line) }
+}
