@@ -105,7 +105,8 @@ public final class SimulatedDisk: DiskIO {
         guard visited.insert(ObjectIdentifier(inode)).inserted else { return }
         if inode.isDirectory {
             inode.children = inode.durableChildren
-            for child in inode.children.values { crash(child, visited: &visited, generator: &generator) }
+            // Name order, so the same seed replays the same crash (Dictionary order varies by process).
+            for name in inode.children.keys.sorted() { crash(inode.children[name]!, visited: &visited, generator: &generator) }
             return
         }
         var survivor = inode.durableData

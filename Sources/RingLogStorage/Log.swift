@@ -48,10 +48,12 @@ public final class Log {
     enum Spare {
         case none
         case preparing
-        case ready(fd: Int32)
+        case ready(fd: Int32, name: String)
         case failed(StorageError, atMicros: UInt64)
     }
     private(set) var spare = Spare.none
+    /// Numbers each spare's file name (see `LogFileNames.spare`).
+    private var spareNumber: UInt64 = 0
     /// A spare that failed (usually ENOSPC) is retried no sooner than this after the failure.
     static let spareRetryMicros: UInt64 = 1_000_000
 
@@ -142,7 +144,7 @@ public final class Log {
             return .wouldBlock
         }
         switch spare {
-        case .ready(let fd):
+        case .ready(let fd, let spareName):
             spare = .none
             activeSegment.sealed = true
             let segment = Segment(
@@ -150,7 +152,7 @@ public final class Log {
                 nameDurable: false, index: SparseIndex(intervalBytes: UInt32(store.configuration.indexIntervalBytes)))
             segments.append(segment)
             let script = DiskScript([
-                .rename(from: directory.appending(LogFileNames.spare), to: directory.appending(LogFileNames.segment(segment.base))),
+                .rename(from: directory.appending(spareName), to: directory.appending(LogFileNames.segment(segment.base))),
                 .fsync(.fd(directoryFD)),
             ])
             store.start(script, for: .rotate(self, segment))
@@ -172,8 +174,9 @@ public final class Log {
 
     private func prepareSpare() {
         spare = .preparing
+        spareNumber += 1
         let script = DiskScript([
-            .open(directory.appending(LogFileNames.spare), flags: O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644),
+            .open(directory.appending(LogFileNames.spare(spareNumber)), flags: O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o644),
             .fallocate(.openedBy(step: 0), length: Int64(settings.segmentBytes)),
             .fsync(.openedBy(step: 0)),
         ])
@@ -192,6 +195,7 @@ public final class Log {
     }
 
     func spareFinished(_ script: DiskScript, _ result: Result<Void, StorageError>, nowMicros: UInt64) {
+        let spareName = LogFileNames.spare(spareNumber)
         switch result {
         case .success:
             let fd = script.openedDescriptor(step: 0)
@@ -199,7 +203,7 @@ public final class Log {
                 store.issueClose(fd)
                 spare = .none
             } else {
-                spare = .ready(fd: fd)
+                spare = .ready(fd: fd, name: spareName)
             }
         case .failure(let error):
             if case .io(_, let errno, let detail) = error {
@@ -207,7 +211,7 @@ public final class Log {
             } else {
                 spare = .failed(error, atMicros: nowMicros)
             }
-            store.start(DiskScript([.unlink(directory.appending(LogFileNames.spare), isDirectory: false, ignoreMissing: true)]), for: .cleanup)
+            store.start(DiskScript([.unlink(directory.appending(spareName), isDirectory: false, ignoreMissing: true)]), for: .cleanup)
         }
         wakeBlockedAppends()
     }
@@ -655,7 +659,7 @@ public final class Log {
             segment.deleted = true
         }
         for segment in segments where segment.fd >= 0 { segment.deleted = true }
-        if case .ready(let fd) = spare { fds.append(fd) }
+        if case .ready(let fd, _) = spare { fds.append(fd) }
         spare = .none
         if directoryFD >= 0 { fds.append(directoryFD) }
         directoryFD = -1
@@ -664,7 +668,9 @@ public final class Log {
 
     /// File names a deleted log's directory may hold.
     func fileNames() -> [String] {
-        var names = [LogFileNames.meta, LogFileNames.checkpoint, LogFileNames.checkpointTemporary, LogFileNames.spare]
+        var names = [LogFileNames.meta, LogFileNames.checkpoint, LogFileNames.checkpointTemporary]
+        if case .ready(_, let spareName) = spare { names.append(spareName) }
+        if spareNumber > 0 { names.append(LogFileNames.spare(spareNumber)) }
         for segment in segments {
             names.append(LogFileNames.segment(segment.base))
             names.append(LogFileNames.index(segment.base))

@@ -184,7 +184,7 @@ struct LogRecovery {
         case .failure(let error): return .failure(error)
         case .success(let listed): names = listed
         }
-        for leftover in [LogFileNames.spare, LogFileNames.checkpointTemporary] where names.contains(leftover) {
+        for leftover in names where LogFileNames.isSpare(leftover) || leftover == LogFileNames.checkpointTemporary {
             _ = disk.perform(.unlink(path: directory.appending(leftover), isDirectory: false))
         }
         var found: [Found] = []

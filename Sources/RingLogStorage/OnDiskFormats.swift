@@ -8,8 +8,13 @@ public enum LogFileNames {
     public static let meta = "log.meta"
     public static let checkpoint = "checkpoint"
     public static let checkpointTemporary = "checkpoint.tmp"
-    /// The next segment, preallocated before its base offset is known; renamed when it becomes active.
-    public static let spare = "next.seg.prealloc"
+    /// The next segment, preallocated before its base offset is known, and renamed when it becomes
+    /// active. Each preparation gets its own name: a rename of the previous spare and the creation
+    /// of the next may be in flight at once, and must never meet on one name.
+    public static func spare(_ number: UInt64) -> String { "next-\(number).seg.prealloc" }
+
+    /// True for spare file names (removed at start-up: a spare is not part of the log yet).
+    public static func isSpare(_ name: String) -> Bool { name.hasPrefix("next-") && name.hasSuffix(".seg.prealloc") }
 
     /// `00000000000000004096.seg`: twenty decimal digits so `ls` sorts segments by offset.
     public static func segment(_ base: LogOffset) -> String { padded(base) + ".seg" }
