@@ -19,6 +19,9 @@ public final class SimulationDriver {
     private var pending: [DiskRequest] = []
     /// Events drained from the store, oldest first.
     public var events: [StoreEvent] = []
+    /// Requests this returns true for stay in flight (not carried out) until it changes its mind:
+    /// for holding an operation back to see what waits for it.
+    public var holdBack: ((DiskOperation) -> Bool)?
 
     public init(seed: UInt64, configuration: StoreConfiguration, disk: SimulatedDisk = SimulatedDisk(), path: String = "/data") throws {
         self.disk = disk
@@ -36,8 +39,10 @@ public final class SimulationDriver {
     /// flight, chosen at random. Flushes the store afterwards and collects its events.
     public func step(completing count: Int) {
         collectRequests()
-        for _ in 0..<count where !pending.isEmpty {
-            let request = pending.remove(at: Int.random(in: 0..<pending.count, using: &generator))
+        for _ in 0..<count {
+            let ready = pending.indices.filter { holdBack?(pending[$0].operation) != true }
+            guard !ready.isEmpty else { break }
+            let request = pending.remove(at: ready[Int.random(in: 0..<ready.count, using: &generator)])
             store.complete(token: request.token, result: disk.perform(request.operation))
             collectRequests()
         }
@@ -46,7 +51,7 @@ public final class SimulationDriver {
         collectEvents()
     }
 
-    /// Runs until nothing is queued or in flight.
+    /// Runs until nothing is queued or in flight (but held-back requests).
     public func runUntilQuiet(limit: Int = 1_000_000) {
         var rounds = 0
         repeat {
@@ -54,7 +59,7 @@ public final class SimulationDriver {
             step(completing: pending.count)
             rounds += 1
             precondition(rounds < limit, "the store never went quiet")
-        } while !pending.isEmpty || store.hasQueuedRequests
+        } while pending.contains(where: { holdBack?($0.operation) != true }) || store.hasQueuedRequests
         collectEvents()
     }
 

@@ -211,7 +211,7 @@ public final class Log {
             } else {
                 spare = .failed(error, atMicros: nowMicros)
             }
-            store.start(DiskScript([.unlink(directory.appending(spareName), isDirectory: false, ignoreMissing: true)]), for: .cleanup)
+            store.start(DiskScript([.unlink(directory.appending(spareName), isDirectory: false, ignoreMissing: true)]), for: .logCleanup(self))
         }
         wakeBlockedAppends()
     }
@@ -630,7 +630,7 @@ public final class Log {
             steps.append(.unlink(directory.appending(LogFileNames.index(segment.base)), isDirectory: false, ignoreMissing: true))
         }
         steps.append(.fsync(.fd(directoryFD)))
-        store.start(DiskScript(steps), for: .cleanup)
+        store.start(DiskScript(steps), for: .logCleanup(self))
     }
 
     private func closeSegment(_ segment: Segment) {

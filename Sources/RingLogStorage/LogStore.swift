@@ -60,6 +60,9 @@ public final class LogStore {
         case checkpoint(Log, CheckpointPlan)
         case createLog(meta: LogMeta, staging: CPath, context: UInt64)
         case deleteLog(Log, context: UInt64)
+        /// Removing files inside a log's directory: counted as the log's work, so deleting the log
+        /// (and perhaps creating another under its name) waits for it.
+        case logCleanup(Log)
         case cleanup
     }
 
@@ -486,7 +489,7 @@ public final class LogStore {
         case .createLog(let meta, let staging, let context):
             creationFinished(meta: meta, staging: staging, context: context, script: run.script, result)
         case .deleteLog(let log, let context): deletionFinished(log, context: context, result)
-        case .cleanup:
+        case .cleanup, .logCleanup:
             if case .failure(let error) = result { logger.warning("cleanup step failed", metadata: ["error": "\(error)"]) }
         }
         if let log = run.purpose.log { afterOperation(on: log) }
@@ -544,7 +547,7 @@ public final class LogStore {
 extension LogStore.ScriptPurpose {
     var log: Log? {
         switch self {
-        case .prepareSpare(let log), .rotate(let log, _), .checkpoint(let log, _): log
+        case .prepareSpare(let log), .rotate(let log, _), .checkpoint(let log, _), .logCleanup(let log): log
         case .createLog, .deleteLog, .cleanup: nil
         }
     }

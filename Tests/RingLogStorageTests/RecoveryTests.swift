@@ -149,6 +149,33 @@ import Testing
     }
 }
 
+@Suite struct NameReuseTests {
+    /// A trim's segment deletions still in flight must hold back the log's deletion: otherwise a
+    /// log created again under the same name could lose its files to the old log's unlinks.
+    @Test func deletingALogWaitsForItsSegmentDeletionsAndTheNameIsSafeToReuse() throws {
+        let harness = try Harness()
+        let old = try harness.createLog("again")
+        let offsets = try (0..<45).map { try harness.append(old, payload(3000, seed: $0)) }
+        harness.driver.holdBack = { operation in
+            if case .unlink(let path, _) = operation { return path.string.hasPrefix("/data/logs/again/") }
+            return false
+        }
+        #expect(try harness.trim(old, to: offsets[44]).get() == offsets[44])
+        harness.store.deleteLog(named: "again", context: 90_002)
+        harness.driver.runUntilQuiet()
+        let early = harness.driver.takeEvents().contains { if case .deleted(90_002, _) = $0 { true } else { false } }
+        #expect(!early, "the log was deleted while its own unlinks were still in flight")
+        #expect(harness.disk.exists("/data/logs/again"))
+        harness.driver.holdBack = nil
+        _ = try harness.waitFor("deleted") { if case .deleted(90_002, let result) = $0 { result } else { nil } }
+        let new = try harness.createLog("again")
+        let kept = try (0..<5).map { _ in try harness.append(new, payload(500, seed: 77)) }
+        try harness.driver.crashAndRecover()
+        #expect(try harness.readAll(new).map(\.offset) == kept)
+        #expect(harness.segmentFiles("again") == ["00000000000000000000.seg"])
+    }
+}
+
 extension StorageError {
     func isCorruption(at offset: LogOffset, next: LogOffset?) -> Bool {
         if case .corruption(offset, _, next) = self { return true }
