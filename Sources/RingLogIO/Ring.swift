@@ -20,7 +20,7 @@ public struct RingError: Error, CustomStringConvertible, Sendable {
         case EPERM, EACCES:
             return "\(operation) failed: io_uring is not permitted (\(reason)). Check /proc/sys/kernel/io_uring_disabled "
                 + "(it must be 0, or 1 with this user in the io_uring group), and in a container run with the seccomp "
-                + "profile shipped in Scripts/seccomp-io_uring.json (docs/operations.md)."
+                + "profile shipped in Scripts/seccomp-ringlogd.json (docker run --security-opt seccomp=...; see docs/operations.md)."
         case ENOMEM:
             return "\(operation) failed: not enough locked memory for the ring (\(reason)). Raise RLIMIT_MEMLOCK "
                 + "(ulimit -l) or use a smaller ring."

@@ -24,6 +24,9 @@ final class EventLoop {
         case reject = 6
         /// Completions nobody waits for (closes, cancels, shutdowns).
         case ignored = 7
+        case metricsAccept = 8
+        case metricsReceive = 9
+        case metricsSend = 10
     }
 
     enum Phase {
@@ -58,13 +61,21 @@ final class EventLoop {
     var blockedConnections: Deque<Connection> = []
     var phase = Phase.running
     var counters = ServerCounters()
+    var metrics = ServerMetrics()
+    let metricsEndpoint: MetricsEndpoint?
+    private var nextMetricsPublishNanos: UInt64 = 0
     private var nextSweepNanos: UInt64 = 0
+    /// The store reported its shutdown complete.
+    private var storeFinished = false
     private var nextMaintenanceNanos: UInt64 = 0
 
     static let sweepIntervalNanos: UInt64 = 100_000_000
     static let maintenanceIntervalNanos: UInt64 = 100_000_000
 
-    init(configuration: ServerConfiguration, ring: Ring, store: LogStore, listenFD: Int32, wakeup: Wakeup, control: ServerControl, logger: Logger) throws(RingError) {
+    init(
+        configuration: ServerConfiguration, ring: Ring, store: LogStore, listenFD: Int32, metricsFD: Int32?, wakeup: Wakeup,
+        control: ServerControl, logger: Logger
+    ) throws(RingError) {
         self.configuration = configuration
         self.ring = ring
         self.store = store
@@ -73,6 +84,7 @@ final class EventLoop {
         self.control = control
         self.logger = logger
         disk = RingDiskExecutor(faults: configuration.diskFaults)
+        metricsEndpoint = metricsFD.map { MetricsEndpoint(listenFD: $0, exporter: configuration.metricsExporter ?? { [] }) }
         buffers = try ProvidedBuffers(ring: ring, groupID: 1, count: configuration.receiveBufferCount, bufferBytes: configuration.receiveBufferBytes)
         connections = Array(repeating: nil, count: configuration.maxConnections)
         generations = Array(repeating: 0, count: configuration.maxConnections)
@@ -112,6 +124,7 @@ final class EventLoop {
     func run() {
         armAccept()
         armWakeup()
+        metricsEndpoint?.armAccept(on: ring)
         while true {
             let now = monotonicNanos()
             if case .stopped = phase { break }
@@ -140,6 +153,9 @@ final class EventLoop {
         case .wakeup: wokenUp(result: result)
         case .reject: _ = submitClose(Int32(slot))
         case .ignored: break
+        case .metricsAccept: metricsEndpoint?.accepted(result: result, flags: flags, ring: ring)
+        case .metricsReceive, .metricsSend:
+            metricsEndpoint?.completed(kind, slot: slot, generation: generation, result: result, ring: ring) { publishMetrics() }
         case .receive, .send:
             guard let connection = connections[slot], connection.generation == generation else {
                 if kind == .receive, let id = ProvidedBuffers.bufferID(fromFlags: flags) { buffers.recycle(id: id) }
@@ -167,7 +183,12 @@ final class EventLoop {
         expireLongPolls(now: now)
         if now >= nextSweepNanos {
             sweepConnections(now: now)
+            metricsEndpoint?.sweep(now: now, ring: ring)
             nextSweepNanos = now + EventLoop.sweepIntervalNanos
+        }
+        if now >= nextMetricsPublishNanos {
+            publishMetrics()
+            nextMetricsPublishNanos = now + 1_000_000_000
         }
     }
 
@@ -469,6 +490,7 @@ final class EventLoop {
     private func beginDraining() {
         logger.notice("stopping: finishing in-flight requests")
         phase = .draining(deadlineNanos: monotonicNanos() + UInt64(configuration.shutdownTimeoutMillis) * 1_000_000)
+        metricsEndpoint?.close(ring: ring)
         if listenFD >= 0 {
             let entry = ring.submissionEntry()
             io_uring_prep_cancel64(entry, EventLoop.userData(.accept), 0)
@@ -497,15 +519,17 @@ final class EventLoop {
         beginClosing(connection, flushFirst: true, reason: "server stopping")
     }
 
-    /// Called when the store reports it is clean; the loop ends once connections are gone too.
-    func storeShutDown() {
+    /// Called when the store has nothing more in flight; the loop ends once connections are gone too.
+    func storeShutDown(clean: Bool) {
         guard case .draining = phase else { return }
-        control.cleanShutdown = true
+        storeFinished = true
+        control.cleanShutdown = clean
+        if !clean { logger.warning("stopping without a clean checkpoint for every log; the next start will scan their tails") }
         checkDrained()
     }
 
     func checkDrained() {
-        guard case .draining = phase, control.cleanShutdown, openConnections == 0 else { return }
+        guard case .draining = phase, storeFinished, openConnections == 0 else { return }
         phase = .stopped
     }
 
@@ -518,6 +542,13 @@ final class EventLoop {
     private func closeEverything() {
         for case let connection? in connections where connection.operationsInFlight == 0 { submitClose(connection.fd) }
         ring.submit()
+    }
+}
+
+extension EventLoop {
+    func publishMetrics() {
+        let waiting = waiters.values.reduce(0) { $0 + $1.readers.count }
+        metrics.publish(counters: counters, store: store, openConnections: openConnections, waiting: waiting)
     }
 }
 

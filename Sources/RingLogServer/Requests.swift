@@ -155,6 +155,7 @@ extension EventLoop {
         case .placed(let offset, let end):
             counters.appends += 1
             counters.appendedBytes += UInt64(batch.count)
+            counters.appendedRecords += UInt64(batch.loadLittleEndian(at: 36, as: UInt32.self))
             let acknowledgement = LogWaiters.Acknowledgement(offset: offset, end: end, context: ResponseContext.make(connection, sequence: sequence))
             if header.flags == AckMode.durable.rawValue {
                 waiters[header.logID, default: LogWaiters()].durable.append(acknowledgement)
@@ -387,8 +388,8 @@ extension EventLoop {
                 case .success(let start): respond(context: context, .offset(OffsetMessage(offset: start)))
                 case .failure(let error): respond(context: context, error: error)
                 }
-            case .shutdownComplete:
-                storeShutDown()
+            case .shutdownComplete(let clean):
+                storeShutDown(clean: clean)
             }
         }
     }

@@ -16,13 +16,19 @@ public struct ServerStartError: Error, CustomStringConvertible, Sendable {
 public final class Server: Sendable {
     /// Where it listens (the real port when the configuration asked for port 0).
     public let boundAddress: SocketAddress
+    /// Where it serves `GET /metrics`, when asked to.
+    public let metricsAddress: SocketAddress?
     public let recoveryReports: [RecoveryReport]
     private let wakeup: Wakeup
     private let control: ServerControl
     private let thread: pthread_t
 
-    private init(boundAddress: SocketAddress, recoveryReports: [RecoveryReport], wakeup: Wakeup, control: ServerControl, thread: pthread_t) {
+    private init(
+        boundAddress: SocketAddress, metricsAddress: SocketAddress?, recoveryReports: [RecoveryReport], wakeup: Wakeup, control: ServerControl,
+        thread: pthread_t
+    ) {
         self.boundAddress = boundAddress
+        self.metricsAddress = metricsAddress
         self.recoveryReports = recoveryReports
         self.wakeup = wakeup
         self.control = control
@@ -36,22 +42,24 @@ public final class Server: Sendable {
         if !problems.isEmpty { throw ServerStartError("invalid configuration: " + problems.joined(separator: "; ")) }
         let wakeup = Wakeup()
         let control = ServerControl()
-        let started = Mutex<Result<(SocketAddress, [RecoveryReport]), ServerStartError>?>(nil)
+        let started = Mutex<Result<Started, ServerStartError>?>(nil)
         let ready = DispatchSemaphore(value: 0)
         let thread = spawnThread {
             runLoop(configuration: configuration, wakeup: wakeup, control: control, logger: logger) { result in
                 started.withLock { $0 = result }
                 ready.signal()
             }
-            control.stopped = true
+            control.markStopped()
         }
         ready.wait()
         switch started.withLock({ $0 })! {
         case .failure(let error):
             joinThread(thread)
             throw error
-        case .success(let (address, reports)):
-            return Server(boundAddress: address, recoveryReports: reports, wakeup: wakeup, control: control, thread: thread)
+        case .success(let running):
+            return Server(
+                boundAddress: running.address, metricsAddress: running.metricsAddress, recoveryReports: running.reports, wakeup: wakeup,
+                control: control, thread: thread)
         }
     }
 
@@ -71,14 +79,26 @@ public final class Server: Sendable {
 
     public var isStopped: Bool { control.stopped }
 
+    /// Suspends until the loop thread has finished; returns whether the stop was clean.
+    public func stopped() async -> Bool {
+        await withCheckedContinuation { continuation in control.whenStopped { continuation.resume(returning: $0) } }
+    }
+
+    struct Started: Sendable {
+        var address: SocketAddress
+        var metricsAddress: SocketAddress?
+        var reports: [RecoveryReport]
+    }
+
     private static func runLoop(
         configuration: ServerConfiguration, wakeup: Wakeup, control: ServerControl, logger: Logger,
-        started: (Result<(SocketAddress, [RecoveryReport]), ServerStartError>) -> Void
+        started: (Result<Started, ServerStartError>) -> Void
     ) {
         let ring: Ring
         let store: LogStore
         let loop: EventLoop
         let bound: SocketAddress
+        var metricsBound: SocketAddress?
         do throws(ServerStartError) {
             ring = try makeRing(entries: configuration.ringEntries)
             let disk: RingDisk
@@ -90,10 +110,21 @@ public final class Server: Sendable {
             let listener: (fd: Int32, bound: SocketAddress)
             do { listener = try Sockets.listen(on: configuration.listen) } catch { throw ServerStartError(error.description) }
             bound = listener.bound
+            var metricsFD: Int32?
+            if let metricsListen = configuration.metricsListen {
+                do {
+                    let metrics = try Sockets.listen(on: metricsListen, backlog: 16)
+                    metricsFD = metrics.fd
+                    metricsBound = metrics.bound
+                } catch {
+                    close(listener.fd)
+                    throw ServerStartError("metrics: \(error.description) (--metrics-listen)")
+                }
+            }
             do {
                 loop = try EventLoop(
-                    configuration: configuration, ring: ring, store: store, listenFD: listener.fd, wakeup: wakeup, control: control,
-                    logger: logger)
+                    configuration: configuration, ring: ring, store: store, listenFD: listener.fd, metricsFD: metricsFD, wakeup: wakeup,
+                    control: control, logger: logger)
             } catch {
                 close(listener.fd)
                 throw ServerStartError("cannot register receive buffers: \(error) (io_uring provided buffer rings need Linux 5.19 or newer)")
@@ -102,7 +133,7 @@ public final class Server: Sendable {
             started(.failure(error))
             return
         }
-        started(.success((bound, store.recoveryReports)))
+        started(.success(Started(address: bound, metricsAddress: metricsBound, reports: store.recoveryReports)))
         loop.run()
         loop.release()
         logger.notice("stopped", metadata: ["clean": "\(control.cleanShutdown)"])

@@ -36,6 +36,10 @@ public struct ServerConfiguration: Sendable {
     public var shutdownTimeoutMillis: Int = 10_000
     /// Disk failures to inject (tests only; nil in production).
     public var diskFaults: DiskFaults?
+    /// Where to serve `GET /metrics` (Prometheus text format); nil serves nothing.
+    public var metricsListen: SocketAddress?
+    /// Produces the metrics text for a scrape (the daemon passes its Prometheus registry's).
+    public var metricsExporter: (@Sendable () -> [UInt8])?
 
     public init(listen: SocketAddress, dataDirectory: String, storage: StoreConfiguration = StoreConfiguration()) {
         self.listen = listen

@@ -12,6 +12,7 @@ final class ServerControl: Sendable {
         var stopRequested = false
         var cleanShutdown = false
         var stopped = false
+        var waiting: [@Sendable (Bool) -> Void] = []
     }
 
     var stopRequested: Bool {
@@ -24,9 +25,26 @@ final class ServerControl: Sendable {
         set { state.withLock { $0.cleanShutdown = newValue } }
     }
 
-    var stopped: Bool {
-        get { state.withLock { $0.stopped } }
-        set { state.withLock { $0.stopped = newValue } }
+    var stopped: Bool { state.withLock { $0.stopped } }
+
+    /// Records that the loop has finished and tells everyone waiting.
+    func markStopped() {
+        let (waiting, clean) = state.withLock { state in
+            state.stopped = true
+            defer { state.waiting.removeAll() }
+            return (state.waiting, state.cleanShutdown)
+        }
+        for waiter in waiting { waiter(clean) }
+    }
+
+    /// Calls `body` with the clean flag once the loop has finished (at once if it has).
+    func whenStopped(_ body: @escaping @Sendable (Bool) -> Void) {
+        let done: Bool? = state.withLock { state in
+            if state.stopped { return state.cleanShutdown }
+            state.waiting.append(body)
+            return nil
+        }
+        if let done { body(done) }
     }
 }
 
@@ -37,6 +55,7 @@ struct ServerCounters {
     var requests: UInt64 = 0
     var appends: UInt64 = 0
     var appendedBytes: UInt64 = 0
+    var appendedRecords: UInt64 = 0
     var appendsBlocked: UInt64 = 0
     var reads: UInt64 = 0
     var readBytes: UInt64 = 0

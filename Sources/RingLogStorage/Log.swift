@@ -43,7 +43,9 @@ public final class Log {
     private(set) var desiredStart: LogOffset
     private var trimWaiters: [(context: UInt64, target: LogOffset)] = []
     var cleanCheckpointWanted = false
+    /// The shutdown's clean checkpoint was attempted (successfully when `clean` is set).
     private(set) var cleanCheckpointDone = false
+    private(set) var cleanCheckpointWritten = false
 
     enum Spare {
         case none
@@ -256,6 +258,7 @@ public final class Log {
             guard !segment.syncInFlight, written > segment.syncedEnd else { continue }
             segment.syncInFlight = true
             segment.syncIssuedEnd = written
+            segment.syncIssuedNanos = monotonicNanos()
             store.issue(.fdatasync(fd: segment.fd), for: .segmentSync(self, segment))
         }
     }
@@ -319,12 +322,15 @@ public final class Log {
             if segment.syncedEnd < segment.dataEnd { break }
         }
         var end = committedEnd
+        var batches = 0
         while let next = uncommittedBatchEnds.first, next <= synced {
             end = next
             uncommittedBatchEnds.removeFirst()
+            batches += 1
         }
         if end > committedEnd {
             committedEnd = end
+            store.noteCommit(batches: batches)
             store.emit(.committed(id))
         }
     }
@@ -601,7 +607,10 @@ public final class Log {
             checkpointOffset = plan.checkpoint.checkpointOffset
             lastCheckpointMicros = plan.checkpoint.writtenAtMicros
             startOffset = max(startOffset, plan.checkpoint.startOffset)
-            if plan.checkpoint.clean { cleanCheckpointDone = true }
+            if plan.checkpoint.clean {
+                cleanCheckpointDone = true
+                cleanCheckpointWritten = true
+            }
             let answered = trimWaiters.filter { $0.target <= startOffset }
             trimWaiters.removeAll { $0.target <= startOffset }
             for waiter in answered { store.emit(.trimmed(context: waiter.context, .success(startOffset))) }

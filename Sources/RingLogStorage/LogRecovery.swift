@@ -463,8 +463,10 @@ struct LogRecovery {
     }
 }
 
-func monotonicMicros() -> UInt64 {
+func monotonicMicros() -> UInt64 { monotonicNanos() / 1000 }
+
+func monotonicNanos() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }

@@ -366,7 +366,7 @@ public final class LogStore {
         }
         if done {
             shutdownAnnounced = true
-            emit(.shutdownComplete)
+            emit(.shutdownComplete(clean: logsByID.values.allSatisfy { $0.failure == nil && $0.cleanCheckpointWritten }))
         }
     }
 
@@ -406,7 +406,7 @@ public final class LogStore {
             afterOperation(on: log)
         case .segmentSync(let log, let segment):
             log.operationsInFlight -= 1
-            statistics.fdatasyncs += 1
+            statistics.noteSync(nanos: monotonicNanos() &- segment.syncIssuedNanos)
             log.syncFinished(segment, result: result)
             afterOperation(on: log)
         case .segmentRead(let log, let run):
@@ -522,6 +522,17 @@ public final class LogStore {
         return tail.allocate(count, pinnedFloor: pinnedFloor)
     }
 
+    /// Latency and group-commit samples gathered since the last call.
+    public func takeSamples() -> (fdatasyncNanos: [UInt64], batchesPerCommit: [Int]) {
+        defer {
+            statistics.fdatasyncNanos.removeAll(keepingCapacity: true)
+            statistics.batchesPerCommit.removeAll(keepingCapacity: true)
+        }
+        return (statistics.fdatasyncNanos, statistics.batchesPerCommit)
+    }
+
+    func noteCommit(batches: Int) { statistics.noteCommit(batches: batches) }
+
     func noteTailRead(hit: Bool) {
         if hit { statistics.tailReadHits += 1 } else { statistics.tailReadMisses += 1 }
     }
@@ -559,4 +570,20 @@ public struct StoreStatistics: Sendable {
     public var fdatasyncs = 0
     public var tailReadHits = 0
     public var tailReadMisses = 0
+    /// How long each fdatasync took, and how many batches each advance of a committed end covered
+    /// (group commit), since the last `takeSamples`. Bounded: samples past the cap are dropped.
+    public var fdatasyncNanos: [UInt64] = []
+    public var batchesPerCommit: [Int] = []
+    static let sampleCap = 1 << 16
+
+    public init() {}
+
+    mutating func noteSync(nanos: UInt64) {
+        fdatasyncs += 1
+        if fdatasyncNanos.count < StoreStatistics.sampleCap { fdatasyncNanos.append(nanos) }
+    }
+
+    mutating func noteCommit(batches: Int) {
+        if batchesPerCommit.count < StoreStatistics.sampleCap { batchesPerCommit.append(batches) }
+    }
 }

@@ -19,6 +19,7 @@ final class Segment {
     var syncedEnd: LogOffset
     var syncInFlight = false
     var syncIssuedEnd: LogOffset
+    var syncIssuedNanos: UInt64 = 0
     /// The file's name is durable in the directory. A segment starts life as the preallocated spare
     /// and is renamed when it becomes active; its batches commit only after the rename is synced.
     var nameDurable: Bool

@@ -247,6 +247,8 @@ public func socketStates(localPort port: UInt16) -> [String] {
 public struct Daemon {
     public let process: Process
     public let address: SocketAddress
+    /// Set when ringlogd was started with --metrics-listen.
+    public let metricsAddress: SocketAddress?
 
     /// A binary built next to the test bundle (`swift build --build-tests` builds them all).
     public static func binary(_ name: String) -> URL {
@@ -273,9 +275,16 @@ public struct Daemon {
             if chunk.isEmpty { throw TestFailure("ringlogd exited before listening") }
             line += chunk
         }
-        let text = String(decoding: line, as: UTF8.self).split(separator: "\n")[0]
-        guard text.hasPrefix("listening ") else { throw TestFailure("unexpected first line: \(text)") }
-        address = try SocketAddress(parsing: String(text.dropFirst("listening ".count)))
+        let wantsMetrics = arguments.contains("--metrics-listen")
+        while wantsMetrics && line.filter({ $0 == UInt8(ascii: "\n") }).count < 2 {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { throw TestFailure("ringlogd exited before printing its metrics address") }
+            line += chunk
+        }
+        let lines = String(decoding: line, as: UTF8.self).split(separator: "\n")
+        guard lines[0].hasPrefix("listening ") else { throw TestFailure("unexpected first line: \(lines[0])") }
+        address = try SocketAddress(parsing: String(lines[0].dropFirst("listening ".count)))
+        metricsAddress = try wantsMetrics ? SocketAddress(parsing: String(lines[1].dropFirst("metrics ".count))) : nil
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -326,4 +335,21 @@ public func runTool(_ name: String, _ arguments: [String], input: String? = nil,
     let errorData = error.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+}
+
+/// GET `path` from a loopback HTTP server; returns status line and body.
+public func httpGet(_ address: SocketAddress, path: String) throws -> (status: String, body: String) {
+    let client = try RawClient(address, timeoutSeconds: 5)
+    try client.send(Array("GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8))
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress!, $0.count, 0) }
+        if count <= 0 { break }
+        bytes += chunk[0..<count]
+    }
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no HTTP header end in \(text.prefix(200))") }
+    let status = String(text[..<split.lowerBound].split(separator: "\r\n").first ?? "")
+    return (status, String(text[split.upperBound...]))
 }

@@ -34,6 +34,22 @@ import Testing
         #expect(try harness.append(id, payload(10, seed: 1)) == committed, "after a restart the log takes appends again")
     }
 
+    /// A shutdown reports whether every log got its clean checkpoint: a failed log makes it unclean
+    /// (the next start scans that log's tail).
+    @Test func aShutdownWithAFailedLogIsReportedUnclean() throws {
+        let harness = try Harness()
+        let healthy = try harness.createLog("healthy")
+        let broken = try harness.createLog("broken")
+        try harness.append(healthy, payload(10, seed: 1))
+        try harness.append(broken, payload(10, seed: 2))
+        harness.disk.syncFault = { path in path.contains("/broken/") && path.hasSuffix(".seg") ? EIO : nil }
+        _ = try harness.appendAndSettle(broken, payload(10, seed: 3))
+        harness.disk.syncFault = nil
+        harness.store.beginShutdown()
+        let clean = try harness.waitFor("shutdownComplete") { if case .shutdownComplete(let clean) = $0 { clean } else { nil } }
+        #expect(!clean)
+    }
+
     /// The next segment cannot be preallocated: appends that need it get disk-full, nothing
     /// committed is damaged, and appends work again once space returns.
     @Test func diskFullWhilePreallocatingIsReportedAndPassesWhenSpaceReturns() throws {

@@ -137,7 +137,8 @@ final class Harness {
     /// Writes a clean checkpoint for every log (as a graceful shutdown does), then reopens.
     func shutDownCleanlyAndReopen() throws {
         store.beginShutdown()
-        _ = try waitFor("shutdownComplete") { if case .shutdownComplete = $0 { true } else { nil } }
+        let clean = try waitFor("shutdownComplete") { if case .shutdownComplete(let clean) = $0 { clean } else { nil } }
+        if !clean { throw TestFailure("the shutdown was not clean") }
         try driver.crashAndRecover()
     }
 

@@ -1,0 +1,228 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import RingLogIO
+import RingLogServer
+import RingLogStorage
+import ServiceLifecycle
+
+/// A size on the command line: `4096`, `64KiB`, `1GiB`.
+struct ByteSize: ExpressibleByArgument {
+    let bytes: Int
+    init?(argument: String) {
+        guard let bytes = parseByteSize(argument) else { return nil }
+        self.bytes = bytes
+    }
+}
+
+extension SocketAddress: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let address = try? SocketAddress(parsing: argument) else { return nil }
+        self = address
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+@main
+struct RingLogDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ringlogd",
+        abstract: "The RingLog server: a durable, append-only log over TCP, all I/O through io_uring.",
+        discussion: """
+            On start it prints `listening <address>` to standard output (then `metrics <address>` when \
+            --metrics-listen is given), then serves until \
+            SIGTERM or SIGINT, which stop it gracefully: no new connections, in-flight appends finish and \
+            are acknowledged, waiting readers are answered, every log gets a clean checkpoint, and the \
+            process exits 0 (1 if the stop was not clean).
+
+            Every option can also come from a YAML file given with --config: a mapping whose keys are the \
+            option names without the dashes (segment-bytes: 1GiB). Options on the command line override \
+            the file; an unknown key or a bad value stops the start with a message naming the key.
+            """,
+        version: ringLogVersion)
+
+    @Option(help: "YAML file of options (keys are option names, e.g. data-dir: /var/lib/ringlog).")
+    var config: String?
+
+    @Option(help: "Directory holding the logs (created if missing; locked while running).")
+    var dataDir = "./data"
+
+    @Option(help: "Address to listen on, host:port or [ipv6]:port. Port 0 picks a free port.")
+    var listen = try! SocketAddress(parsing: "127.0.0.1:7400")
+
+    @Option(help: "Serve Prometheus metrics at GET /metrics on this address (off unless given).")
+    var metricsListen: SocketAddress?
+
+    @Option(help: "Size of each segment file, e.g. 1GiB.")
+    var segmentBytes = ByteSize(argument: "1GiB")!
+
+    @Option(help: "Memory for the recent-append cache shared by all logs.")
+    var cacheBytes = ByteSize(argument: "64MiB")!
+
+    @Option(help: "Largest batch (48-byte header plus payload) an append may carry.")
+    var maxBatchBytes = ByteSize(argument: "8MiB")!
+
+    @Option(help: "Default size retention for new logs (0 keeps everything).")
+    var retentionBytes = ByteSize(argument: "0")!
+
+    @Option(help: "Default age retention for new logs, in seconds (0 keeps everything).")
+    var retentionSeconds = 0
+
+    @Option(help: "Connections beyond this are refused.")
+    var maxConnections = 1024
+
+    @Option(help: "Requests one connection may have in flight.")
+    var maxInFlight = 256
+
+    @Option(help: "Bytes one connection may hold in the server (a request being received, responses not yet sent).")
+    var maxBufferedBytes = ByteSize(argument: "32MiB")!
+
+    @Option(help: "Most bytes one read returns (a larger single batch is still returned whole).")
+    var maxReadBytes = ByteSize(argument: "4MiB")!
+
+    @Option(help: "Longest a read at the end of a log may wait for new data, in milliseconds.")
+    var maxWaitMs = 30_000
+
+    @Option(help: "Time allowed to complete a request header once it started arriving, in milliseconds.")
+    var headerTimeoutMs = 10_000
+
+    @Option(help: "Time allowed to complete a request body after its header, in milliseconds.")
+    var payloadTimeoutMs = 10_000
+
+    @Option(help: "Idle connections are closed after this many milliseconds.")
+    var idleTimeoutMs = 300_000
+
+    @Option(help: "A client that reads no response for this many milliseconds is disconnected.")
+    var sendTimeoutMs = 30_000
+
+    @Option(help: "How long a graceful stop waits for in-flight work, in milliseconds.")
+    var shutdownTimeoutMs = 10_000
+
+    @Option(help: "Receive buffers shared by all connections (a power of two).")
+    var receiveBuffers = 512
+
+    @Option(help: "Size of each receive buffer.")
+    var receiveBufferBytes = ByteSize(argument: "16KiB")!
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = Logger.Level.info
+
+    /// Options from --config go first, so the command line overrides them.
+    static func main() async {
+        do {
+            let arguments = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
+            var command = try parseAsRoot(arguments)
+            if let daemon = command as? RingLogDaemon {
+                try await daemon.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    func makeConfiguration() -> ServerConfiguration {
+        var storage = StoreConfiguration()
+        storage.maxBatchBytes = maxBatchBytes.bytes
+        storage.tailCacheBytes = cacheBytes.bytes
+        storage.defaultLogSettings = LogSettings(
+            segmentBytes: segmentBytes.bytes, retentionBytes: retentionBytes.bytes == 0 ? nil : retentionBytes.bytes,
+            retentionMicros: retentionSeconds == 0 ? nil : UInt64(retentionSeconds) * 1_000_000)
+        var configuration = ServerConfiguration(listen: listen, dataDirectory: dataDir, storage: storage)
+        configuration.maxConnections = maxConnections
+        configuration.maxInFlightPerConnection = maxInFlight
+        configuration.maxBufferedBytesPerConnection = maxBufferedBytes.bytes
+        configuration.maxReadBytes = maxReadBytes.bytes
+        configuration.maxWaitMillis = maxWaitMs
+        configuration.headerTimeoutMillis = headerTimeoutMs
+        configuration.payloadTimeoutMillis = payloadTimeoutMs
+        configuration.idleTimeoutMillis = idleTimeoutMs
+        configuration.sendTimeoutMillis = sendTimeoutMs
+        configuration.shutdownTimeoutMillis = shutdownTimeoutMs
+        configuration.receiveBufferCount = receiveBuffers
+        configuration.receiveBufferBytes = receiveBufferBytes.bytes
+        configuration.metricsListen = metricsListen
+        return configuration
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ringlogd")
+        var configuration = makeConfiguration()
+        if metricsListen != nil { configuration.metricsExporter = bootstrapPrometheus() }
+
+        let started = ContinuousClock.now
+        let server: Server
+        do {
+            server = try Server.start(configuration, logger: logger)
+        } catch {
+            Console.error("ringlogd: \(error)")
+            throw ExitCode(1)
+        }
+        summarize(server, startup: ContinuousClock.now - started, logger: logger)
+        Console.out("listening \(server.boundAddress)")
+        if let metricsAddress = server.metricsAddress { Console.out("metrics \(metricsAddress)") }
+
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [ServiceGroupConfiguration.ServiceConfiguration(service: RingLogService(server: server))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        let clean = await server.stopped()
+        if !clean { throw ExitCode(1) }
+    }
+
+    /// One line an operator reads at start: version, where, what was found, what recovery did.
+    private func summarize(_ server: Server, startup: Duration, logger: Logger) {
+        let reports = server.recoveryReports
+        let directory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        let logs = reports.map { "\($0.logName) (end \($0.committedEnd)\($0.cleanShutdown ? "" : ", scanned \($0.scannedBytes) B"))" }
+        let recoveryMillis = reports.reduce(UInt64(0)) { $0 + $1.durationMicros } / 1000
+        let startupMillis = startup.components.seconds * 1000 + startup.components.attoseconds / 1_000_000_000_000_000
+        let found = logs.isEmpty ? "" : ": " + logs.joined(separator: ", ")
+        let metrics = server.metricsAddress.map { "; metrics at http://\($0)/metrics" } ?? ""
+        logger.notice(
+            "ringlogd \(ringLogVersion) started in \(startupMillis) ms: data \(directory), \(reports.count) log(s)\(found); recovery \(recoveryMillis) ms\(metrics)")
+        for report in reports {
+            if let cut = report.cut { logger.warning("recovery cut log \(report.logName) at \(cut.offset): \(cut.reason)") }
+            for damage in report.corruption {
+                logger.error("corruption in log \(report.logName) at \(damage.offset) (\(damage.file), position \(damage.position)): \(damage.detail)")
+            }
+        }
+    }
+
+    private func bootstrapPrometheus() -> @Sendable () -> [UInt8] {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[ServerMetricsLabels.fdatasync] = [
+            .microseconds(50), .microseconds(100), .microseconds(200), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100), .seconds(1),
+        ]
+        factory.valueHistogramBuckets[ServerMetricsLabels.commitBatches] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
+        MetricsSystem.bootstrap(factory)
+        return { registry.emitToBuffer() }
+    }
+}
+
+/// The server as a service: SIGTERM or SIGINT (through swift-service-lifecycle) stops it gracefully.
+struct RingLogService: Service {
+    let server: Server
+
+    func run() async throws {
+        let server = self.server
+        _ = await withGracefulShutdownHandler {
+            await server.stopped()
+        } onGracefulShutdown: {
+            server.stop()
+        }
+    }
+}

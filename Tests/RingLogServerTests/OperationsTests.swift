@@ -1,0 +1,129 @@
+import Foundation
+import Glibc
+import RingLogIO
+import RingLogServer
+import RingLogStorage
+import RingLogTesting
+import RingLogWire
+import Synchronization
+import Testing
+
+@Suite struct OperationsTests {
+    /// Appends keep arriving on several connections when the stop comes: every append that was
+    /// acknowledged is there after the restart, and the restart reads nothing (clean checkpoint).
+    @Test func aGracefulStopUnderLoadLosesNoAckAndTheRestartScansNothing() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let server = try TestServer(directory: directory)
+        let address = server.address
+        let log = try server.client().createLog("busy").logID
+        let acknowledged = Mutex<[(LogOffset, [UInt8])]>([])
+        let writers = (0..<4).map { writer in
+            spawnThread {
+                guard let client = try? RawClient(address) else { return }
+                var sequence = 0
+                while true {
+                    let bytes = payload(100 + sequence % 50, seed: writer * 100_000 + sequence)
+                    guard let response = try? client.append(log, bytes), response.header.status == 0,
+                        let ack = try? response.decode(AppendResponse.self)
+                    else { return }
+                    acknowledged.withLock { $0.append((ack.offset, bytes)) }
+                    sequence += 1
+                }
+            }
+        }
+        usleep(300_000)
+        #expect(server.stop(), "the stop was clean")
+        for writer in writers { joinThread(writer) }
+        let acks = acknowledged.withLock { $0 }.sorted { $0.0 < $1.0 }
+        #expect(acks.count > 100)
+
+        let restarted = try TestServer(directory: directory)
+        let report = try #require(restarted.server.recoveryReports.first)
+        #expect(report.cleanShutdown)
+        #expect(report.scannedBytes == 0, "a restart after a clean stop reads nothing")
+        let stored = Dictionary(uniqueKeysWithValues: try restarted.client().readAll(log).map { ($0.offset, $0.payload) })
+        for (offset, bytes) in acks { #expect(stored[offset] == bytes, "acknowledged batch at \(offset)") }
+    }
+
+    @Test func aBadConfigFileIsRejectedNamingTheKey() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        func start(_ yaml: String) throws -> (status: Int32, standardError: String) {
+            let path = "\(directory)/ringlogd.yaml"
+            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+            return try Daemon.run(["--config", path])
+        }
+        let unknown = try start("data-dir: \(directory)/data\nsegmnt-bytes: 1GiB\n")
+        #expect(unknown.status != 0)
+        #expect(unknown.standardError.contains("unknown key 'segmnt-bytes'"))
+        let badValue = try start("max-connections: plenty\n")
+        #expect(badValue.status != 0)
+        #expect(badValue.standardError.contains("key 'max-connections'"))
+        let notAMapping = try start("- just\n- a list\n")
+        #expect(notAMapping.status != 0)
+        #expect(notAMapping.standardError.contains("must be a mapping"))
+    }
+
+    @Test func theCommandLineOverridesTheConfigFile() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let path = "\(directory)/ringlogd.yaml"
+        try "data-dir: \(directory)/data\nmax-in-flight: 7\nlog-level: warning\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(directory: "\(directory)/ignored", arguments: ["--config", path, "--max-in-flight", "9"])
+        defer {
+            daemon.kill(SIGTERM)
+            _ = daemon.waitForExit()
+        }
+        let hello = try RawClient(daemon.address).call(.hello, HelloRequest().encoded()).decode(HelloResponse.self)
+        #expect(hello.maxInFlight == 9)
+        #expect(FileManager.default.fileExists(atPath: "\(directory)/ignored/LOCK"), "--data-dir from the test's arguments won over the file")
+    }
+
+    /// GET /metrics answers in the Prometheus text format, and its counters follow the traffic.
+    @Test func metricsParseAsPrometheusTextAndMoveWithTraffic() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let daemon = try Daemon(directory: directory, arguments: ["--metrics-listen", "127.0.0.1:0"])
+        defer {
+            daemon.kill(SIGTERM)
+            _ = daemon.waitForExit()
+        }
+        let metrics = try #require(daemon.metricsAddress)
+        let client = try RawClient(daemon.address)
+        let log = try client.createLog("metered").logID
+        let before = try scrape(metrics)
+        for seed in 0..<10 { _ = try client.append(log, payload(100, seed: seed)).decode(AppendResponse.self) }
+        _ = try client.read(log, from: .zero).batches()
+        _ = try client.read(LogID(999), from: .zero)
+        let after = try scrape(metrics)
+        #expect(after["ringlog_appends_total"]! - (before["ringlog_appends_total"] ?? 0) == 10)
+        #expect(after["ringlog_append_bytes_total"]! - (before["ringlog_append_bytes_total"] ?? 0) == 10 * 148)
+        #expect(after["ringlog_reads_total"]! >= 1)
+        #expect(after["ringlog_errors_total{code=\"UNKNOWN_LOG\"}"] == 1)
+        #expect(after["ringlog_fdatasyncs_total"]! > (before["ringlog_fdatasyncs_total"] ?? 0))
+        #expect(after["ringlog_fdatasync_seconds_count"]! >= 1, "the fdatasync latency histogram fills")
+        #expect(after["ringlog_log_committed_offset{log=\"metered\"}"] == 1480)
+        #expect(after["ringlog_connections"] == 1)
+        #expect(try httpGet(metrics, path: "/other").status.contains("404"))
+    }
+
+    /// Fetches /metrics and checks every line against the text format: comments are `# TYPE`/`# HELP`,
+    /// samples are `name{labels} value`. Returns samples by name with labels.
+    private func scrape(_ address: SocketAddress) throws -> [String: Double] {
+        let (status, body) = try httpGet(address, path: "/metrics")
+        #expect(status.hasPrefix("HTTP/1.0 200"))
+        var samples: [String: Double] = [:]
+        let sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})?) (-?[0-9.eE+-]+|\+Inf|NaN)$/
+        for line in body.split(separator: "\n") {
+            if line.hasPrefix("# TYPE ") || line.hasPrefix("# HELP ") { continue }
+            guard let match = String(line).wholeMatch(of: sample), let value = Double(String(match.output.4)) else {
+                Issue.record("not Prometheus text: \(line)")
+                continue
+            }
+            samples[String(match.output.1)] = value
+        }
+        #expect(!samples.isEmpty)
+        return samples
+    }
+}
