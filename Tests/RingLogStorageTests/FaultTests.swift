@@ -42,9 +42,12 @@ import Testing
         let broken = try harness.createLog("broken")
         try harness.append(healthy, payload(10, seed: 1))
         try harness.append(broken, payload(10, seed: 2))
-        harness.disk.syncFault = { path in path.contains("/broken/") && path.hasSuffix(".seg") ? EIO : nil }
+        // The segment's path is the one it was opened under (in staging), so match the name.
+        harness.disk.syncFault = { path in path.contains("broken") && path.hasSuffix(".seg") ? EIO : nil }
         _ = try harness.appendAndSettle(broken, payload(10, seed: 3))
         harness.disk.syncFault = nil
+        let failed = try harness.waitFor("logFailed") { if case .logFailed(let id, _) = $0 { id } else { nil } }
+        #expect(failed == broken)
         harness.store.beginShutdown()
         let clean = try harness.waitFor("shutdownComplete") { if case .shutdownComplete(let clean) = $0 { clean } else { nil } }
         #expect(!clean)
