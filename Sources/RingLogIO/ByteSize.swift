@@ -19,6 +19,16 @@ public func parseByteSize(_ text: String) -> Int? {
     return overflow ? nil : result
 }
 
+/// Writes a size in the largest binary unit that divides it exactly (`1GiB`, `16KiB`, `1536`),
+/// so that `parseByteSize(formatByteSize(n)) == n`.
+public func formatByteSize(_ bytes: Int) -> String {
+    guard bytes != 0 else { return "0" }
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes % (1 << shift) == 0 {
+        return "\(bytes >> shift)\(unit)"
+    }
+    return String(bytes)
+}
+
 extension String {
     fileprivate func trimmingCharacters(in character: Character) -> String {
         String(drop { $0 == character }.reversed().drop { $0 == character }.reversed())

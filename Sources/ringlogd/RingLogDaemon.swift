@@ -9,12 +9,13 @@ import RingLogStorage
 import ServiceLifecycle
 
 /// A size on the command line: `4096`, `64KiB`, `1GiB`.
-struct ByteSize: ExpressibleByArgument {
+struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
     let bytes: Int
     init?(argument: String) {
         guard let bytes = parseByteSize(argument) else { return nil }
         self.bytes = bytes
     }
+    var description: String { formatByteSize(bytes) }
 }
 
 extension SocketAddress: ExpressibleByArgument {
