@@ -346,7 +346,7 @@ extension EventLoop {
         case .diskFull: return (.diskFull, ErrorBody(message: message))
         case .storageFailed: return (.storageFailed, ErrorBody(message: message))
         case .shuttingDown: return (.shuttingDown, ErrorBody(message: message))
-        case .io, .dataDirectoryInUse: return (.internalError, ErrorBody(message: message))
+        case .io, .dataDirectoryInUse, .recoveryFailed: return (.internalError, ErrorBody(message: message))
         }
     }
 

@@ -148,8 +148,10 @@ public final class LogStore {
         }
         for name in names {
             switch LogRecovery.recover(directory: logsDirectory.appending(name), store: self, disk: disk) {
+            case .failure(.storageFailed(let reason)):
+                return .failure(.recoveryFailed(log: name, reason: reason))
             case .failure(let error):
-                return .failure(.storageFailed("recovering log \(name): \(error)"))
+                return .failure(.recoveryFailed(log: name, reason: error.description))
             case .success(let (log, report)):
                 register(log)
                 recoveryReports.append(report)

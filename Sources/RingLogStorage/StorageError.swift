@@ -22,6 +22,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case storageFailed(String)
     case io(operation: String, errno: Int32, detail: String)
     case dataDirectoryInUse(String)
+    /// A log's files could not be opened at start-up; the store does not open without it.
+    case recoveryFailed(log: String, reason: String)
     case shuttingDown
 
     public var description: String {
@@ -43,6 +45,9 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .io(let operation, let errno, let detail): "\(operation) failed (\(StorageError.errnoName(errno))): \(detail)"
         case .dataDirectoryInUse(let path):
             "data directory \(path) is locked by another process (is another ringlogd running on it?)"
+        case .recoveryFailed(let log, let reason):
+            "log \(log) cannot be recovered: \(reason). Nothing was changed; to start without this log, move "
+                + "its directory (logs/\(log)) out of the data directory"
         case .shuttingDown: "the server is shutting down"
         }
     }

@@ -66,6 +66,32 @@ import Testing
         #expect(try harness.readAll(id).map(\.payload) == [payload(100, seed: 1)])
     }
 
+    /// A log whose metadata is damaged stops the start, names the log and the way out, and changes
+    /// nothing on disk: repairing the file brings the log back whole.
+    @Test func aDamagedLogMetaStopsTheStartNamingTheLogAndChangesNothing() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("meta")
+        let offsets = try (0..<3).map { try harness.append(id, payload(500, seed: $0)) }
+        try harness.shutDownCleanlyAndReopen()
+        let metaPath = "/data/logs/meta/log.meta"
+        let segmentPath = "/data/logs/meta/00000000000000000000.seg"
+        let segmentBefore = harness.disk.contents(of: segmentPath)
+        harness.disk.flipBit(path: metaPath, position: 20)
+        do {
+            _ = try harness.driver.crashAndRecover()
+            throw TestFailure("the store opened with a damaged log.meta")
+        } catch let error as StorageError {
+            guard case .recoveryFailed(let log, let reason) = error else { throw TestFailure("unexpected error \(error)") }
+            #expect(log == "meta")
+            #expect(reason.contains("log.meta"))
+            #expect(error.description.contains("logs/meta"), "the message says which directory to move aside")
+        }
+        #expect(harness.disk.contents(of: segmentPath) == segmentBefore)
+        harness.disk.flipBit(path: metaPath, position: 20)
+        _ = try harness.driver.crashAndRecover()
+        #expect(try harness.readAll(id).map(\.offset) == offsets)
+    }
+
     @Test func corruptionBelowTheCheckpointIsReportedOnReadAndNeverTruncated() throws {
         let harness = try Harness()
         let id = try harness.createLog("rot")
