@@ -271,7 +271,14 @@ extension EventLoop {
     private func respond(context: UInt64, status: UInt16, _ body: PendingResponse.Body) {
         let (slot, generation, sequence) = ResponseContext.parts(context)
         guard slot < connections.count, let connection = connections[slot], connection.generation & 0xFFF == generation else { return }
-        if status != 0, let code = ErrorCode(rawValue: status) { counters.countError(code) }
+        if status != 0, let code = ErrorCode(rawValue: status) {
+            counters.countError(code)
+            if case .error(let error) = body {
+                logger.debug(
+                    "error response",
+                    metadata: ["connection": "\(slot).\(connection.generation)", "code": "\(code)", "message": "\(error.message)"])
+            }
+        }
         let found = connection.responses.update(sequence: sequence) { response in
             response.ready = true
             response.status = status
