@@ -36,12 +36,18 @@ public final class OwnedBytes: @unchecked Sendable {
     deinit { buffer.deallocate() }
 }
 
+// Exclusivity: the stored properties of ByteStore, OutgoingBytes and SendQueue are marked
+// `@exclusivity(unchecked)`. They sit on the path of every response (several accesses per
+// request), the run-time checks cost more than the work they guard, and each class is closed:
+// no method calls out to code that could reach back into the same object while it is mutating
+// a property (`appendInline`'s closure only writes raw memory it is handed).
+
 /// A growable byte buffer with a stable address between mutations (an io_uring send may point at
 /// it) and explicit memory management, so nothing escapes a `withUnsafeBytes` closure.
 public final class ByteStore {
-    public private(set) var base: UnsafeMutableRawPointer?
-    public private(set) var capacity = 0
-    public private(set) var count = 0
+    @exclusivity(unchecked) public private(set) var base: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) public private(set) var capacity = 0
+    @exclusivity(unchecked) public private(set) var count = 0
 
     public init() {}
 
@@ -94,8 +100,8 @@ public final class OutgoingBytes {
     }
 
     public let inline = ByteStore()
-    public private(set) var pieces: [Piece] = []
-    public private(set) var totalBytes = 0
+    @exclusivity(unchecked) public private(set) var pieces: [Piece] = []
+    @exclusivity(unchecked) public private(set) var totalBytes = 0
 
     public init() {}
 
@@ -131,10 +137,10 @@ public final class OutgoingBytes {
 public final class SendQueue {
     public static let maxIovecs = 64
 
-    public private(set) var sending = OutgoingBytes()
-    public private(set) var filling = OutgoingBytes()
-    private var sentBytes = 0
-    public private(set) var sendInFlight = false
+    @exclusivity(unchecked) public private(set) var sending = OutgoingBytes()
+    @exclusivity(unchecked) public private(set) var filling = OutgoingBytes()
+    @exclusivity(unchecked) private var sentBytes = 0
+    @exclusivity(unchecked) public private(set) var sendInFlight = false
     private let iovecs: UnsafeMutablePointer<iovec>
     public let message: UnsafeMutablePointer<msghdr>
 

@@ -5,7 +5,16 @@ import RingLogStorage
 import RingLogWire
 
 /// Appends waiting for their acknowledgement and reads waiting for new data, for one log.
-struct LogWaiters {
+/// What waits on one log: acknowledgements for its appends and long-polls at its end. A class, so
+/// that acknowledging pops from the queues where they are stored (a struct copied out of the
+/// dictionary shared its storage, and the first pop copied the whole queue).
+final class LogWaiters {
+    let logID: LogID
+    /// Set when the entry leaves the loop's table; a connection's cached reference is then stale.
+    var detached = false
+
+    init(logID: LogID) { self.logID = logID }
+
     struct Acknowledgement {
         var offset: LogOffset
         var end: LogOffset
@@ -151,16 +160,33 @@ extension EventLoop {
     private func place(
         _ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ batch: UnsafeRawBufferPointer, keeping: OwnedBytes?
     ) -> Bool {
-        switch store.append(to: header.logID, batch: batch) {
+        let log: Log
+        if let cached = connection.appendLog, cached.id == header.logID, !cached.deleting {
+            log = cached
+        } else if let found = store.log(header.logID) {
+            connection.appendLog = found
+            log = found
+        } else {
+            respond(connection, sequence: sequence, error: .unknownLog("id \(header.logID)"))
+            return true
+        }
+        switch store.append(to: log, batch: batch) {
         case .placed(let offset, let end):
             counters.appends += 1
             counters.appendedBytes += UInt64(batch.count)
             counters.appendedRecords += UInt64(batch.loadLittleEndian(at: 36, as: UInt32.self))
             let acknowledgement = LogWaiters.Acknowledgement(offset: offset, end: end, context: ResponseContext.make(connection, sequence: sequence))
-            if header.flags == AckMode.durable.rawValue {
-                waiters[header.logID, default: LogWaiters()].durable.append(acknowledgement)
+            let waiters: LogWaiters
+            if let cached = connection.appendWaiters, cached.logID == header.logID, !cached.detached {
+                waiters = cached
             } else {
-                waiters[header.logID, default: LogWaiters()].written.append(acknowledgement)
+                waiters = waitersFor(header.logID)
+                connection.appendWaiters = waiters
+            }
+            if header.flags == AckMode.durable.rawValue {
+                waiters.durable.append(acknowledgement)
+            } else {
+                waiters.written.append(acknowledgement)
             }
             return true
         case .wouldBlock:
@@ -187,7 +213,7 @@ extension EventLoop {
         case .ready(let result):
             if result.isEmpty && waitMillis > 0 {
                 let wait = min(waitMillis, configuration.maxWaitMillis)
-                waiters[logID, default: LogWaiters()].readers[context] = LogWaiters.LongPoll(offset: offset, maxBytes: maxBytes)
+                waitersFor(logID).readers[context] = LogWaiters.LongPoll(offset: offset, maxBytes: maxBytes)
                 longPollDeadlines.insert(LongPollDeadline(deadlineNanos: monotonicNanos() + UInt64(wait) * 1_000_000, logID: logID, context: context))
                 counters.longPollsStarted += 1
             } else {
@@ -289,7 +315,7 @@ extension EventLoop {
 
     /// Moves every ready response at the head of the queue into the connection's output.
     func writeReadyResponses(_ connection: Connection) {
-        while let first = connection.responses.first, first.ready {
+        while connection.responses.firstIsReady {
             let response = connection.responses.removeFirst()
             if response.counted { connection.countedInFlight -= 1 }
             connection.reservedReadBytes -= response.reservedBytes
@@ -297,40 +323,49 @@ extension EventLoop {
         }
     }
 
+    private static func header(of response: PendingResponse, bodyLength: Int) -> ResponseHeader {
+        ResponseHeader(opcode: response.opcode, bodyLength: bodyLength, requestID: response.requestID, status: response.status)
+    }
+
     private func encode(_ response: PendingResponse, into output: OutgoingBytes) {
-        let header = { (bodyLength: Int) in
-            ResponseHeader(opcode: response.opcode, bodyLength: bodyLength, requestID: response.requestID, status: response.status)
-        }
+        // Headers are plain values made per case: a closure capturing the response to make them
+        // was a heap allocation per response.
         switch response.body {
         case .empty:
-            output.appendInline(count: WireProtocol.headerBytes) { header(0).encode(into: $0) }
+            let header = Self.header(of: response, bodyLength: 0)
+            output.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
         case .append(let message):
+            let header = Self.header(of: response, bodyLength: 16)
             output.appendInline(count: WireProtocol.headerBytes + 16) { pointer in
-                header(16).encode(into: pointer)
+                header.encode(into: pointer)
                 pointer.storeLittleEndian(message.offset.rawValue, at: 32)
                 pointer.storeLittleEndian(message.committedEnd.rawValue, at: 40)
             }
         case .offset(let message):
+            let header = Self.header(of: response, bodyLength: 8)
             output.appendInline(count: WireProtocol.headerBytes + 8) { pointer in
-                header(8).encode(into: pointer)
+                header.encode(into: pointer)
                 pointer.storeLittleEndian(message.offset.rawValue, at: 32)
             }
         case .read(let head, let result):
+            let header = Self.header(of: response, bodyLength: ReadResponseHead.encodedBytes + result.range.count)
             output.appendInline(count: WireProtocol.headerBytes + ReadResponseHead.encodedBytes) { pointer in
-                header(ReadResponseHead.encodedBytes + result.range.count).encode(into: pointer)
+                header.encode(into: pointer)
                 pointer.storeLittleEndian(head.startOffset.rawValue, at: 32)
                 pointer.storeLittleEndian(head.committedEnd.rawValue, at: 40)
             }
             if let buffer = result.buffer { output.appendExternal(buffer, result.range) }
         case .encoded(let bytes):
+            let header = Self.header(of: response, bodyLength: bytes.count)
             output.appendInline(count: WireProtocol.headerBytes + bytes.count) { pointer in
-                header(bytes.count).encode(into: pointer)
+                header.encode(into: pointer)
                 bytes.withUnsafeBytes { (pointer + WireProtocol.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
         case .error(let error):
             let bytes = error.encoded()
+            let header = Self.header(of: response, bodyLength: bytes.count)
             output.appendInline(count: WireProtocol.headerBytes + bytes.count) { pointer in
-                header(bytes.count).encode(into: pointer)
+                header.encode(into: pointer)
                 bytes.withUnsafeBytes { (pointer + WireProtocol.headerBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             }
         }
@@ -402,7 +437,7 @@ extension EventLoop {
     }
 
     private func acknowledge(_ id: LogID, upTo end: LogOffset, durable: Bool, committedEnd: LogOffset) {
-        guard var entry = waiters[id] else { return }
+        guard let entry = waiters[id] else { return }
         while let first = entry.written.first, first.end <= end {
             entry.written.removeFirst()
             respond(context: first.context, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd)))
@@ -417,7 +452,7 @@ extension EventLoop {
     }
 
     private func failAcknowledgements(_ id: LogID, from offset: LogOffset, error: StorageError) {
-        guard var entry = waiters[id] else { return }
+        guard let entry = waiters[id] else { return }
         for queue in [\LogWaiters.durable, \LogWaiters.written] {
             while let last = entry[keyPath: queue].last, last.offset >= offset {
                 entry[keyPath: queue].removeLast()
@@ -428,7 +463,7 @@ extension EventLoop {
     }
 
     private func wakeReaders(_ id: LogID, committedEnd: LogOffset) {
-        guard var entry = waiters[id], !entry.readers.isEmpty else { return }
+        guard let entry = waiters[id], !entry.readers.isEmpty else { return }
         let ready = entry.readers.filter { $0.value.offset < committedEnd }
         for context in ready.keys { entry.readers[context] = nil }
         store(entry, for: id)
@@ -445,8 +480,19 @@ extension EventLoop {
         waiters[id]?.readers.removeAll()
     }
 
+    /// Drops a log's entry once nothing waits on it.
     private func store(_ entry: LogWaiters, for id: LogID) {
-        waiters[id] = entry.isEmpty ? nil : entry
+        if entry.isEmpty {
+            entry.detached = true
+            waiters[id] = nil
+        }
+    }
+
+    private func waitersFor(_ id: LogID) -> LogWaiters {
+        if let existing = waiters[id] { return existing }
+        let created = LogWaiters(logID: id)
+        waiters[id] = created
+        return created
     }
 
     /// Answers long-polls whose deadline passed with an empty read.

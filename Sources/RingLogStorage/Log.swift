@@ -18,7 +18,10 @@ public final class Log {
     public let settings: LogSettings
     let directory: CPath
     var directoryFD: Int32
-    unowned let store: LogStore
+    /// The store owns every log and everything that refers to one (its outbox, its events), so a
+    /// log is never used after its store is gone; `unowned(unsafe)` spares the reference count
+    /// that a checked `unowned` pays on every use (several per append).
+    unowned(unsafe) let store: LogStore
     /// Sorted by base; the last one is active.
     var segments: [Segment]
     var tail = LogTail()
@@ -62,7 +65,8 @@ public final class Log {
     /// Set once a write or fdatasync failed; from then on nothing more commits and no append is
     /// taken, because what the disk holds past the committed end is unknown.
     public private(set) var failure: StorageError?
-    private(set) var deleting = false
+    /// Deletion started: the log takes no more appends and its id no longer finds it.
+    public private(set) var deleting = false
     /// Operations issued for this log and not yet completed (deletion waits for zero).
     var operationsInFlight = 0
     var isDirty = false
@@ -113,8 +117,10 @@ public final class Log {
         guard length <= store.configuration.maxBatchBytes else {
             return .failed(.batchTooLarge(bytes: length, limit: store.configuration.maxBatchBytes))
         }
-        if activeSegment.base.distance(to: reservedEnd) + length > activeSegment.fileBytes {
+        var segment = activeSegment
+        if segment.base.distance(to: reservedEnd) + length > segment.fileBytes {
             if let blocked = rotate(nowMicros: nowMicros) { return blocked }
+            segment = activeSegment
         }
         guard let sequence = store.allocateTail(length) else {
             awaitingSpace = true
@@ -125,7 +131,6 @@ public final class Log {
         let offset = reservedEnd
         Batch.stamp(target, offset: offset, appendTimeMicros: nowMicros, epoch: epoch)
         tail.record(logStart: offset, sequence: sequence, length: length)
-        let segment = activeSegment
         segment.index.noteBatch(at: segment.relative(offset))
         segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, nowMicros)
         reservedEnd = offset.advanced(by: length)

@@ -199,6 +199,12 @@ public final class LogStore {
     /// Places a batch that passed `Batch.validateIncoming` at the end of the log.
     public func append(to id: LogID, batch: UnsafeRawBufferPointer) -> AppendOutcome {
         guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
+        return append(to: log, batch: batch)
+    }
+
+    /// The same, for a log the caller looked up earlier (a deleted log refuses the batch as
+    /// unknown), which spares a dictionary lookup per append.
+    public func append(to log: Log, batch: UnsafeRawBufferPointer) -> AppendOutcome {
         if shuttingDown { return .failed(.shuttingDown) }
         return log.append(batch, nowMicros: clock())
     }
