@@ -14,9 +14,9 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
-/// The server-side modules (never part of the RingLogClient library product, so other packages
-/// can still depend on that by version) drop Swift's run-time exclusivity checks in release
-/// builds: they were a third of the instructions of a durable append (docs/benchmarks.md).
+/// The server-side modules and the CLI (never part of the RingLogClient library product, so
+/// other packages can still depend on that by version) drop Swift's run-time exclusivity checks
+/// in release builds: they were a third of the instructions of a durable append (docs/benchmarks.md).
 /// Debug builds, which run every test, keep the checks, so an overlapping access still fails there.
 let serverSide: [SwiftSetting] = strict + [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "RingLogWire",
             dependencies: ["CRingLogSupport"],
-            swiftSettings: strict
+            swiftSettings: serverSide
         ),
         .target(
             name: "RingLogIO",

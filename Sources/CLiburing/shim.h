@@ -25,4 +25,8 @@ static const unsigned char RINGLOG_IOSQE_ASYNC = IOSQE_ASYNC;
 static const unsigned char RINGLOG_IOSQE_BUFFER_SELECT = IOSQE_BUFFER_SELECT;
 static const unsigned char RINGLOG_IOSQE_CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCESS;
 
+// GNU-only in <fcntl.h>, which Swift's Glibc module does not show. liburing.h defined _GNU_SOURCE,
+// so the macro is visible here.
+static const unsigned int RINGLOG_SYNC_FILE_RANGE_WRITE_AND_WAIT = SYNC_FILE_RANGE_WRITE_AND_WAIT;
+
 #endif

@@ -56,8 +56,12 @@ public final class SimulatedDisk: DiskIO {
 
     // MARK: DiskIO
 
+    /// Sees every operation just before it is carried out (tests record what the engine issued).
+    public var onPerform: ((DiskOperation) -> Void)?
+
     public func perform(_ operation: DiskOperation) -> DiskResult {
         operationCounts[operation.name, default: 0] += 1
+        onPerform?(operation)
         switch operation {
         case .open(let path, let flags, _): return open(path.string, flags: flags)
         case .close(let fd): return descriptors.removeValue(forKey: fd) == nil ? -Int64(EBADF) : 0
@@ -65,6 +69,8 @@ public final class SimulatedDisk: DiskIO {
         case .write(let fd, let position, let bytes): return write(fd, position: Int(position), bytes: bytes)
         case .fdatasync(let fd), .fsync(let fd): return sync(fd)
         case .fallocate(let fd, let length): return allocate(fd, length: Int(length))
+        // Writeback without a cache flush: nothing becomes durable, so there is nothing to model.
+        case .syncFileRange(let fd, _, _): return descriptors[fd] == nil ? -Int64(EBADF) : 0
         case .rename(let from, let to): return rename(from.string, to.string)
         case .unlink(let path, let isDirectory): return unlink(path.string, isDirectory: isDirectory)
         case .mkdir(let path, _): return makeDirectory(path.string)

@@ -90,7 +90,20 @@ public final class SimulationDriver {
     }
 
     private func collectRequests() {
-        while let request = store.takeRequest() { pending.append(request) }
+        while let request = store.takeRequest() {
+            if case .write(let fd, let position, let bytes) = request.operation {
+                let range = position..<position + Int64(bytes.count)
+                for other in pending {
+                    guard case .write(fd, let otherPosition, let otherBytes) = other.operation else { continue }
+                    // The kernel does not order writes in flight, so overlapping ones could land in
+                    // either order: the engine must never issue them.
+                    precondition(
+                        !range.overlaps(otherPosition..<otherPosition + Int64(otherBytes.count)),
+                        "writes in flight overlap on fd \(fd): \(range) and \(otherPosition)..<\(otherPosition + Int64(otherBytes.count))")
+                }
+            }
+            pending.append(request)
+        }
     }
 
     private func collectEvents() {

@@ -36,6 +36,10 @@ public enum DiskOperation {
     /// A full fsync; used on directories to make entries durable.
     case fsync(fd: Int32)
     case fallocate(fd: Int32, length: Int64)
+    /// Starts writeback of a range and waits for it (`sync_file_range` with WAIT_BEFORE, WRITE
+    /// and WAIT_AFTER). Makes nothing durable; it only keeps a later fdatasync from having to write
+    /// those pages.
+    case syncFileRange(fd: Int32, position: Int64, length: Int64)
     case rename(from: CPath, to: CPath)
     case unlink(path: CPath, isDirectory: Bool)
     case mkdir(path: CPath, mode: UInt32)
@@ -49,6 +53,7 @@ public enum DiskOperation {
         case .fdatasync: "fdatasync"
         case .fsync: "fsync"
         case .fallocate: "fallocate"
+        case .syncFileRange: "sync_file_range"
         case .rename: "rename"
         case .unlink: "unlink"
         case .mkdir: "mkdir"
@@ -139,7 +144,7 @@ extension DiskOperation {
         case .open(let path, _, _), .unlink(let path, _), .mkdir(let path, _): path.string
         case .rename(let from, let to): "\(from) -> \(to)"
         case .close(let fd), .read(let fd, _, _), .write(let fd, _, _), .fdatasync(let fd), .fsync(let fd),
-            .fallocate(let fd, _):
+            .fallocate(let fd, _), .syncFileRange(let fd, _, _):
             "fd \(fd)"
         }
     }

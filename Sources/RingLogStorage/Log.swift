@@ -57,6 +57,8 @@ public final class Log {
         case failed(StorageError, atMicros: UInt64)
     }
     private(set) var spare = Spare.none
+    /// A moving average of the bytes each fdatasync covered (zero-ahead runs while it is small).
+    private var recentSyncBytes = 0
     /// Numbers each spare's file name (see `LogFileNames.spare`).
     private var spareNumber: UInt64 = 0
     /// A spare that failed (usually ENOSPC) is retried no sooner than this after the failure.
@@ -237,6 +239,7 @@ public final class Log {
         guard !deleting, failure == nil else { return false }
         issueWrite()
         issueSyncs()
+        issueZeroAhead()
         return writeIssuedEnd < reservedEnd || writtenEnd > committedEnd
     }
 
@@ -247,6 +250,10 @@ public final class Log {
             preconditionFailure("unwritten bytes at \(writeIssuedEnd) left the tail cache")
         }
         let length = min(contiguous, writeIssuedEnd.distance(to: segment.dataEnd), store.configuration.maxWriteBytes)
+        // io_uring does not order writes in flight: data never overlaps a zero chunk still in flight.
+        if let zeroing = segment.zeroing, Int(segment.filePosition(of: writeIssuedEnd)) + length > zeroing.lowerBound {
+            return
+        }
         let bytes = UnsafeRawBufferPointer(start: store.tail.pointer(sequence), count: length)
         store.issue(
             .write(fd: segment.fd, position: segment.filePosition(of: writeIssuedEnd), bytes: bytes),
@@ -261,11 +268,80 @@ public final class Log {
             if segment.sealed && segment.syncedEnd == segment.dataEnd { break }
             let written = min(writtenEnd, segment.dataEnd)
             guard !segment.syncInFlight, written > segment.syncedEnd else { continue }
+            recentSyncBytes = (recentSyncBytes * 7 + segment.syncedEnd.distance(to: written)) / 8
             segment.syncInFlight = true
             segment.syncIssuedEnd = written
             segment.syncIssuedNanos = monotonicNanos()
             store.issue(.fdatasync(fd: segment.fd), for: .segmentSync(self, segment))
         }
+    }
+
+    // MARK: Zero-ahead
+
+    /// Keeps the active segment written with zeros a little past the reservation point, one chunk
+    /// at a time, each written back with sync_file_range once written. ext4 (like most file
+    /// systems) records fallocated space as unwritten extents; the first write into one turns it
+    /// into a written extent, a metadata change, so the fdatasync that follows must also commit
+    /// the journal. Over zeros already written back, an fdatasync is one data flush. PostgreSQL
+    /// zero-fills its WAL segments for the same reason; zeroing just ahead, in small chunks,
+    /// spreads that cost out instead of writing a whole segment of zeros at once (which, measured
+    /// here, hurt tail latency). Figures in docs/benchmarks.md.
+    ///
+    /// It runs only while recent fdatasyncs are small (`zeroAheadMaxSyncBytes`): large syncs pay
+    /// the journal commit once per many bytes, and zeroing would double the bytes written.
+    private func issueZeroAhead() {
+        let configuration = store.configuration
+        guard configuration.zeroAheadBytes > 0, let zeros = store.zeroChunk, !store.shuttingDown,
+            recentSyncBytes < configuration.zeroAheadMaxSyncBytes
+        else { return }
+        let segment = activeSegment
+        guard !segment.sealed, segment.zeroing == nil, segment.fd >= 0 else { return }
+        let chunk = configuration.zeroChunkBytes
+        let reserved = Int(segment.filePosition(of: reservedEnd))
+        var start = segment.preparedEnd
+        if start < reserved {
+            // Appends overtook the zeros (or none were written yet): start a chunk boundary ahead,
+            // leaving the appends arriving meanwhile some room before they would have to wait.
+            start = (reserved + chunk / 4 + chunk - 1) / chunk * chunk
+            segment.preparedEnd = start
+        }
+        guard start < segment.fileBytes, start < reserved + configuration.zeroAheadBytes else { return }
+        let range = start..<min(start + chunk, segment.fileBytes)
+        segment.zeroing = range
+        segment.readLeases += 1
+        store.issue(
+            .write(fd: segment.fd, position: Int64(range.lowerBound), bytes: UnsafeRawBufferPointer(rebasing: zeros.bytes[0..<range.count])),
+            for: .zeroWrite(self, segment, range))
+    }
+
+    func zeroWriteFinished(_ segment: Segment, _ range: Range<Int>, result: DiskResult) {
+        guard result == DiskResult(range.count), !segment.deleted else {
+            // Zeros are an optimization, never data: on any failure, stop preparing this segment
+            // (the appends themselves will report a failing disk).
+            zeroingStopped(segment)
+            return
+        }
+        store.issue(
+            .syncFileRange(fd: segment.fd, position: Int64(range.lowerBound), length: Int64(range.count)),
+            for: .zeroWriteback(self, segment, range))
+    }
+
+    func zeroWritebackFinished(_ segment: Segment, _ range: Range<Int>, result: DiskResult) {
+        guard result >= 0 else {
+            zeroingStopped(segment)
+            return
+        }
+        segment.zeroing = nil
+        segment.preparedEnd = max(segment.preparedEnd, range.upperBound)
+        releaseLease(segment)
+        store.markDirty(self)
+    }
+
+    private func zeroingStopped(_ segment: Segment) {
+        segment.zeroing = nil
+        segment.preparedEnd = segment.fileBytes
+        releaseLease(segment)
+        store.markDirty(self)
     }
 
     func writeFinished(start: LogOffset, length: Int, result: DiskResult) {
@@ -627,7 +703,8 @@ public final class Log {
 
     /// Nothing reserved that is not committed, nothing in flight that changes the data.
     var isQuiescent: Bool {
-        reservedEnd == committedEnd && !writeInFlight && segments.allSatisfy { !$0.syncInFlight && ($0.nameDurable || $0.deleted) }
+        reservedEnd == committedEnd && !writeInFlight
+            && segments.allSatisfy { !$0.syncInFlight && $0.zeroing == nil && ($0.nameDurable || $0.deleted) }
     }
 
     private func deleteSegmentsBelowStart() {

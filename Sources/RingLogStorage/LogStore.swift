@@ -20,6 +20,8 @@ public final class LogStore {
     let trashDirectory: CPath
     let stagingDirectory: CPath
     let tail: TailBuffer
+    /// The zeros zero-ahead writes (one chunk, allocated once; nil when zero-ahead is off).
+    let zeroChunk: OwnedBytes?
     let logger: Logger
     /// Wall-clock microseconds since the Unix epoch (injectable for tests).
     let clock: () -> UInt64
@@ -40,7 +42,7 @@ public final class LogStore {
     public var events: Deque<StoreEvent> = []
     private var dirtyLogs: [Log] = []
     private var pinnedFloor: UInt64 = 0
-    private var shuttingDown = false
+    private(set) var shuttingDown = false
     private var shutdownAnnounced = false
 
     public private(set) var recoveryReports: [RecoveryReport] = []
@@ -50,6 +52,9 @@ public final class LogStore {
         case segmentWrite(Log, start: LogOffset, length: Int)
         case segmentSync(Log, Segment)
         case segmentRead(Log, Log.ReadRun)
+        /// Zero-ahead: writing a chunk of zeros, then writing it back.
+        case zeroWrite(Log, Segment, Range<Int>)
+        case zeroWriteback(Log, Segment, Range<Int>)
         case script(ScriptRun)
         case close
     }
@@ -82,6 +87,7 @@ public final class LogStore {
         trashDirectory = CPath(rootPath + "/trash")
         stagingDirectory = CPath(rootPath + "/staging")
         tail = TailBuffer(capacity: configuration.tailCacheBytes)
+        zeroChunk = configuration.zeroAheadBytes > 0 ? OwnedBytes(zeroedCount: configuration.zeroChunkBytes) : nil
         self.clock = clock
         self.logger = logger
     }
@@ -421,6 +427,15 @@ public final class LogStore {
             log.operationsInFlight -= 1
             log.readFinished(run, result: result)
             afterOperation(on: log)
+        case .zeroWrite(let log, let segment, let range):
+            log.operationsInFlight -= 1
+            log.zeroWriteFinished(segment, range, result: result)
+            afterOperation(on: log)
+        case .zeroWriteback(let log, let segment, let range):
+            log.operationsInFlight -= 1
+            if result >= 0 { statistics.zeroChunks += 1 }
+            log.zeroWritebackFinished(segment, range, result: result)
+            afterOperation(on: log)
         case .script(let run):
             switch run.script.complete(result) {
             case .next(let operation): enqueue(operation, for: .script(run))
@@ -461,7 +476,9 @@ public final class LogStore {
 
     func issue(_ operation: DiskOperation, for purpose: Purpose) {
         switch purpose {
-        case .segmentWrite(let log, _, _), .segmentSync(let log, _), .segmentRead(let log, _): log.operationsInFlight += 1
+        case .segmentWrite(let log, _, _), .segmentSync(let log, _), .segmentRead(let log, _), .zeroWrite(let log, _, _),
+            .zeroWriteback(let log, _, _):
+            log.operationsInFlight += 1
         case .script, .close: break
         }
         enqueue(operation, for: purpose)
@@ -575,6 +592,8 @@ extension LogStore.ScriptPurpose {
 /// Counters for metrics and tests.
 public struct StoreStatistics: Sendable {
     public var writes = 0
+    /// Zero-ahead chunks written and written back.
+    public var zeroChunks = 0
     public var fdatasyncs = 0
     public var tailReadHits = 0
     public var tailReadMisses = 0

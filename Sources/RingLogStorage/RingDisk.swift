@@ -22,6 +22,8 @@ extension DiskOperation {
             io_uring_prep_fsync(entry, fd, 0)
         case .fallocate(let fd, let length):
             io_uring_prep_fallocate(entry, fd, 0, 0, off_t(length))
+        case .syncFileRange(let fd, let position, let length):
+            io_uring_prep_sync_file_range(entry, fd, UInt32(length), UInt64(position), Int32(RINGLOG_SYNC_FILE_RANGE_WRITE_AND_WAIT))
         case .rename(let from, let to):
             io_uring_prep_renameat(entry, AT_FDCWD, from.pointer, AT_FDCWD, to.pointer, 0)
         case .unlink(let path, let isDirectory):
@@ -45,7 +47,7 @@ extension DiskOperation {
     /// The io_uring operations the storage engine issues, for probing the kernel at start-up.
     public static let ringOperations: [(name: String, code: io_uring_op)] = [
         ("openat", IORING_OP_OPENAT), ("close", IORING_OP_CLOSE), ("read", IORING_OP_READ), ("write", IORING_OP_WRITE),
-        ("fsync", IORING_OP_FSYNC), ("fallocate", IORING_OP_FALLOCATE), ("renameat", IORING_OP_RENAMEAT),
+        ("fsync", IORING_OP_FSYNC), ("fallocate", IORING_OP_FALLOCATE), ("sync_file_range", IORING_OP_SYNC_FILE_RANGE), ("renameat", IORING_OP_RENAMEAT),
         ("unlinkat", IORING_OP_UNLINKAT), ("mkdirat", IORING_OP_MKDIRAT),
     ]
 }

@@ -24,7 +24,13 @@ final class Segment {
     /// and is renamed when it becomes active; its batches commit only after the rename is synced.
     var nameDurable: Bool
     var maxAppendTimeMicros: UInt64 = 0
-    /// Reads in flight against `fd`; a deleted segment is closed when the last one finishes.
+    /// Zero-ahead: every file position below this has been written (with data or zeros) and
+    /// written back, so an fdatasync covering it changes no extents.
+    var preparedEnd: Int
+    /// The zero chunk being written or written back; data writes into it wait.
+    var zeroing: Range<Int>?
+    /// Operations in flight against `fd` (reads, zero chunks); a deleted segment is closed when the
+    /// last one finishes.
     var readLeases = 0
     var deleted = false
 
@@ -37,6 +43,7 @@ final class Segment {
         self.syncIssuedEnd = syncedEnd
         self.nameDurable = nameDurable
         self.index = index
+        preparedEnd = base.distance(to: dataEnd)
     }
 
     /// The offset one past the file's last byte.

@@ -38,6 +38,15 @@ public struct StoreConfiguration: Sendable {
     public var maxWriteBytes: Int
     /// The next segment is preallocated once the active one is this full (0.0 to 1.0).
     public var preallocateAtFill: Double
+    /// Zero-ahead (docs/storage.md): how far past the reservation point the active segment is
+    /// kept written with zeros, so that fdatasyncs of small appends need no journal commit for
+    /// newly written extents. 0 turns it off.
+    public var zeroAheadBytes: Int
+    /// Zeros are written in chunks of this size, one at a time.
+    public var zeroChunkBytes: Int
+    /// Zero-ahead runs while the log's recent fdatasyncs average fewer bytes than this; larger
+    /// syncs amortize the journal commit, and zeroing would only double the bytes written.
+    public var zeroAheadMaxSyncBytes: Int
 
     public init(
         maxBatchBytes: Int = 8 << 20,
@@ -47,7 +56,10 @@ public struct StoreConfiguration: Sendable {
         checkpointIntervalBytes: Int = 256 << 20,
         checkpointIntervalMicros: UInt64 = 1_000_000,
         maxWriteBytes: Int = 8 << 20,
-        preallocateAtFill: Double = 0.5
+        preallocateAtFill: Double = 0.5,
+        zeroAheadBytes: Int = 8 << 20,
+        zeroChunkBytes: Int = 256 << 10,
+        zeroAheadMaxSyncBytes: Int = 256 << 10
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -57,6 +69,9 @@ public struct StoreConfiguration: Sendable {
         self.checkpointIntervalMicros = checkpointIntervalMicros
         self.maxWriteBytes = maxWriteBytes
         self.preallocateAtFill = preallocateAtFill
+        self.zeroAheadBytes = zeroAheadBytes
+        self.zeroChunkBytes = zeroChunkBytes
+        self.zeroAheadMaxSyncBytes = zeroAheadMaxSyncBytes
     }
 
     /// Every reason this configuration cannot work, as sentences naming the setting.
@@ -70,6 +85,10 @@ public struct StoreConfiguration: Sendable {
         if indexIntervalBytes < 512 { problems.append("index interval bytes (\(indexIntervalBytes)) must be at least 512") }
         if maxWriteBytes < 4096 { problems.append("max write bytes (\(maxWriteBytes)) must be at least 4096") }
         if !(0.0...1.0).contains(preallocateAtFill) { problems.append("preallocate-at-fill must be within 0...1") }
+        if zeroAheadBytes < 0 { problems.append("zero-ahead bytes (\(zeroAheadBytes)) must not be negative") }
+        if zeroAheadBytes > 0 && (zeroChunkBytes < 4096 || zeroChunkBytes > zeroAheadBytes) {
+            problems.append("zero chunk bytes (\(zeroChunkBytes)) must be at least 4096 and at most zero-ahead bytes (\(zeroAheadBytes))")
+        }
         return problems
     }
 }

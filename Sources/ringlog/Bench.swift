@@ -476,6 +476,9 @@ final class ProduceRun: Measured, BenchRun {
         /// When each request in flight was due (open loop) or sent (closed loop), oldest first.
         var dueTimes: Deque<UInt64> = []
         var nextDueNanos: UInt64 = 0
+        /// Made once per worker and reused by every request: a closure made per request (with its
+        /// weak capture) cost an allocation and a weak-reference side table each time.
+        var onAcknowledged: ClientSocket.Handler = { _ in }
         init(socket: ClientSocket, batch: OwnedBytes) {
             self.socket = socket
             self.batch = batch
@@ -508,6 +511,9 @@ final class ProduceRun: Measured, BenchRun {
 
     private func begin(_ sockets: [ClientSocket]) {
         workers = sockets.map { Worker(socket: $0, batch: makeBatch(stampedAt: 0)) }
+        for worker in workers {
+            worker.onAcknowledged = { [weak self, unowned worker] result in self?.acknowledged(worker, result) }
+        }
         startClock()
         let now = core.nowNanos
         if let rate = plan.rate {
@@ -540,9 +546,7 @@ final class ProduceRun: Measured, BenchRun {
         if plan.stampRecords { worker.batch = makeBatch(stampedAt: core.nowNanos) }
         worker.dueTimes.append(due)
         sentRecords += plan.recordsPerBatch
-        worker.socket.sendAppend(logID: logID, mode: plan.mode, batch: worker.batch) { [weak self, unowned worker] result in
-            self?.acknowledged(worker, result)
-        }
+        worker.socket.sendAppend(logID: logID, mode: plan.mode, batch: worker.batch, handler: worker.onAcknowledged)
     }
 
     private func acknowledged(_ worker: Worker, _ result: Result<ClientResponse, RingLogError>) {

@@ -108,6 +108,16 @@ struct RingLogDaemon: AsyncParsableCommand {
     @Option(help: "Size of each receive buffer.")
     var receiveBufferBytes = ByteSize(argument: "16KiB")!
 
+    @Option(
+        help: """
+            Keep the active segment written with zeros this far ahead of the appends, so fdatasyncs \
+            of small appends need no journal commit (see docs/storage.md). 0 turns it off.
+            """)
+    var zeroAheadBytes = ByteSize(argument: "8MiB")!
+
+    @Option(help: "Zero-ahead writes zeros in chunks of this size, one at a time.")
+    var zeroChunkBytes = ByteSize(argument: "256KiB")!
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = Logger.Level.info
 
@@ -130,6 +140,8 @@ struct RingLogDaemon: AsyncParsableCommand {
         var storage = StoreConfiguration()
         storage.maxBatchBytes = maxBatchBytes.bytes
         storage.tailCacheBytes = cacheBytes.bytes
+        storage.zeroAheadBytes = zeroAheadBytes.bytes
+        storage.zeroChunkBytes = zeroChunkBytes.bytes
         storage.defaultLogSettings = LogSettings(
             segmentBytes: segmentBytes.bytes, retentionBytes: retentionBytes.bytes == 0 ? nil : retentionBytes.bytes,
             retentionMicros: retentionSeconds == 0 ? nil : UInt64(retentionSeconds) * 1_000_000)

@@ -31,12 +31,14 @@ import Testing
     /// leave torn or unsynced tails that recovery cuts.
     @Test func powerCutsReallyLeaveTornTails() throws {
         var cuts = 0
-        for seed: UInt64 in [1001, 1002, 1003] {
+        for seed: UInt64 in 1001...1005 {
             var model = try CrashModel(seed: seed)
-            for _ in 0..<600 { try model.randomStep() }
+            for _ in 0..<800 { try model.randomStep() }
             cuts += model.cuts
         }
-        #expect(cuts >= 2, "only \(cuts) torn tails in three seeds")
+        print("guard seeds: \(cuts) torn tails cut")
+        // Deterministic (seeded); 4 when written. A drop below 3 means cuts stopped being tested.
+        #expect(cuts >= 3, "only \(cuts) torn tails in five seeds")
     }
 }
 
