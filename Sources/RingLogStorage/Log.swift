@@ -526,7 +526,7 @@ public final class Log {
         let window = runStart.distance(to: offset) + max(Batch.headerBytes, min(maxBytes, offset.distance(to: limit)))
         let run = ReadRun(
             segment: segment, runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes, purpose: purpose,
-            startOffset: startOffset, committedEnd: committedEnd, buffer: OwnedBytes(uninitializedCount: window))
+            startOffset: startOffset, committedEnd: committedEnd, buffer: store.readBuffers.take(count: window))
         issueRead(run)
         return .pending
     }
@@ -538,7 +538,7 @@ public final class Log {
         case .failure(let error): return .failed(error)
         case .success(.needMore): return nil
         case .success(.batches(let range)):
-            let buffer = OwnedBytes(copying: UnsafeRawBufferPointer(rebasing: run[range]))
+            let buffer = store.readBuffers.copy(UnsafeRawBufferPointer(rebasing: run[range]))
             store.noteTailRead(hit: true)
             return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
         }
@@ -588,7 +588,7 @@ public final class Log {
                 finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: nil)))
                 return
             }
-            let grown = OwnedBytes(uninitializedCount: needed)
+            let grown = store.readBuffers.take(count: needed)
             grown.mutableBytes.baseAddress!.copyMemory(from: run.buffer.bytes.baseAddress!, byteCount: run.filled)
             run.buffer = grown
             issueRead(run)

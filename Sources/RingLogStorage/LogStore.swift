@@ -22,6 +22,8 @@ public final class LogStore {
     let tail: TailBuffer
     /// The zeros zero-ahead writes (one chunk, allocated once; nil when zero-ahead is off).
     let zeroChunk: OwnedBytes?
+    /// Read buffers, recycled: a catch-up reader's multi-megabyte reads reuse the same pages.
+    let readBuffers = BufferPool(maxPooledBytes: 16 << 20)
     let logger: Logger
     /// Wall-clock microseconds since the Unix epoch (injectable for tests).
     let clock: () -> UInt64

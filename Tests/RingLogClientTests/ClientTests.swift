@@ -40,6 +40,25 @@ import Testing
         #expect(try await client.listLogs().isEmpty)
     }
 
+    /// Large read responses are received into a buffer the connection reuses once nothing holds it:
+    /// one a caller keeps must never be overwritten by the next.
+    @Test func aKeptLargeReadIsNotOverwrittenByTheNext() async throws {
+        let server = try TestServer()
+        let client = try await RingLogClient.connect(to: server.address.description)
+        defer { client.close() }
+        let log = try await client.createLog("large")
+        let records = (0..<4).map { batch in (0..<3).map { index in payload(100_000, seed: batch * 10 + index) } }
+        var offsets: [LogOffset] = []
+        for batch in records { offsets.append(try await client.append(to: log.logID, records: batch).offset) }
+        let kept = try await client.read(from: log.logID, offset: offsets[0], maxBytes: 1)
+        #expect(kept.byteCount > 128 << 10, "the response takes the large-body path")
+        for index in 1..<records.count {
+            let next = try await client.read(from: log.logID, offset: offsets[index], maxBytes: 1)
+            #expect(try next.records().map(\.bytes) == records[index])
+            #expect(try kept.records().map(\.bytes) == records[0])
+        }
+    }
+
     @Test func serverErrorsArriveWithTheirCodesAndDetails() async throws {
         let server = try TestServer()
         let client = try await RingLogClient.connect(to: server.address.description)

@@ -1,3 +1,4 @@
+import RingLogIO
 @testable import RingLogStorage
 import RingLogWire
 import Testing
@@ -111,5 +112,40 @@ import Testing
             #expect(LogFileNames.segmentBase(fromFileName: bad) == nil, "\(bad)")
         }
         #expect(LogFileNames.segment(LogOffset(9)) < LogFileNames.segment(LogOffset(10)))
+    }
+}
+
+@Suite struct BufferPoolTests {
+    @Test func aReleasedBufferIsHandedOutAgainForTheSameSizeClass() {
+        let pool = BufferPool(maxPooledBytes: 16 << 20)
+        var first: OwnedBytes? = pool.take(count: (4 << 20) + 100)
+        let address = first!.buffer.baseAddress
+        #expect(first!.count == (4 << 20) + 100)
+        first = nil
+        #expect(pool.idleByteCount == 5 << 20, "4 MiB + 100 B is in the 5 MiB class")
+        let second = pool.take(count: (4 << 20) + 60_000)
+        #expect(second.buffer.baseAddress == address)
+        #expect(second.count == (4 << 20) + 60_000)
+        #expect(pool.idleByteCount == 0)
+    }
+
+    @Test func idleBuffersStayWithinTheBoundAndSmallOnesAreNotPooled() {
+        let pool = BufferPool(maxPooledBytes: 2 << 20)
+        var held = (0..<3).map { _ in pool.take(count: 1 << 20) }
+        held.removeAll()
+        #expect(pool.idleByteCount == 2 << 20, "the third 1 MiB buffer is freed, not kept")
+        var small: OwnedBytes? = pool.take(count: 1000)
+        small = nil
+        #expect(small == nil)
+        #expect(pool.idleByteCount == 2 << 20)
+    }
+
+    @Test func aCopyHoldsTheBytesWhateverItsSize() {
+        let pool = BufferPool(maxPooledBytes: 1 << 20)
+        for size in [0, 10, BufferPool.smallestPooled + 1] {
+            let source = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let copy = source.withUnsafeBytes { pool.copy($0) }
+            #expect(Array(copy.bytes) == source)
+        }
     }
 }
