@@ -5,9 +5,9 @@ import Testing
 
 /// The ringlog command line against a real ringlogd process: output and exit codes.
 @Suite(.serialized) struct CLITests {
-    let directory = makeTemporaryDirectory()
-
+    /// A daemon on a data directory of its own, removed afterwards (tests without a daemon make none).
     func withDaemon(_ body: (String) throws -> Void) throws {
+        let directory = makeTemporaryDirectory()
         defer { removeDirectory(directory) }
         let daemon = try Daemon(directory: directory)
         defer {
