@@ -139,7 +139,7 @@ final class Connection {
     /// When the first byte of the current, incomplete request arrived.
     var requestStartedNanos: UInt64?
     var headerCompletedNanos: UInt64?
-    var lastSendProgressNanos: UInt64
+    var sendClock: SendClock
 
     init(slot: Int, generation: UInt16, fd: Int32, responseCapacity: Int, limits: RequestFramer.Limits, nowNanos: UInt64) {
         framer = RequestFramer(limits: limits)
@@ -148,7 +148,7 @@ final class Connection {
         self.fd = fd
         responses = ResponseQueue(capacity: responseCapacity)
         lastActivityNanos = nowNanos
-        lastSendProgressNanos = nowNanos
+        sendClock = SendClock(nowNanos: nowNanos)
     }
 
     var isPaused: Bool { blockedAppend != nil }
@@ -179,4 +179,23 @@ final class Connection {
         return result
     }
 
+}
+
+/// The send deadline's clock: how long output has been waiting without the socket taking any of
+/// it. It restarts when output is queued on a connection that had none waiting (a connection idle
+/// for longer than the deadline is not late the moment its next response is queued) and whenever
+/// a send completes.
+struct SendClock {
+    private(set) var sinceNanos: UInt64
+
+    init(nowNanos: UInt64) { sinceNanos = nowNanos }
+
+    /// Output was queued on a connection that had none waiting.
+    mutating func outputStarted(nowNanos: UInt64) { sinceNanos = nowNanos }
+
+    mutating func progressed(nowNanos: UInt64) { sinceNanos = nowNanos }
+
+    func isLate(backlogBytes: Int, nowNanos: UInt64, timeoutNanos: UInt64) -> Bool {
+        backlogBytes > 0 && nowNanos > sinceNanos + timeoutNanos
+    }
 }

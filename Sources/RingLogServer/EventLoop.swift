@@ -356,7 +356,12 @@ final class EventLoop {
             index += 1
             connection.flushScheduled = false
             guard connections[connection.slot] === connection else { continue }
+            // The send deadline counts from when output started waiting, not from the last send
+            // ever: a connection idle for longer than the deadline must not be closed the moment
+            // its next response is queued.
+            let wasIdle = connection.output.backlogBytes == 0
             writeReadyResponses(connection)
+            if wasIdle && connection.output.backlogBytes > 0 { connection.sendClock.outputStarted(nowNanos: monotonicNanos()) }
             if connection.output.prepareSend() {
                 let entry = ring.submissionEntry()
                 io_uring_prep_sendmsg(entry, connection.fd, connection.output.message, UInt32(MSG_NOSIGNAL))
@@ -377,7 +382,7 @@ final class EventLoop {
             return
         }
         connection.output.sendFinished(bytes: Int(result))
-        connection.lastSendProgressNanos = monotonicNanos()
+        connection.sendClock.progressed(nowNanos: monotonicNanos())
         counters.bytesSent += UInt64(result)
         scheduleFlush(connection)
     }
@@ -447,7 +452,7 @@ final class EventLoop {
         let idleTimeout = UInt64(configuration.idleTimeoutMillis) * 1_000_000
         let sendTimeout = UInt64(configuration.sendTimeoutMillis) * 1_000_000
         for case let connection? in connections {
-            if connection.output.backlogBytes > 0 && now > connection.lastSendProgressNanos + sendTimeout {
+            if connection.sendClock.isLate(backlogBytes: connection.output.backlogBytes, nowNanos: now, timeoutNanos: sendTimeout) {
                 counters.timeouts += 1
                 beginClosing(connection, flushFirst: false, reason: "client stopped reading its responses")
                 continue

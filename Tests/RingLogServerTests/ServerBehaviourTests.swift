@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import RingLogIO
 import RingLogTesting
-import RingLogServer
+@testable import RingLogServer
 import RingLogStorage
 import RingLogWire
 import Synchronization
@@ -135,6 +135,41 @@ import Testing
         #expect(response.errorCode == .timedOut)
         #expect(stalled.waitForClose())
         #expect(try honest.readAll(log).count == 21)
+    }
+    /// The send deadline measures how long queued output has waited, not how long ago the
+    /// connection last sent anything. (Found by the hostile test: its set-up connection sat idle
+    /// through the attack and was closed as a non-reader when a sweep ran in the same loop turn
+    /// that queued its next response.)
+    @Test func theSendDeadlineCountsFromWhenOutputStartedWaiting() {
+        let second: UInt64 = 1_000_000_000
+        var clock = SendClock(nowNanos: 0)
+        #expect(!clock.isLate(backlogBytes: 0, nowNanos: 10 * second, timeoutNanos: second), "nothing waiting is never late")
+        clock.outputStarted(nowNanos: 10 * second)
+        #expect(!clock.isLate(backlogBytes: 4 << 20, nowNanos: 10 * second + second / 2, timeoutNanos: second))
+        #expect(clock.isLate(backlogBytes: 4 << 20, nowNanos: 11 * second + 1, timeoutNanos: second), "a reader that takes nothing for the deadline is late")
+        clock.progressed(nowNanos: 11 * second)
+        #expect(!clock.isLate(backlogBytes: 1, nowNanos: 11 * second + second / 2, timeoutNanos: second), "any progress restarts the clock")
+    }
+
+    /// End to end: a client idle for longer than the send deadline, then slow to drain a large
+    /// response (well within the deadline), gets all of it.
+    @Test func aConnectionIdleLongerThanTheSendDeadlineKeepsItsNextLargeResponse() throws {
+        let server = try TestServer { $0.sendTimeoutMillis = 1_000 }
+        let setup = try server.client()
+        let log = try setup.createLog("idle").logID
+        let payloads = (0..<4).map { payload(900_000, seed: $0) }
+        for bytes in payloads { _ = try setup.append(log, bytes).decode(AppendResponse.self) }
+
+        let reader = try server.client()
+        var small: Int32 = 16 << 10
+        setsockopt(reader.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        _ = try reader.call(.ping)
+        usleep(1_500_000)
+        try reader.send(reader.encode(.read, ReadRequest(offset: .zero, maxBytes: 4 << 20).encoded(), logID: log))
+        usleep(400_000)  // several sweeps run while the response waits in the server
+        let response = try reader.receive()
+        let batches = try parseBatches(Array(response.body[ReadResponseHead.encodedBytes...]), firstOffset: .zero)
+        #expect(batches.map(\.payload) == payloads)
     }
 }
 
