@@ -1,0 +1,77 @@
+// The disk half of one durable append, with no RingLog code: an io_uring write of 152 bytes into
+// space already written (as zero-ahead leaves it), then an fdatasync, one append at a time, 3,000
+// times. With argument 1 the two are linked (IOSQE_IO_LINK) and submitted together; with 0 the
+// fdatasync is submitted when the write completes, as ringlogd does. Prints p50 and p99.
+//
+//   gcc -O2 -o /tmp/write-fdatasync-probe Scripts/lib/write-fdatasync-probe.c -luring
+//   /tmp/write-fdatasync-probe DIRECTORY 0; /tmp/write-fdatasync-probe DIRECTORY 1
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long nanos(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static int compare(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int complete(struct io_uring *ring, int count) {
+    struct io_uring_cqe *completion;
+    for (int index = 0; index < count; index++) {
+        if (io_uring_wait_cqe(ring, &completion) != 0) return -1;
+        int result = completion->res;
+        io_uring_cqe_seen(ring, completion);
+        if (result < 0) { fprintf(stderr, "operation failed: %s\n", strerror(-result)); return -1; }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: %s DIRECTORY 0|1\n", argv[0]); return 64; }
+    enum { appends = 3000, append_bytes = 152 };
+    int linked = atoi(argv[2]);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/write-fdatasync-probe.tmp", argv[1]);
+    int fd = open(path, O_CREAT | O_TRUNC | O_RDWR, 0644);
+    if (fd < 0) { perror(path); return 1; }
+    static char zeros[1 << 20];
+    if (pwrite(fd, zeros, sizeof zeros, 0) != (ssize_t)sizeof zeros) { perror("pre-write"); return 1; }
+    fdatasync(fd);
+    struct io_uring ring;
+    if (io_uring_queue_init(8, &ring, 0) != 0) { fprintf(stderr, "io_uring unavailable\n"); return 1; }
+    static long long latencies[appends];
+    char bytes[append_bytes];
+    memset(bytes, 7, sizeof bytes);
+    for (int index = 0; index < appends; index++) {
+        long long started = nanos();
+        struct io_uring_sqe *entry = io_uring_get_sqe(&ring);
+        io_uring_prep_write(entry, fd, bytes, append_bytes, (off_t)index * append_bytes);
+        if (linked) {
+            entry->flags |= IOSQE_IO_LINK;
+            io_uring_prep_fsync(io_uring_get_sqe(&ring), fd, IORING_FSYNC_DATASYNC);
+            io_uring_submit(&ring);
+            if (complete(&ring, 2) != 0) return 1;
+        } else {
+            io_uring_submit(&ring);
+            if (complete(&ring, 1) != 0) return 1;
+            io_uring_prep_fsync(io_uring_get_sqe(&ring), fd, IORING_FSYNC_DATASYNC);
+            io_uring_submit(&ring);
+            if (complete(&ring, 1) != 0) return 1;
+        }
+        latencies[index] = nanos() - started;
+    }
+    qsort(latencies, appends, sizeof latencies[0], compare);
+    printf("%s write + fdatasync: p50 %lld us, p99 %lld us\n", linked ? "linked" : "separate",
+        latencies[appends / 2] / 1000, latencies[appends * 99 / 100] / 1000);
+    unlink(path);
+    return 0;
+}
