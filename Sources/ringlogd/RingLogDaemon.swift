@@ -182,8 +182,6 @@ struct RingLogDaemon: AsyncParsableCommand {
             throw ExitCode(1)
         }
         summarize(server, startup: ContinuousClock.now - started, logger: logger)
-        Console.out("listening \(server.boundAddress)")
-        if let metricsAddress = server.metricsAddress { Console.out("metrics \(metricsAddress)") }
 
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -232,6 +230,13 @@ struct RingLogService: Service {
 
     func run() async throws {
         let server = self.server
+        // `listening` tells supervisors and scripts the daemon is ready, which includes being
+        // ready to stop gracefully: the service group traps SIGTERM and SIGINT before it runs its
+        // services, so this is the first moment a SIGTERM is sure to mean a clean stop. (Printed
+        // earlier, a SIGTERM sent right after it could find the default action and kill the
+        // process without its shutdown checkpoint; the daemon test caught that under load.)
+        Console.out("listening \(server.boundAddress)")
+        if let metricsAddress = server.metricsAddress { Console.out("metrics \(metricsAddress)") }
         _ = await withGracefulShutdownHandler {
             await server.stopped()
         } onGracefulShutdown: {

@@ -174,6 +174,18 @@ import Testing
 }
 
 @Suite struct DaemonTests {
+    /// `listening` means ready, including ready to stop cleanly: a SIGTERM sent the moment it
+    /// appears is a graceful stop (exit 0), never the default action that kills the process.
+    @Test func aSIGTERMRightAfterListeningIsAGracefulStop() throws {
+        for _ in 0..<5 {
+            let directory = makeTemporaryDirectory()
+            defer { removeDirectory(directory) }
+            let daemon = try Daemon(directory: directory)
+            daemon.kill(SIGTERM)
+            #expect(daemon.waitForExit() == 0)
+        }
+    }
+
     /// The real ringlogd process: append, kill -9, start again on the same directory, read
     /// everything that was acknowledged.
     @Test func everyAcknowledgedAppendSurvivesKillNine() throws {
