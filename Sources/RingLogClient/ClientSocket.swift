@@ -20,6 +20,13 @@ public struct ClientResponse {
     }
 }
 
+extension Result where Success == ClientResponse, Failure == RingLogError {
+    /// The response when the server answered with success; its error otherwise.
+    public func checkingServerError() -> Result<ClientResponse, RingLogError> {
+        flatMap { response in response.serverError.map { .failure(RingLogError($0)) } ?? .success(response) }
+    }
+}
+
 /// One connection to ringlogd, living on a `LoopCore`. Requests are pipelined: each is written to
 /// the send queue at once and its handler runs when its response (matched in order) arrives.
 public final class ClientSocket {

@@ -140,13 +140,7 @@ extension RingLogClient {
         guard configuration.batchBytes <= Int(server.maxBatchBytes) else {
             throw .invalidArgument("batch bytes \(configuration.batchBytes) exceed the server's limit of \(server.maxBatchBytes)")
         }
-        let id = socketID
-        let generation = socketGeneration
-        let key: Int = try await withLoop(loop) { core, resume in
-            guard let socket = core.socket(id, generation: generation) else {
-                resume(.failure(.connectionClosed("the connection is closed")))
-                return
-            }
+        let key: Int = try await withSocket { socket, core, resume in
             resume(.success(core.register(ProducerCore(socket: socket, log: log, configuration: configuration))))
         }
         return Producer(loop: loop, key: key)

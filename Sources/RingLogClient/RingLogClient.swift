@@ -102,13 +102,7 @@ public final class RingLogClient: Sendable {
     /// Appends a batch built elsewhere (see `BatchBuilder`).
     public func append(to log: LogID, batch: [UInt8], mode: AckMode = .durable) async throws(RingLogError) -> AppendResponse {
         let owned = OwnedBytes(batch)
-        let id = socketID
-        let generation = socketGeneration
-        return try await withLoop(loop) { core, resume in
-            guard let socket = core.socket(id, generation: generation) else {
-                resume(.failure(.connectionClosed("the connection is closed")))
-                return
-            }
+        return try await withSocket { socket, _, resume in
             socket.sendAppend(logID: log, mode: mode, batch: owned) { result in
                 resume(decodeResponse(result, as: AppendResponse.self))
             }
@@ -142,6 +136,22 @@ public final class RingLogClient: Sendable {
         _ opcode: Opcode, _ body: [UInt8], logID: LogID = .none, flags: UInt32 = 0,
         decode: @escaping @Sendable (ClientResponse) throws(RingLogError) -> T
     ) async throws(RingLogError) -> T {
+        try await withSocket { socket, _, resume in
+            body.withUnsafeBytes { bytes in
+                socket.send(opcode, body: bytes, logID: logID, flags: flags) { result in
+                    resume(result.checkingServerError().flatMap { response in
+                        do throws(RingLogError) { return .success(try decode(response)) } catch { return .failure(error) }
+                    })
+                }
+            }
+        }
+    }
+
+    /// Runs `start` on the loop thread with this client's socket; fails with `connectionClosed`
+    /// when the connection is gone.
+    func withSocket<T: Sendable>(
+        _ start: @escaping @Sendable (ClientSocket, LoopCore, @escaping (Result<T, RingLogError>) -> Void) -> Void
+    ) async throws(RingLogError) -> T {
         let id = socketID
         let generation = socketGeneration
         return try await withLoop(loop) { core, resume in
@@ -149,14 +159,7 @@ public final class RingLogClient: Sendable {
                 resume(.failure(.connectionClosed("the connection is closed")))
                 return
             }
-            body.withUnsafeBytes { bytes in
-                socket.send(opcode, body: bytes, logID: logID, flags: flags) { result in
-                    resume(result.flatMap { response in
-                        if let error = response.serverError { return .failure(RingLogError(error)) }
-                        do throws(RingLogError) { return .success(try decode(response)) } catch { return .failure(error) }
-                    })
-                }
-            }
+            start(socket, core, resume)
         }
     }
 }
@@ -177,9 +180,10 @@ func decodeBody<Message: WireMessage>(_ body: UnsafeRawBufferPointer, as: Messag
     do { return try Message.decode(body) } catch { throw .protocolViolation("undecodable \(Message.self): \(error)") }
 }
 
-func decodeResponse<Message: WireMessage>(_ result: Result<ClientResponse, RingLogError>, as: Message.Type) -> Result<Message, RingLogError> {
-    result.flatMap { response in
-        if let error = response.serverError { return .failure(RingLogError(error)) }
+/// A response decoded as `Message`, or the server's error, or a protocol violation when the body
+/// does not decode.
+public func decodeResponse<Message: WireMessage>(_ result: Result<ClientResponse, RingLogError>, as: Message.Type) -> Result<Message, RingLogError> {
+    result.checkingServerError().flatMap { response in
         do throws(RingLogError) { return .success(try decodeBody(response.body, as: Message.self)) } catch { return .failure(error) }
     }
 }

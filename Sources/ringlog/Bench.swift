@@ -429,20 +429,12 @@ class Measured {
     func lookUp(_ log: String, on socket: ClientSocket, _ found: @escaping (LogDescription) -> Void) {
         LogNameRequest(name: log).encoded().withUnsafeBytes { body in
             socket.send(.logInfo, body: body) { [weak self] result in
-                switch decodeLogInfo(result) {
+                switch decodeResponse(result, as: LogDescription.self) {
                 case .failure(let error): self?.report(.failure(error))
                 case .success(let description): found(description)
                 }
             }
         }
-    }
-}
-
-func decodeLogInfo(_ result: Result<ClientResponse, RingLogError>) -> Result<LogDescription, RingLogError> {
-    result.flatMap { response in
-        if let error = response.serverError { return .failure(RingLogError(error)) }
-        guard let description = try? LogDescription.decode(response.body) else { return .failure(.protocolViolation("bad log description")) }
-        return .success(description)
     }
 }
 
@@ -552,7 +544,7 @@ final class ProduceRun: Measured, BenchRun {
     private func acknowledged(_ worker: Worker, _ result: Result<ClientResponse, RingLogError>) {
         let now = core.nowNanos
         let due = worker.dueTimes.popFirst() ?? now
-        switch decodeResponse(result) {
+        switch result.checkingServerError() {
         case .success: record(latencyNanos: now - min(now, due), records: plan.recordsPerBatch, bytes: plan.recordsPerBatch * plan.recordBytes)
         case .failure(let error): recordError(error)
         }
@@ -573,10 +565,6 @@ final class ProduceRun: Measured, BenchRun {
         pacer = 0
         if workers.allSatisfy({ $0.dueTimes.isEmpty }) { finish() }
         core.schedule(afterNanos: 10_000_000_000) { [weak self] in self?.finish() }
-    }
-
-    private func decodeResponse(_ result: Result<ClientResponse, RingLogError>) -> Result<Void, RingLogError> {
-        result.flatMap { response in response.serverError.map { .failure(RingLogError($0)) } ?? .success(()) }
     }
 }
 
@@ -628,7 +616,7 @@ final class ConsumeRun: Measured, BenchRun {
     }
 
     private func received(_ result: Result<ClientResponse, RingLogError>, from target: LogOffset, sentAt: UInt64) {
-        switch result.flatMap({ response in response.serverError.map { .failure(RingLogError($0)) } ?? .success(response) }) {
+        switch result.checkingServerError() {
         case .failure(let error):
             recordError(error)
             stopLoad()
@@ -713,7 +701,7 @@ final class EndToEndRun: Measured, BenchRun {
 
     private func delivered(_ result: Result<ClientResponse, RingLogError>, from target: LogOffset) {
         let now = core.nowNanos
-        switch result.flatMap({ response in response.serverError.map { .failure(RingLogError($0)) } ?? .success(response) }) {
+        switch result.checkingServerError() {
         case .failure(let error):
             recordError(error)
             return
