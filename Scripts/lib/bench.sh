@@ -7,6 +7,25 @@ ringlog_pid=""
 bench_scratch=""
 bench_cleanups=()
 
+# The options every benchmark script takes: --duration SECONDS (default 10), --runs N (default 3)
+# and --only NAME[,NAME...]; sets duration, runs and only.
+parse_bench_options() {
+    duration=10
+    runs=3
+    only=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --duration) duration="$2"; shift 2 ;;
+            --runs) runs="$2"; shift 2 ;;
+            --only) only=",$2,"; shift 2 ;;
+            *) echo "unknown option $1" >&2; exit 64 ;;
+        esac
+    done
+}
+
+# Whether the scenario named $1 is to run (all of them without --only).
+selected() { [ -z "$only" ] || [[ "$only" == *",$1,"* ]]; }
+
 bench_setup() { # name
     ensure_build_dependencies
     command -v python3 >/dev/null || ensure_packages python3

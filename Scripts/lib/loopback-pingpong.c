@@ -11,19 +11,9 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-static long long nanos(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
-static int compare(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
+#include "probe-timing.h"
 
 static int receive_all(int fd, char *bytes, int count) {
     for (int got = 0; got < count;) {
@@ -69,7 +59,7 @@ int main(void) {
     close(client);
     kill(server, SIGTERM);
     waitpid(server, NULL, 0);
-    qsort(latencies, requests, sizeof latencies[0], compare);
+    qsort(latencies, requests, sizeof latencies[0], compare_nanos);
     printf("loopback TCP round trip: p50 %lld us, p99 %lld us\n", latencies[requests / 2] / 1000, latencies[requests * 99 / 100] / 1000);
     return 0;
 }

@@ -12,14 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-static double seconds(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
+#include "probe-timing.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s DIRECTORY\n", argv[0]); return 64; }
@@ -33,7 +28,7 @@ int main(int argc, char **argv) {
     if (fd < 0 || fallocate(fd, 0, 0, (off_t)total) != 0) { perror(path); return 1; }
     struct io_uring ring;
     if (io_uring_queue_init(8, &ring, 0) != 0) { fprintf(stderr, "io_uring unavailable\n"); return 1; }
-    double started = seconds();
+    long long started = nanos();
     for (size_t offset = 0; offset < total; offset += chunk) {
         struct io_uring_sqe *entry = io_uring_get_sqe(&ring);
         io_uring_prep_write(entry, fd, source + offset % source_bytes, (unsigned)chunk, offset);
@@ -43,7 +38,7 @@ int main(int argc, char **argv) {
         if (completion->res != (int)chunk) { fprintf(stderr, "write returned %d\n", completion->res); return 1; }
         io_uring_cqe_seen(&ring, completion);
     }
-    double elapsed = seconds() - started;
+    double elapsed = (double)(nanos() - started) / 1e9;
     printf("buffered io_uring writes of fresh data: %.0f MB/s\n", (double)total / elapsed / 1e6);
     unlink(path);
     return 0;

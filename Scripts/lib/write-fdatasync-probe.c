@@ -10,19 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-static long long nanos(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
-static int compare(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
+#include "probe-timing.h"
 
 static int complete(struct io_uring *ring, int count) {
     struct io_uring_cqe *completion;
@@ -69,7 +59,7 @@ int main(int argc, char **argv) {
         }
         latencies[index] = nanos() - started;
     }
-    qsort(latencies, appends, sizeof latencies[0], compare);
+    qsort(latencies, appends, sizeof latencies[0], compare_nanos);
     printf("%s write + fdatasync: p50 %lld us, p99 %lld us\n", linked ? "linked" : "separate",
         latencies[appends / 2] / 1000, latencies[appends * 99 / 100] / 1000);
     unlink(path);
