@@ -186,7 +186,7 @@ final class Connection {
 /// for longer than the deadline is not late the moment its next response is queued) and whenever
 /// a send completes.
 struct SendClock {
-    private(set) var sinceNanos: UInt64
+    private var sinceNanos: UInt64
 
     init(nowNanos: UInt64) { sinceNanos = nowNanos }
 
