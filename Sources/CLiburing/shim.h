@@ -29,4 +29,12 @@ static const unsigned char RINGLOG_IOSQE_CQE_SKIP_SUCCESS = IOSQE_CQE_SKIP_SUCCE
 // so the macro is visible here.
 static const unsigned int RINGLOG_SYNC_FILE_RANGE_WRITE_AND_WAIT = SYNC_FILE_RANGE_WRITE_AND_WAIT;
 
+// RWF_DONTCACHE (Linux 6.14, include/uapi/linux/fs.h) is newer than this machine's headers; the
+// value is part of the kernel ABI. Older kernels reject the flag with EOPNOTSUPP.
+#ifdef RWF_DONTCACHE
+static const unsigned int RINGLOG_RWF_DONTCACHE = RWF_DONTCACHE;
+#else
+static const unsigned int RINGLOG_RWF_DONTCACHE = 0x00000080;
+#endif
+
 #endif

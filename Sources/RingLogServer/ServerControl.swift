@@ -86,6 +86,7 @@ extension EventLoop {
             ("long_polls_expired_total", counters.longPollsExpired),
             ("fdatasyncs_total", UInt64(store.statistics.fdatasyncs)),
             ("segment_writes_total", UInt64(store.statistics.writes)),
+            ("uncached_segment_writes_total", UInt64(store.statistics.uncachedWrites)),
             ("tail_cache_hits_total", UInt64(store.statistics.tailReadHits)),
             ("tail_cache_misses_total", UInt64(store.statistics.tailReadMisses)),
             ("timeouts_total", counters.timeouts),

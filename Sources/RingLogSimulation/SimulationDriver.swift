@@ -91,10 +91,10 @@ public final class SimulationDriver {
 
     private func collectRequests() {
         while let request = store.takeRequest() {
-            if case .write(let fd, let position, let bytes) = request.operation {
+            if case .write(let fd, let position, let bytes, _) = request.operation {
                 let range = position..<position + Int64(bytes.count)
                 for other in pending {
-                    guard case .write(fd, let otherPosition, let otherBytes) = other.operation else { continue }
+                    guard case .write(fd, let otherPosition, let otherBytes, _) = other.operation else { continue }
                     // The kernel does not order writes in flight, so overlapping ones could land in
                     // either order: the engine must never issue them.
                     precondition(

@@ -31,7 +31,11 @@ public enum DiskOperation {
     case open(path: CPath, flags: Int32, mode: UInt32)
     case close(fd: Int32)
     case read(fd: Int32, position: Int64, into: UnsafeMutableRawBufferPointer)
-    case write(fd: Int32, position: Int64, bytes: UnsafeRawBufferPointer)
+    /// An uncached write (`RWF_DONTCACHE`, Linux 6.14+) still goes through the page cache, but the
+    /// kernel starts writeback at once and drops the pages when it completes, so bulk appends keep
+    /// reusing the same few pages instead of filling the cache (docs/storage.md). A kernel or file
+    /// system without it fails the write with EOPNOTSUPP.
+    case write(fd: Int32, position: Int64, bytes: UnsafeRawBufferPointer, uncached: Bool)
     case fdatasync(fd: Int32)
     /// A full fsync; used on directories to make entries durable.
     case fsync(fd: Int32)
@@ -49,7 +53,7 @@ public enum DiskOperation {
         case .open: "open"
         case .close: "close"
         case .read: "read"
-        case .write: "write"
+        case .write(_, _, _, let uncached): uncached ? "write (uncached)" : "write"
         case .fdatasync: "fdatasync"
         case .fsync: "fsync"
         case .fallocate: "fallocate"
@@ -115,7 +119,7 @@ extension DiskIO {
         var done = 0
         while done < bytes.count {
             let piece = UnsafeRawBufferPointer(rebasing: bytes[done...])
-            switch run(.write(fd: fd, position: position + Int64(done), bytes: piece)) {
+            switch run(.write(fd: fd, position: position + Int64(done), bytes: piece, uncached: false)) {
             case .failure(let error): return .failure(error)
             case .success(0): return .failure(.io(operation: "write", errno: EIO, detail: "wrote 0 bytes"))
             case .success(let count): done += Int(count)
@@ -143,7 +147,7 @@ extension DiskOperation {
         switch self {
         case .open(let path, _, _), .unlink(let path, _), .mkdir(let path, _): path.string
         case .rename(let from, let to): "\(from) -> \(to)"
-        case .close(let fd), .read(let fd, _, _), .write(let fd, _, _), .fdatasync(let fd), .fsync(let fd),
+        case .close(let fd), .read(let fd, _, _), .write(let fd, _, _, _), .fdatasync(let fd), .fsync(let fd),
             .fallocate(let fd, _), .syncFileRange(let fd, _, _):
             "fd \(fd)"
         }

@@ -129,7 +129,7 @@ final class DiskScript {
         case .write(let file, let position, let bytes):
             .write(
                 fd: descriptor(file), position: position + Int64(transferred),
-                bytes: UnsafeRawBufferPointer(rebasing: bytes.bytes[transferred...]))
+                bytes: UnsafeRawBufferPointer(rebasing: bytes.bytes[transferred...]), uncached: false)
         case .read(let file, let position, let bytes):
             .read(
                 fd: descriptor(file), position: position + Int64(transferred),

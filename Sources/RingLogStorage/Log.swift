@@ -255,11 +255,30 @@ public final class Log {
             return
         }
         let bytes = UnsafeRawBufferPointer(start: store.tail.pointer(sequence), count: length)
+        let uncached = store.uncachedWritesWork && startsInLargeBatch(writeIssuedEnd)
         store.issue(
-            .write(fd: segment.fd, position: segment.filePosition(of: writeIssuedEnd), bytes: bytes),
-            for: .segmentWrite(self, start: writeIssuedEnd, length: length))
+            .write(fd: segment.fd, position: segment.filePosition(of: writeIssuedEnd), bytes: bytes, uncached: uncached),
+            for: .segmentWrite(self, start: writeIssuedEnd, length: length, uncached: uncached))
         writeInFlight = true
         writeIssuedEnd = writeIssuedEnd.advanced(by: length)
+    }
+
+    /// Whether the batch holding `offset` (an unwritten byte) is large enough that its write should
+    /// not stay in the page cache (`StoreConfiguration.uncachedBatchBytes`).
+    private func startsInLargeBatch(_ offset: LogOffset) -> Bool {
+        let threshold = store.configuration.uncachedBatchBytes
+        guard threshold > 0 else { return false }
+        // The batch ends are sorted: find the first one past `offset`; the batch starts at the end
+        // before it (or at the committed end).
+        var low = 0
+        var high = uncommittedBatchEnds.count
+        while low < high {
+            let middle = (low + high) / 2
+            if uncommittedBatchEnds[middle] <= offset { low = middle + 1 } else { high = middle }
+        }
+        guard low < uncommittedBatchEnds.count else { return false }
+        let start = low > 0 ? uncommittedBatchEnds[low - 1] : committedEnd
+        return start.distance(to: uncommittedBatchEnds[low]) >= threshold
     }
 
     /// Group commit: one fdatasync in flight per segment, covering everything written before it.
@@ -310,7 +329,7 @@ public final class Log {
         segment.zeroing = range
         segment.readLeases += 1
         store.issue(
-            .write(fd: segment.fd, position: Int64(range.lowerBound), bytes: UnsafeRawBufferPointer(rebasing: zeros.bytes[0..<range.count])),
+            .write(fd: segment.fd, position: Int64(range.lowerBound), bytes: UnsafeRawBufferPointer(rebasing: zeros.bytes[0..<range.count]), uncached: false),
             for: .zeroWrite(self, segment, range))
     }
 
@@ -344,7 +363,7 @@ public final class Log {
         store.markDirty(self)
     }
 
-    func writeFinished(start: LogOffset, length: Int, result: DiskResult) {
+    func writeFinished(start: LogOffset, length: Int, uncached: Bool, result: DiskResult) {
         writeInFlight = false
         precondition(start == writtenEnd, "writes complete in order")
         if failure != nil {
@@ -353,7 +372,12 @@ public final class Log {
         }
         if result < 0 {
             let errno = Int32(-result)
-            if errno == EINTR || errno == EAGAIN {
+            if uncached && errno == EOPNOTSUPP {
+                // A kernel before 6.14, or a file system without uncached buffered writes: write
+                // the same bytes the ordinary way, from now on for every log.
+                store.uncachedWritesUnsupported()
+            }
+            if errno == EINTR || errno == EAGAIN || (uncached && errno == EOPNOTSUPP) {
                 writeIssuedEnd = writtenEnd
                 store.markDirty(self)
                 return

@@ -24,6 +24,8 @@ public final class LogStore {
     let zeroChunk: OwnedBytes?
     /// Read buffers, recycled: a catch-up reader's multi-megabyte reads reuse the same pages.
     let readBuffers = BufferPool(maxPooledBytes: 16 << 20)
+    /// Cleared the first time the kernel refuses an uncached write; every write is cached after.
+    private(set) var uncachedWritesWork = true
     let logger: Logger
     /// Wall-clock microseconds since the Unix epoch (injectable for tests).
     let clock: () -> UInt64
@@ -51,7 +53,7 @@ public final class LogStore {
     public private(set) var statistics = StoreStatistics()
 
     enum Purpose {
-        case segmentWrite(Log, start: LogOffset, length: Int)
+        case segmentWrite(Log, start: LogOffset, length: Int, uncached: Bool)
         case segmentSync(Log, Segment)
         case segmentRead(Log, Log.ReadRun)
         /// Zero-ahead: writing a chunk of zeros, then writing it back.
@@ -415,10 +417,11 @@ public final class LogStore {
     public func complete(token: UInt64, result: DiskResult) {
         guard let purpose = inFlight.removeValue(forKey: token) else { preconditionFailure("unknown disk request token \(token)") }
         switch purpose {
-        case .segmentWrite(let log, let start, let length):
+        case .segmentWrite(let log, let start, let length, let uncached):
             log.operationsInFlight -= 1
             statistics.writes += 1
-            log.writeFinished(start: start, length: length, result: result)
+            if uncached && result > 0 { statistics.uncachedWrites += 1 }
+            log.writeFinished(start: start, length: length, uncached: uncached, result: result)
             afterOperation(on: log)
         case .segmentSync(let log, let segment):
             log.operationsInFlight -= 1
@@ -478,7 +481,7 @@ public final class LogStore {
 
     func issue(_ operation: DiskOperation, for purpose: Purpose) {
         switch purpose {
-        case .segmentWrite(let log, _, _), .segmentSync(let log, _), .segmentRead(let log, _), .zeroWrite(let log, _, _),
+        case .segmentWrite(let log, _, _, _), .segmentSync(let log, _), .segmentRead(let log, _), .zeroWrite(let log, _, _),
             .zeroWriteback(let log, _, _):
             log.operationsInFlight += 1
         case .script, .close: break
@@ -558,6 +561,12 @@ public final class LogStore {
         return (statistics.fdatasyncNanos, statistics.batchesPerCommit)
     }
 
+    func uncachedWritesUnsupported() {
+        guard uncachedWritesWork else { return }
+        uncachedWritesWork = false
+        logger.notice("uncached writes (RWF_DONTCACHE, Linux 6.14+) are not supported here; large batches stay in the page cache")
+    }
+
     func noteCommit(batches: Int) { statistics.noteCommit(batches: batches) }
 
     func noteTailRead(hit: Bool) {
@@ -594,6 +603,8 @@ extension LogStore.ScriptPurpose {
 /// Counters for metrics and tests.
 public struct StoreStatistics: Sendable {
     public var writes = 0
+    /// Segment writes that went out uncached (`StoreConfiguration.uncachedBatchBytes`).
+    public var uncachedWrites = 0
     /// Zero-ahead chunks written and written back.
     public var zeroChunks = 0
     public var fdatasyncs = 0

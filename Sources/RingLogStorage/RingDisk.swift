@@ -14,8 +14,9 @@ extension DiskOperation {
             io_uring_prep_close(entry, fd)
         case .read(let fd, let position, let buffer):
             io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(position))
-        case .write(let fd, let position, let bytes):
+        case .write(let fd, let position, let bytes, let uncached):
             io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(position))
+            if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
         case .fdatasync(let fd):
             io_uring_prep_fsync(entry, fd, IORING_FSYNC_DATASYNC)
         case .fsync(let fd):
@@ -36,8 +37,8 @@ extension DiskOperation {
     /// The same write or read asking for half as many bytes (at least one), for fault injection.
     func halved() -> DiskOperation {
         switch self {
-        case .write(let fd, let position, let bytes):
-            .write(fd: fd, position: position, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<max(1, bytes.count / 2)]))
+        case .write(let fd, let position, let bytes, let uncached):
+            .write(fd: fd, position: position, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<max(1, bytes.count / 2)]), uncached: uncached)
         case .read(let fd, let position, let buffer):
             .read(fd: fd, position: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<max(1, buffer.count / 2)]))
         default: self

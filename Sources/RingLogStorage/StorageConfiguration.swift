@@ -47,6 +47,12 @@ public struct StoreConfiguration: Sendable {
     /// Zero-ahead runs while the log's recent fdatasyncs average fewer bytes than this; larger
     /// syncs amortize the journal commit, and zeroing would only double the bytes written.
     public var zeroAheadMaxSyncBytes: Int
+    /// Writes that start inside a batch of at least this many bytes are uncached (RWF_DONTCACHE):
+    /// bulk ingest then cycles through a few page-cache pages instead of filling the cache, which
+    /// on this kind of machine is the slowest part of a large durable append (docs/storage.md).
+    /// Readers of those bytes, once the tail cache has moved on, read them from the disk. 0 turns
+    /// it off; it also turns itself off if the kernel refuses the flag.
+    public var uncachedBatchBytes: Int
 
     public init(
         maxBatchBytes: Int = 8 << 20,
@@ -59,7 +65,8 @@ public struct StoreConfiguration: Sendable {
         preallocateAtFill: Double = 0.5,
         zeroAheadBytes: Int = 8 << 20,
         zeroChunkBytes: Int = 256 << 10,
-        zeroAheadMaxSyncBytes: Int = 256 << 10
+        zeroAheadMaxSyncBytes: Int = 256 << 10,
+        uncachedBatchBytes: Int = 512 << 10
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -72,6 +79,7 @@ public struct StoreConfiguration: Sendable {
         self.zeroAheadBytes = zeroAheadBytes
         self.zeroChunkBytes = zeroChunkBytes
         self.zeroAheadMaxSyncBytes = zeroAheadMaxSyncBytes
+        self.uncachedBatchBytes = uncachedBatchBytes
     }
 
     /// Every reason this configuration cannot work, as sentences naming the setting.
@@ -89,6 +97,7 @@ public struct StoreConfiguration: Sendable {
         if zeroAheadBytes > 0 && (zeroChunkBytes < 4096 || zeroChunkBytes > zeroAheadBytes) {
             problems.append("zero chunk bytes (\(zeroChunkBytes)) must be at least 4096 and at most zero-ahead bytes (\(zeroAheadBytes))")
         }
+        if uncachedBatchBytes < 0 { problems.append("uncached batch bytes (\(uncachedBatchBytes)) must not be negative") }
         return problems
     }
 }

@@ -15,8 +15,15 @@ struct ByteSize: ExpressibleByArgument, CustomStringConvertible {
         guard let bytes = parseByteSize(argument) else { return nil }
         self.bytes = bytes
     }
+    init(bytes: Int) { self.bytes = bytes }
     var description: String { formatByteSize(bytes) }
 }
+
+/// The engine's and server's own defaults, so the flags' defaults (and their help) cannot drift
+/// from what a configuration built in code gets.
+private let storeDefaults = StoreConfiguration()
+private let logDefaults = LogSettings()
+private let serverDefaults = ServerConfiguration(listen: try! SocketAddress(parsing: "127.0.0.1:7400"), dataDirectory: "./data")
 
 extension SocketAddress: ExpressibleByArgument {
     public init?(argument: String) {
@@ -49,22 +56,22 @@ struct RingLogDaemon: AsyncParsableCommand {
     var config: String?
 
     @Option(help: "Directory holding the logs (created if missing; locked while running).")
-    var dataDir = "./data"
+    var dataDir = serverDefaults.dataDirectory
 
     @Option(help: "Address to listen on, host:port or [ipv6]:port. Port 0 picks a free port.")
-    var listen = try! SocketAddress(parsing: "127.0.0.1:7400")
+    var listen = serverDefaults.listen
 
     @Option(help: "Serve Prometheus metrics at GET /metrics on this address (off unless given).")
     var metricsListen: SocketAddress?
 
     @Option(help: "Size of each segment file, e.g. 1GiB.")
-    var segmentBytes = ByteSize(argument: "1GiB")!
+    var segmentBytes = ByteSize(bytes: logDefaults.segmentBytes)
 
     @Option(help: "Memory for the recent-append cache shared by all logs.")
-    var cacheBytes = ByteSize(argument: "64MiB")!
+    var cacheBytes = ByteSize(bytes: storeDefaults.tailCacheBytes)
 
     @Option(help: "Largest batch (48-byte header plus payload) an append may carry.")
-    var maxBatchBytes = ByteSize(argument: "8MiB")!
+    var maxBatchBytes = ByteSize(bytes: storeDefaults.maxBatchBytes)
 
     @Option(help: "Default size retention for new logs (0 keeps everything).")
     var retentionBytes = ByteSize(argument: "0")!
@@ -73,50 +80,58 @@ struct RingLogDaemon: AsyncParsableCommand {
     var retentionSeconds = 0
 
     @Option(help: "Connections beyond this are refused.")
-    var maxConnections = 1024
+    var maxConnections = serverDefaults.maxConnections
 
     @Option(help: "Requests one connection may have in flight.")
-    var maxInFlight = 256
+    var maxInFlight = serverDefaults.maxInFlightPerConnection
 
     @Option(help: "Bytes one connection may hold in the server (a request being received, responses not yet sent).")
-    var maxBufferedBytes = ByteSize(argument: "32MiB")!
+    var maxBufferedBytes = ByteSize(bytes: serverDefaults.maxBufferedBytesPerConnection)
 
     @Option(help: "Most bytes one read returns (a larger single batch is still returned whole).")
-    var maxReadBytes = ByteSize(argument: "4MiB")!
+    var maxReadBytes = ByteSize(bytes: serverDefaults.maxReadBytes)
 
     @Option(help: "Longest a read at the end of a log may wait for new data, in milliseconds.")
-    var maxWaitMs = 30_000
+    var maxWaitMs = serverDefaults.maxWaitMillis
 
     @Option(help: "Time allowed to complete a request header once it started arriving, in milliseconds.")
-    var headerTimeoutMs = 10_000
+    var headerTimeoutMs = serverDefaults.headerTimeoutMillis
 
     @Option(help: "Time allowed to complete a request body after its header, in milliseconds.")
-    var payloadTimeoutMs = 10_000
+    var payloadTimeoutMs = serverDefaults.payloadTimeoutMillis
 
     @Option(help: "Idle connections are closed after this many milliseconds.")
-    var idleTimeoutMs = 300_000
+    var idleTimeoutMs = serverDefaults.idleTimeoutMillis
 
     @Option(help: "A client that reads no response for this many milliseconds is disconnected.")
-    var sendTimeoutMs = 30_000
+    var sendTimeoutMs = serverDefaults.sendTimeoutMillis
 
     @Option(help: "How long a graceful stop waits for in-flight work, in milliseconds.")
-    var shutdownTimeoutMs = 10_000
+    var shutdownTimeoutMs = serverDefaults.shutdownTimeoutMillis
 
     @Option(help: "Receive buffers shared by all connections (a power of two).")
-    var receiveBuffers = 512
+    var receiveBuffers = serverDefaults.receiveBufferCount
 
     @Option(help: "Size of each receive buffer.")
-    var receiveBufferBytes = ByteSize(argument: "16KiB")!
+    var receiveBufferBytes = ByteSize(bytes: serverDefaults.receiveBufferBytes)
 
     @Option(
         help: """
             Keep the active segment written with zeros this far ahead of the appends, so fdatasyncs \
             of small appends need no journal commit (see docs/storage.md). 0 turns it off.
             """)
-    var zeroAheadBytes = ByteSize(argument: "8MiB")!
+    var zeroAheadBytes = ByteSize(bytes: storeDefaults.zeroAheadBytes)
 
     @Option(help: "Zero-ahead writes zeros in chunks of this size, one at a time.")
-    var zeroChunkBytes = ByteSize(argument: "256KiB")!
+    var zeroChunkBytes = ByteSize(bytes: storeDefaults.zeroChunkBytes)
+
+    @Option(
+        help: """
+            Appends in batches at least this large are written uncached (RWF_DONTCACHE, Linux 6.14+): \
+            bulk ingest does not fill the page cache, and lagging readers read those bytes from disk \
+            (see docs/storage.md). 0 turns it off.
+            """)
+    var uncachedBatchBytes = ByteSize(bytes: storeDefaults.uncachedBatchBytes)
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = Logger.Level.info
@@ -142,6 +157,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.tailCacheBytes = cacheBytes.bytes
         storage.zeroAheadBytes = zeroAheadBytes.bytes
         storage.zeroChunkBytes = zeroChunkBytes.bytes
+        storage.uncachedBatchBytes = uncachedBatchBytes.bytes
         storage.defaultLogSettings = LogSettings(
             segmentBytes: segmentBytes.bytes, retentionBytes: retentionBytes.bytes == 0 ? nil : retentionBytes.bytes,
             retentionMicros: retentionSeconds == 0 ? nil : UInt64(retentionSeconds) * 1_000_000)

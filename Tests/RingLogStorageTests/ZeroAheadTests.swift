@@ -18,7 +18,7 @@ struct ZeroAheadTests {
         func attach(to disk: SimulatedDisk, segmentFD: @escaping () -> Int32?) {
             disk.onPerform = { [unowned self] operation in
                 switch operation {
-                case .write(let fd, let position, let bytes) where fd == segmentFD():
+                case .write(let fd, let position, let bytes, _) where fd == segmentFD():
                     let range = position..<position + Int64(bytes.count)
                     seen.append(bytes.allSatisfy { $0 == 0 } ? .zeros(range) : .data(range))
                 case .syncFileRange(let fd, let position, let length) where fd == segmentFD():

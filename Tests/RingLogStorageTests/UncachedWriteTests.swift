@@ -1,0 +1,100 @@
+@testable import RingLogStorage
+import RingLogSimulation
+import RingLogWire
+import Glibc
+import Testing
+
+/// Uncached writes (StoreConfiguration.uncachedBatchBytes): writes of large batches ask the kernel
+/// not to keep their pages; small batches are written the ordinary way; a kernel that refuses the
+/// flag gets the same bytes written again without it.
+struct UncachedWriteTests {
+    static let threshold = 8 << 10
+
+    static func configuration() -> StoreConfiguration {
+        var configuration = StoreConfiguration.small(segmentBytes: 1 << 20, tailCacheBytes: 256 << 10)
+        configuration.uncachedBatchBytes = threshold
+        return configuration
+    }
+
+    /// The segment writes the disk saw (refused ones included), as (byte count, uncached).
+    final class Writes {
+        var seen: [(bytes: Int, uncached: Bool)] = []
+        func attach(to disk: SimulatedDisk, segmentFD: @escaping () -> Int32?) {
+            disk.onPerform = { [unowned self] operation in
+                guard case .write(let fd, _, let bytes, let uncached) = operation, fd == segmentFD(),
+                    !bytes.allSatisfy({ $0 == 0 })
+                else { return }
+                seen.append((bytes.count, uncached))
+            }
+        }
+        func take() -> [(bytes: Int, uncached: Bool)] {
+            defer { seen.removeAll() }
+            return seen
+        }
+    }
+
+    @Test func largeBatchesAreWrittenUncachedAndSmallOnesAreNot() throws {
+        let harness = try Harness(configuration: Self.configuration())
+        let id = try harness.createLog("bulk")
+        let log = try #require(harness.store.log(id))
+        let writes = Writes()
+        writes.attach(to: harness.disk) { log.segments.last?.fd }
+        var payloads: [[UInt8]] = []
+        var uncachedWrites = 0
+        // One batch at a time, each committed before the next: every write belongs to the batch
+        // just appended. 12 KiB batches need two writes (max write 8 KiB); both are uncached.
+        for (seed, length) in [2_000, 12_000, 300, Self.threshold, 12_000, 5_000].enumerated() {
+            let data = payload(length, seed: seed)
+            try harness.append(id, data)
+            payloads.append(data)
+            let seen = writes.take()
+            #expect(!seen.isEmpty, "no write for the batch of \(length) bytes")
+            let large = Batch.headerBytes + length >= Self.threshold
+            #expect(seen.allSatisfy { $0.uncached == large }, "batch of \(length) bytes: \(seen)")
+            if large { uncachedWrites += seen.count }
+        }
+        #expect(uncachedWrites >= 6)
+        #expect(harness.store.statistics.uncachedWrites == uncachedWrites)
+        #expect(try harness.readAll(id).map(\.payload) == payloads)
+    }
+
+    @Test func nothingIsUncachedWhenTurnedOff() throws {
+        var configuration = Self.configuration()
+        configuration.uncachedBatchBytes = 0
+        let harness = try Harness(configuration: configuration)
+        let id = try harness.createLog("cached")
+        let log = try #require(harness.store.log(id))
+        let writes = Writes()
+        writes.attach(to: harness.disk) { log.segments.last?.fd }
+        try harness.append(id, payload(14_000, seed: 1))
+        #expect(writes.seen.count >= 2 && writes.seen.allSatisfy { !$0.uncached })
+        #expect(harness.store.statistics.uncachedWrites == 0)
+    }
+
+    /// Kernels before 6.14 answer EOPNOTSUPP: the write is issued again, cached, and from then on
+    /// no write asks for the flag. Nothing is lost, before or after a crash.
+    @Test func aDiskWithoutUncachedWritesGetsOrdinaryWritesAndLosesNothing() throws {
+        let disk = SimulatedDisk()
+        disk.supportsUncachedWrites = false
+        let harness = try Harness(configuration: Self.configuration(), disk: disk)
+        let id = try harness.createLog("old-kernel")
+        let log = try #require(harness.store.log(id))
+        let writes = Writes()
+        writes.attach(to: disk) { log.segments.last?.fd }
+        var payloads: [[UInt8]] = []
+        for seed in 0..<4 {
+            let data = payload(10_000, seed: seed)
+            try harness.append(id, data)
+            payloads.append(data)
+        }
+        let seen = writes.take()
+        #expect(seen.filter(\.uncached).count == 1, "only the first write asks for the flag: \(seen)")
+        #expect(seen.first?.uncached == true)
+        #expect(!harness.store.uncachedWritesWork)
+        #expect(harness.store.statistics.uncachedWrites == 0)
+        #expect(try harness.readAll(id).map(\.payload) == payloads)
+
+        try harness.driver.crashAndRecover()
+        #expect(try harness.readAll(id).map(\.payload) == payloads)
+    }
+}
