@@ -151,7 +151,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RingLogServerTests",
-            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
+            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO", "CRingLogSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,3 +1,5 @@
+import CRingLogSupport
+import Foundation
 import Glibc
 import RingLogIO
 import RingLogTesting
@@ -81,6 +83,73 @@ import Testing
         #expect(values["appends_total"] == 5)
         #expect(values["connections_open"] == 1)
         #expect((values["fdatasyncs_total"] ?? 0) >= 1)
+    }
+
+    /// Batches at or over `uncachedBatchBytes` go out with RWF_DONTCACHE on the real ring (counted
+    /// only when the kernel took the flag); small ones never do; every byte reads back either way.
+    @Test func largeBatchesAreWrittenUncachedWhereTheKernelCan() throws {
+        let server = try TestServer {
+            $0.storage.uncachedBatchBytes = 64 << 10
+            $0.storage.zeroAheadBytes = 0
+        }
+        let client = try server.client()
+        let log = try client.createLog("bulk").logID
+        func uncachedWrites() throws -> UInt64 {
+            let stats = try client.call(.serverStats).decode(ServerStats.self)
+            return stats.entries.first { $0.name == "uncached_segment_writes_total" }?.value ?? .max
+        }
+        var payloads = (0..<8).map { payload(1_000, seed: $0) }
+        for data in payloads { _ = try client.append(log, data).decode(AppendResponse.self) }
+        #expect(try uncachedWrites() == 0, "small batches were written uncached")
+        for seed in 0..<3 {
+            let data = payload(200 << 10, seed: 100 + seed)
+            _ = try client.append(log, data).decode(AppendResponse.self)
+            payloads.append(data)
+        }
+        if kernelTakesUncachedWrites(in: server.directory) {
+            #expect(try uncachedWrites() >= 3)
+            // The flag reached the kernel: the small batches' pages are still cached, the large
+            // ones' were dropped once written back. (Zero-ahead is off: pages it zeroed are
+            // already cached, and the kernel keeps a cached page an uncached write lands in.)
+            let smallEnd = 8 * (1_000 + Batch.headerBytes)
+            let resident = try residentPages(segmentOf: "bulk", in: server.directory)
+            let largeEnd = smallEnd + 3 * ((200 << 10) + Batch.headerBytes)
+            let smallPages = resident[0..<smallEnd / 4096]
+            let largePages = resident[(smallEnd + 4095) / 4096..<largeEnd / 4096]
+            #expect(smallPages.allSatisfy { $0 })
+            // Dropping is best effort in the kernel (a page it cannot lock stays); without the flag
+            // all of them stay.
+            #expect(largePages.filter { $0 }.count < largePages.count / 4, "\(largePages.filter { $0 }.count) of \(largePages.count) pages still cached")
+        } else {
+            #expect(try uncachedWrites() == 0)
+        }
+        #expect(try client.readAll(log).map(\.payload) == payloads)
+    }
+
+    /// For each page of the log's first segment, whether it is in the page cache (mincore).
+    private func residentPages(segmentOf log: String, in directory: String) throws -> [Bool] {
+        let path = try #require(FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String }.first { $0.hasSuffix(".seg") })
+        let fd = open(directory + "/" + path, O_RDONLY)
+        defer { close(fd) }
+        let length = Int(lseek(fd, 0, SEEK_END))
+        let mapping = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
+        defer { munmap(mapping, length) }
+        let pages = (length + 4095) / 4096
+        var vector = [UInt8](repeating: 0, count: pages)
+        #expect(mincore(mapping, length, &vector) == 0)
+        return vector.map { $0 & 1 == 1 }
+    }
+
+    /// Whether pwritev2 accepts RWF_DONTCACHE (Linux 6.14+, and the file system must support it).
+    private func kernelTakesUncachedWrites(in directory: String) -> Bool {
+        let path = directory + "/uncached-probe"
+        let fd = open(path, O_CREAT | O_RDWR, 0o644)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        var byte: UInt8 = 1
+        return ringlog_pwrite_with_flags(fd, &byte, 1, 0, 0x80) == 1
     }
 
     @Test func responsesComeBackInRequestOrderWithTheirIDs() throws {

@@ -19,4 +19,7 @@ bool ringlog_crc32c_is_hardware_accelerated(void);
 /// eventfd(0, EFD_CLOEXEC): a descriptor another thread writes to wake the event loop.
 int ringlog_eventfd(void);
 
+/// pwritev2 of one buffer with RWF_* flags; the byte count, or -errno.
+int64_t ringlog_pwrite_with_flags(int fd, const void *buffer, size_t length, int64_t position, int flags);
+
 #endif
