@@ -49,8 +49,8 @@ public final class SimulatedDisk: DiskIO {
     public var writeFault: ((String, Int, Int) -> WriteFault?)?
     /// Called for every fallocate (path, length); return an errno to fail it.
     public var allocateFault: ((String, Int) -> Int32?)?
-    /// Off, uncached writes fail with EOPNOTSUPP, as on kernels before 6.14.
-    public var supportsUncachedWrites = true
+    /// Off, uncached writes and reads fail with EOPNOTSUPP, as on kernels before 6.14.
+    public var supportsUncachedIO = true
     public private(set) var operationCounts: [String: Int] = [:]
     private var paths: [ObjectIdentifier: String] = [:]
 
@@ -67,10 +67,12 @@ public final class SimulatedDisk: DiskIO {
         switch operation {
         case .open(let path, let flags, _): return open(path.string, flags: flags)
         case .close(let fd): return descriptors.removeValue(forKey: fd) == nil ? -Int64(EBADF) : 0
-        case .read(let fd, let position, let buffer): return read(fd, position: Int(position), into: buffer)
+        case .read(let fd, let position, let buffer, let uncached):
+            if uncached && !supportsUncachedIO { return -Int64(EOPNOTSUPP) }
+            return read(fd, position: Int(position), into: buffer)
         case .write(let fd, let position, let bytes, let uncached):
             // Caching is invisible to what is read and what survives a crash; only support differs.
-            if uncached && !supportsUncachedWrites { return -Int64(EOPNOTSUPP) }
+            if uncached && !supportsUncachedIO { return -Int64(EOPNOTSUPP) }
             return write(fd, position: Int(position), bytes: bytes)
         case .fdatasync(let fd), .fsync(let fd): return sync(fd)
         case .fallocate(let fd, let length): return allocate(fd, length: Int(length))

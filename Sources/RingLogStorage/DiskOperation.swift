@@ -30,7 +30,9 @@ public final class CPath: CustomStringConvertible, @unchecked Sendable {
 public enum DiskOperation {
     case open(path: CPath, flags: Int32, mode: UInt32)
     case close(fd: Int32)
-    case read(fd: Int32, position: Int64, into: UnsafeMutableRawBufferPointer)
+    /// An uncached read (`RWF_DONTCACHE`) takes pages already cached from the cache and leaves
+    /// them there; pages it has to read in are dropped once copied.
+    case read(fd: Int32, position: Int64, into: UnsafeMutableRawBufferPointer, uncached: Bool)
     /// An uncached write (`RWF_DONTCACHE`, Linux 6.14+) still goes through the page cache, but the
     /// kernel starts writeback at once and drops the pages when it completes, so bulk appends keep
     /// reusing the same few pages instead of filling the cache (docs/storage.md). A kernel or file
@@ -53,7 +55,7 @@ public enum DiskOperation {
         case .open: "open"
         case .close: "close"
         case .read: "read"
-        case .write(_, _, _, let uncached): uncached ? "write (uncached)" : "write"
+        case .write: "write"
         case .fdatasync: "fdatasync"
         case .fsync: "fsync"
         case .fallocate: "fallocate"
@@ -105,7 +107,7 @@ extension DiskIO {
         var done = 0
         while done < buffer.count {
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done...])
-            switch run(.read(fd: fd, position: position + Int64(done), into: piece)) {
+            switch run(.read(fd: fd, position: position + Int64(done), into: piece, uncached: false)) {
             case .failure(let error): return .failure(error)
             case .success(0): return .success(done)
             case .success(let count): done += Int(count)
@@ -147,7 +149,7 @@ extension DiskOperation {
         switch self {
         case .open(let path, _, _), .unlink(let path, _), .mkdir(let path, _): path.string
         case .rename(let from, let to): "\(from) -> \(to)"
-        case .close(let fd), .read(let fd, _, _), .write(let fd, _, _, _), .fdatasync(let fd), .fsync(let fd),
+        case .close(let fd), .read(let fd, _, _, _), .write(let fd, _, _, _), .fdatasync(let fd), .fsync(let fd),
             .fallocate(let fd, _), .syncFileRange(let fd, _, _):
             "fd \(fd)"
         }

@@ -133,7 +133,7 @@ final class DiskScript {
         case .read(let file, let position, let bytes):
             .read(
                 fd: descriptor(file), position: position + Int64(transferred),
-                into: UnsafeMutableRawBufferPointer(rebasing: bytes.mutableBytes[transferred...]))
+                into: UnsafeMutableRawBufferPointer(rebasing: bytes.mutableBytes[transferred...]), uncached: false)
         case .fdatasync(let file): .fdatasync(fd: descriptor(file))
         case .fsync(let file): .fsync(fd: descriptor(file))
         case .fallocate(let file, let length): .fallocate(fd: descriptor(file), length: length)

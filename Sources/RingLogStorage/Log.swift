@@ -255,7 +255,7 @@ public final class Log {
             return
         }
         let bytes = UnsafeRawBufferPointer(start: store.tail.pointer(sequence), count: length)
-        let uncached = store.uncachedWritesWork && startsInLargeBatch(writeIssuedEnd)
+        let uncached = store.uncachedIOWorks && startsInLargeBatch(writeIssuedEnd)
         store.issue(
             .write(fd: segment.fd, position: segment.filePosition(of: writeIssuedEnd), bytes: bytes, uncached: uncached),
             for: .segmentWrite(self, start: writeIssuedEnd, length: length, uncached: uncached))
@@ -375,7 +375,7 @@ public final class Log {
             if uncached && errno == EOPNOTSUPP {
                 // A kernel before 6.14, or a file system without uncached buffered writes: write
                 // the same bytes the ordinary way, from now on for every log.
-                store.uncachedWritesUnsupported()
+                store.uncachedIOUnsupported()
             }
             if errno == EINTR || errno == EAGAIN || (uncached && errno == EOPNOTSUPP) {
                 writeIssuedEnd = writtenEnd
@@ -572,15 +572,23 @@ public final class Log {
         run.segment.readLeases += 1
         if run.filled == 0 { store.noteTailRead(hit: false) }
         let target = UnsafeMutableRawBufferPointer(rebasing: run.buffer.mutableBytes[run.filled...])
+        // Cold reads (`StoreConfiguration.uncachedColdReads`): cached pages are served and stay;
+        // pages read in for this reader are dropped once copied.
+        let uncached = store.configuration.uncachedColdReads && store.uncachedIOWorks
         store.issue(
-            .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart) + Int64(run.filled), into: target),
-            for: .segmentRead(self, run))
+            .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart) + Int64(run.filled), into: target, uncached: uncached),
+            for: .segmentRead(self, run, uncached: uncached))
     }
 
-    func readFinished(_ run: ReadRun, result: DiskResult) {
+    func readFinished(_ run: ReadRun, uncached: Bool, result: DiskResult) {
         releaseLease(run.segment)
         if result < 0 {
             let errno = Int32(-result)
+            if uncached && errno == EOPNOTSUPP {
+                store.uncachedIOUnsupported()
+                issueRead(run)
+                return
+            }
             if errno == EINTR || errno == EAGAIN {
                 issueRead(run)
                 return

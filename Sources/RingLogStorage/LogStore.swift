@@ -24,8 +24,8 @@ public final class LogStore {
     let zeroChunk: OwnedBytes?
     /// Read buffers, recycled: a catch-up reader's multi-megabyte reads reuse the same pages.
     let readBuffers = BufferPool(maxPooledBytes: 16 << 20)
-    /// Cleared the first time the kernel refuses an uncached write; every write is cached after.
-    private(set) var uncachedWritesWork = true
+    /// Cleared the first time the kernel refuses uncached I/O; every write and read is cached after.
+    private(set) var uncachedIOWorks = true
     let logger: Logger
     /// Wall-clock microseconds since the Unix epoch (injectable for tests).
     let clock: () -> UInt64
@@ -55,7 +55,7 @@ public final class LogStore {
     enum Purpose {
         case segmentWrite(Log, start: LogOffset, length: Int, uncached: Bool)
         case segmentSync(Log, Segment)
-        case segmentRead(Log, Log.ReadRun)
+        case segmentRead(Log, Log.ReadRun, uncached: Bool)
         /// Zero-ahead: writing a chunk of zeros, then writing it back.
         case zeroWrite(Log, Segment, Range<Int>)
         case zeroWriteback(Log, Segment, Range<Int>)
@@ -428,9 +428,9 @@ public final class LogStore {
             statistics.noteSync(nanos: monotonicNanos() &- segment.syncIssuedNanos)
             log.syncFinished(segment, result: result)
             afterOperation(on: log)
-        case .segmentRead(let log, let run):
+        case .segmentRead(let log, let run, let uncached):
             log.operationsInFlight -= 1
-            log.readFinished(run, result: result)
+            log.readFinished(run, uncached: uncached, result: result)
             afterOperation(on: log)
         case .zeroWrite(let log, let segment, let range):
             log.operationsInFlight -= 1
@@ -481,7 +481,7 @@ public final class LogStore {
 
     func issue(_ operation: DiskOperation, for purpose: Purpose) {
         switch purpose {
-        case .segmentWrite(let log, _, _, _), .segmentSync(let log, _), .segmentRead(let log, _), .zeroWrite(let log, _, _),
+        case .segmentWrite(let log, _, _, _), .segmentSync(let log, _), .segmentRead(let log, _, _), .zeroWrite(let log, _, _),
             .zeroWriteback(let log, _, _):
             log.operationsInFlight += 1
         case .script, .close: break
@@ -561,10 +561,10 @@ public final class LogStore {
         return (statistics.fdatasyncNanos, statistics.batchesPerCommit)
     }
 
-    func uncachedWritesUnsupported() {
-        guard uncachedWritesWork else { return }
-        uncachedWritesWork = false
-        logger.notice("uncached writes (RWF_DONTCACHE, Linux 6.14+) are not supported here; large batches stay in the page cache")
+    func uncachedIOUnsupported() {
+        guard uncachedIOWorks else { return }
+        uncachedIOWorks = false
+        logger.notice("uncached I/O (RWF_DONTCACHE, Linux 6.14+) is not supported here; large batches and cold reads go through the page cache")
     }
 
     func noteCommit(batches: Int) { statistics.noteCommit(batches: batches) }

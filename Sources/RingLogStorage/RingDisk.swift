@@ -12,8 +12,9 @@ extension DiskOperation {
             io_uring_prep_openat(entry, AT_FDCWD, path.pointer, flags, mode)
         case .close(let fd):
             io_uring_prep_close(entry, fd)
-        case .read(let fd, let position, let buffer):
+        case .read(let fd, let position, let buffer, let uncached):
             io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(position))
+            if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
         case .write(let fd, let position, let bytes, let uncached):
             io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(position))
             if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
@@ -39,8 +40,8 @@ extension DiskOperation {
         switch self {
         case .write(let fd, let position, let bytes, let uncached):
             .write(fd: fd, position: position, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<max(1, bytes.count / 2)]), uncached: uncached)
-        case .read(let fd, let position, let buffer):
-            .read(fd: fd, position: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<max(1, buffer.count / 2)]))
+        case .read(let fd, let position, let buffer, let uncached):
+            .read(fd: fd, position: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<max(1, buffer.count / 2)]), uncached: uncached)
         default: self
         }
     }

@@ -53,6 +53,11 @@ public struct StoreConfiguration: Sendable {
     /// Readers of those bytes, once the tail cache has moved on, read them from the disk. 0 turns
     /// it off; it also turns itself off if the kernel refuses the flag.
     public var uncachedBatchBytes: Int
+    /// Segment reads are uncached (RWF_DONTCACHE): what the page cache holds is served from it
+    /// and stays; what must come from the disk is not kept, so a reader far behind neither pays
+    /// for filling the cache nor pushes recent data out of it (docs/storage.md). Off, reads are
+    /// ordinary buffered reads.
+    public var uncachedColdReads: Bool
 
     public init(
         maxBatchBytes: Int = 8 << 20,
@@ -66,7 +71,8 @@ public struct StoreConfiguration: Sendable {
         zeroAheadBytes: Int = 8 << 20,
         zeroChunkBytes: Int = 256 << 10,
         zeroAheadMaxSyncBytes: Int = 256 << 10,
-        uncachedBatchBytes: Int = 512 << 10
+        uncachedBatchBytes: Int = 512 << 10,
+        uncachedColdReads: Bool = true
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -80,6 +86,7 @@ public struct StoreConfiguration: Sendable {
         self.zeroChunkBytes = zeroChunkBytes
         self.zeroAheadMaxSyncBytes = zeroAheadMaxSyncBytes
         self.uncachedBatchBytes = uncachedBatchBytes
+        self.uncachedColdReads = uncachedColdReads
     }
 
     /// Every reason this configuration cannot work, as sentences naming the setting.

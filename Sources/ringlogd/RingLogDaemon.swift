@@ -133,6 +133,14 @@ struct RingLogDaemon: AsyncParsableCommand {
             """)
     var uncachedBatchBytes = ByteSize(bytes: storeDefaults.uncachedBatchBytes)
 
+    @Option(
+        help: """
+            Segment reads keep what the page cache holds but do not cache what they read from disk, \
+            so readers far behind do not fill the cache or push recent data out of it (true or false; \
+            see docs/storage.md).
+            """)
+    var uncachedColdReads = storeDefaults.uncachedColdReads
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = Logger.Level.info
 
@@ -158,6 +166,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.zeroAheadBytes = zeroAheadBytes.bytes
         storage.zeroChunkBytes = zeroChunkBytes.bytes
         storage.uncachedBatchBytes = uncachedBatchBytes.bytes
+        storage.uncachedColdReads = uncachedColdReads
         storage.defaultLogSettings = LogSettings(
             segmentBytes: segmentBytes.bytes, retentionBytes: retentionBytes.bytes == 0 ? nil : retentionBytes.bytes,
             retentionMicros: retentionSeconds == 0 ? nil : UInt64(retentionSeconds) * 1_000_000)

@@ -126,10 +126,15 @@ import Testing
         #expect(try client.readAll(log).map(\.payload) == payloads)
     }
 
+    private func firstSegmentPath(of log: String, in directory: String) throws -> String {
+        let name = LogFileNames.segment(.zero)
+        let found = FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String }
+        return directory + "/" + (try #require(found?.first { $0.hasSuffix("/" + name) && $0.contains(log) }))
+    }
+
     /// For each page of the log's first segment, whether it is in the page cache (mincore).
     private func residentPages(segmentOf log: String, in directory: String) throws -> [Bool] {
-        let path = try #require(FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String }.first { $0.hasSuffix(".seg") })
-        let fd = open(directory + "/" + path, O_RDONLY)
+        let fd = open(try firstSegmentPath(of: log, in: directory), O_RDONLY)
         defer { close(fd) }
         let length = Int(lseek(fd, 0, SEEK_END))
         let mapping = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
@@ -138,6 +143,39 @@ import Testing
         var vector = [UInt8](repeating: 0, count: pages)
         #expect(mincore(mapping, length, &vector) == 0)
         return vector.map { $0 & 1 == 1 }
+    }
+
+    /// Reads from the disk are uncached where the kernel can: pages a read had to bring in are
+    /// dropped after, pages that were cached stay cached, and the bytes are right either way.
+    @Test func coldReadsDoNotStayCachedAndCachedPagesDo() throws {
+        let server = try TestServer { $0.storage.zeroAheadBytes = 0 }
+        let client = try server.client()
+        let log = try client.createLog("history").logID
+        // 12 MiB in 200 KiB batches: three 4 MiB segments, the first long gone from the 8 MiB
+        // tail cache, its pages still in the page cache (these batches are written cached).
+        var payloads: [[UInt8]] = []
+        for seed in 0..<60 {
+            let data = payload(200 << 10, seed: seed)
+            _ = try client.append(log, data).decode(AppendResponse.self)
+            payloads.append(data)
+        }
+        let path = try firstSegmentPath(of: "history", in: server.directory)
+        let fd = open(path, O_RDONLY)
+        #expect(fdatasync(fd) == 0 && posix_fadvise(fd, 0, 1 << 20, POSIX_FADV_DONTNEED) == 0)
+        close(fd)
+        let before = try residentPages(segmentOf: "history", in: server.directory)
+        #expect(before[0..<256].allSatisfy { !$0 } && before[256..<512].allSatisfy { $0 }, "the test could not set up the page cache")
+
+        let read = try client.read(log, from: .zero, maxBytes: 2 << 20).batches()
+        #expect(read.batches.map(\.payload) == Array(payloads.prefix(read.batches.count)))
+        #expect(read.batches.count >= 9)
+        let after = try residentPages(segmentOf: "history", in: server.directory)
+        #expect(after[256..<512].allSatisfy { $0 }, "cached pages were dropped")
+        if kernelTakesUncachedWrites(in: server.directory) {
+            let kept = after[0..<256].filter { $0 }.count
+            #expect(kept < 64, "\(kept) of the 256 pages read from disk stayed cached")
+        }
+        #expect(try client.readAll(log).map(\.payload) == payloads)
     }
 
     /// Whether pwritev2 accepts RWF_DONTCACHE (Linux 6.14+, and the file system must support it).

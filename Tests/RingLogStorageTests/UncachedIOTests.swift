@@ -4,10 +4,11 @@ import RingLogWire
 import Glibc
 import Testing
 
-/// Uncached writes (StoreConfiguration.uncachedBatchBytes): writes of large batches ask the kernel
-/// not to keep their pages; small batches are written the ordinary way; a kernel that refuses the
-/// flag gets the same bytes written again without it.
-struct UncachedWriteTests {
+/// Uncached I/O: writes of large batches (StoreConfiguration.uncachedBatchBytes) ask the kernel
+/// not to keep their pages, small batches are written the ordinary way, segment reads are uncached
+/// (uncachedColdReads), and a kernel that refuses the flag gets the same operation again without
+/// it. The real kernel's side is in RingLogServerTests.OperationTests.
+struct UncachedIOTests {
     static let threshold = 8 << 10
 
     static func configuration() -> StoreConfiguration {
@@ -75,7 +76,7 @@ struct UncachedWriteTests {
     /// no write asks for the flag. Nothing is lost, before or after a crash.
     @Test func aDiskWithoutUncachedWritesGetsOrdinaryWritesAndLosesNothing() throws {
         let disk = SimulatedDisk()
-        disk.supportsUncachedWrites = false
+        disk.supportsUncachedIO = false
         let harness = try Harness(configuration: Self.configuration(), disk: disk)
         let id = try harness.createLog("old-kernel")
         let log = try #require(harness.store.log(id))
@@ -90,11 +91,15 @@ struct UncachedWriteTests {
         let seen = writes.take()
         #expect(seen.filter(\.uncached).count == 1, "only the first write asks for the flag: \(seen)")
         #expect(seen.first?.uncached == true)
-        #expect(!harness.store.uncachedWritesWork)
+        #expect(!harness.store.uncachedIOWorks)
         #expect(harness.store.statistics.uncachedWrites == 0)
         #expect(try harness.readAll(id).map(\.payload) == payloads)
 
+        // After recovery the tail cache is empty: the reads go to the disk, ask for uncached
+        // reads, are refused, and are read again the ordinary way.
         try harness.driver.crashAndRecover()
+        #expect(harness.store.uncachedIOWorks)
         #expect(try harness.readAll(id).map(\.payload) == payloads)
+        #expect(!harness.store.uncachedIOWorks)
     }
 }
