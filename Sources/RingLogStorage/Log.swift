@@ -73,6 +73,11 @@ public final class Log {
     var operationsInFlight = 0
     var isDirty = false
     private var awaitingSpace = false
+    /// Where recent reads ended: batch boundaries the sparse index may not hold. A consumer's next
+    /// read starts at one, and starts exactly there instead of walking from the index entry before
+    /// it, which would read up to an index interval twice (from the disk, for uncached reads).
+    private var recentReadEnds = [LogOffset](repeating: .zero, count: 8)
+    private var nextReadEndSlot = 0
 
     init(
         meta: LogMeta, directory: CPath, directoryFD: Int32, store: LogStore, segments: [Segment], epoch: UInt32,
@@ -542,7 +547,7 @@ public final class Log {
         switch segment.index.boundary(at: segment.relative(offset)) {
         case .impossible: return .failed(.notBatchBoundary(offset))
         case .known: walkFrom = segment.relative(offset)
-        case .walk(let entry): walkFrom = entry
+        case .walk(let entry): walkFrom = recentReadEnds.contains(offset) ? segment.relative(offset) : entry
         }
         let runStart = segment.base.advanced(by: Int(walkFrom))
         let limit = min(committedEnd, segment.dataEnd)
@@ -564,6 +569,7 @@ public final class Log {
         case .success(.batches(let range)):
             let buffer = store.readBuffers.copy(UnsafeRawBufferPointer(rebasing: run[range]))
             store.noteTailRead(hit: true)
+            noteReadEnd(target.advanced(by: range.count))
             return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
         }
     }
@@ -627,7 +633,13 @@ public final class Log {
         }
     }
 
+    private func noteReadEnd(_ end: LogOffset) {
+        recentReadEnds[nextReadEndSlot] = end
+        nextReadEndSlot = (nextReadEndSlot + 1) % recentReadEnds.count
+    }
+
     private func finishRead(_ run: ReadRun, _ result: Result<ReadResult, StorageError>) {
+        if case .success(let read) = result { noteReadEnd(read.offset.advanced(by: read.range.count)) }
         switch run.purpose {
         case .client(let context): store.emit(.readCompleted(context: context, result))
         case .trimCheck(let context):

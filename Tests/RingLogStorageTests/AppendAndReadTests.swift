@@ -1,5 +1,5 @@
 import RingLogSimulation
-import RingLogStorage
+@testable import RingLogStorage
 import RingLogWire
 import Testing
 
@@ -72,6 +72,34 @@ import Testing
         #expect(harness.store.statistics.tailReadMisses == missesBefore + 1, "the first batches left the 64 KiB cache")
         #expect(batches.map(\.payload) == Array(expected[0..<2]))
         #expect(try harness.readAll(id).map(\.payload) == expected)
+    }
+
+    /// A consumer's next read starts where its last one ended, which the sparse index usually does
+    /// not hold: the disk read starts exactly there rather than at the index entry before it.
+    @Test func aReadFromWhereTheLastOneEndedReadsNothingTwice() throws {
+        let harness = try Harness(configuration: .small(segmentBytes: 1 << 20, tailCacheBytes: 64 << 10))
+        let id = try harness.createLog("consumer")
+        var expected: [[UInt8]] = []
+        for seed in 0..<400 {
+            expected.append(payload(300, seed: seed))
+            try harness.append(id, expected.last!)
+        }
+        let log = try #require(harness.store.log(id))
+        let segment = log.segments[0]
+        var readPositions: [Int64] = []
+        harness.disk.onPerform = { if case .read(segment.fd, let position, _, _) = $0 { readPositions.append(position) } }
+        let first = try harness.read(id, from: .zero, maxBytes: 1_500).get()
+        let end = first.offset.advanced(by: first.range.count)
+        guard case .walk = segment.index.boundary(at: segment.relative(end)) else {
+            Issue.record("the first read ended on an index entry; the test needs one that does not")
+            return
+        }
+        readPositions.removeAll()
+        let second = try harness.read(id, from: end, maxBytes: 1_500).get()
+        #expect(readPositions == [segment.filePosition(of: end)])
+        let both = try harness.batches(first) + harness.batches(second)
+        #expect(both.map(\.payload) == Array(expected.prefix(both.count)))
+        #expect(both.count >= 8)
     }
 
     @Test func emptyLogReadsEmptyAtZero() throws {
