@@ -552,12 +552,26 @@ public final class Log {
         let runStart = segment.base.advanced(by: Int(walkFrom))
         let limit = min(committedEnd, segment.dataEnd)
         if let served = readFromTail(runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes) { return served }
-        let window = runStart.distance(to: offset) + max(Batch.headerBytes, min(maxBytes, offset.distance(to: limit)))
+        let window = max(runStart.distance(to: offset) + Batch.headerBytes, runStart.distance(to: readEnd(segment, from: offset, limit: limit, maxBytes: maxBytes)))
         let run = ReadRun(
             segment: segment, runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes, purpose: purpose,
             startOffset: startOffset, committedEnd: committedEnd, buffer: store.readBuffers.take(count: window))
+        store.noteTailRead(hit: false)
         issueRead(run)
         return .pending
+    }
+
+    /// Where a disk read from `offset` stops: `maxBytes` on (or at `limit`), pulled back to the last
+    /// indexed batch start before that, so the read holds whole batches only, all of them are
+    /// returned, and the reader's next read starts exactly where this one's bytes end. Without
+    /// that, the bytes of the batch cut at the end were read twice, and for uncached reads the
+    /// second time came from the disk.
+    private func readEnd(_ segment: Segment, from offset: LogOffset, limit: LogOffset, maxBytes: Int) -> LogOffset {
+        let end = offset.advanced(by: min(maxBytes, offset.distance(to: limit)))
+        if end == limit { return limit }
+        guard let entry = segment.index.floor(segment.relative(end)) else { return end }
+        let indexed = segment.base.advanced(by: Int(entry))
+        return indexed > offset ? indexed : end
     }
 
     private func readFromTail(runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int) -> ReadStart? {
@@ -576,7 +590,6 @@ public final class Log {
 
     private func issueRead(_ run: ReadRun) {
         run.segment.readLeases += 1
-        if run.filled == 0 { store.noteTailRead(hit: false) }
         let target = UnsafeMutableRawBufferPointer(rebasing: run.buffer.mutableBytes[run.filled...])
         // Cold reads (`StoreConfiguration.uncachedColdReads`): cached pages are served and stay;
         // pages read in for this reader are dropped once copied.
@@ -590,13 +603,9 @@ public final class Log {
         releaseLease(run.segment)
         if result < 0 {
             let errno = Int32(-result)
-            if uncached && errno == EOPNOTSUPP {
-                store.uncachedIOUnsupported()
-                issueRead(run)
-                return
-            }
-            if errno == EINTR || errno == EAGAIN {
-                issueRead(run)
+            if uncached && errno == EOPNOTSUPP { store.uncachedIOUnsupported() }
+            if errno == EINTR || errno == EAGAIN || (uncached && errno == EOPNOTSUPP) {
+                retryRead(run)
                 return
             }
             finishRead(run, .failure(.io(operation: "read", errno: errno, detail: "\(name) at offset \(run.target)")))
@@ -606,7 +615,7 @@ public final class Log {
         if result == 0 { run.reachedEnd = true }
         // A short read continues where it stopped; only the end of the file stops it early.
         if run.filled < run.buffer.count && !run.reachedEnd {
-            issueRead(run)
+            retryRead(run)
             return
         }
         let bytes = UnsafeRawBufferPointer(rebasing: run.buffer.bytes[0..<run.filled])
@@ -631,6 +640,16 @@ public final class Log {
             run.buffer = grown
             issueRead(run)
         }
+    }
+
+    /// Issues the rest of a read again, unless a trim deleted its segment meanwhile (its
+    /// descriptor may be closed already): the reader is told its offset is below the start.
+    private func retryRead(_ run: ReadRun) {
+        guard !run.segment.deleted else {
+            finishRead(run, .failure(.offsetBelowStart(requested: run.target, start: startOffset, end: committedEnd)))
+            return
+        }
+        issueRead(run)
     }
 
     private func noteReadEnd(_ end: LogOffset) {

@@ -104,7 +104,11 @@ public struct StoreConfiguration: Sendable {
         if zeroAheadBytes > 0 && (zeroChunkBytes < 4096 || zeroChunkBytes > zeroAheadBytes) {
             problems.append("zero chunk bytes (\(zeroChunkBytes)) must be at least 4096 and at most zero-ahead bytes (\(zeroAheadBytes))")
         }
-        if uncachedBatchBytes < 0 { problems.append("uncached batch bytes (\(uncachedBatchBytes)) must not be negative") }
+        if uncachedBatchBytes != 0 && uncachedBatchBytes < 4096 {
+            // Smaller would make nearly every write uncached, and each append would then find the
+            // page it continues dropped and read it back from the disk first.
+            problems.append("uncached batch bytes (\(uncachedBatchBytes)) must be 0 (off) or at least 4096")
+        }
         return problems
     }
 }

@@ -129,7 +129,7 @@ import Testing
     private func firstSegmentPath(of log: String, in directory: String) throws -> String {
         let name = LogFileNames.segment(.zero)
         let found = FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String }
-        return directory + "/" + (try #require(found?.first { $0.hasSuffix("/" + name) && $0.contains(log) }))
+        return directory + "/" + (try #require(found?.first { $0.hasSuffix("/\(log)/\(name)") }))
     }
 
     /// For each page of the log's first segment, whether it is in the page cache (mincore).
@@ -137,7 +137,7 @@ import Testing
         let fd = open(try firstSegmentPath(of: log, in: directory), O_RDONLY)
         defer { close(fd) }
         let length = Int(lseek(fd, 0, SEEK_END))
-        let mapping = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
+        let mapping = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0).flatMap { $0 == MAP_FAILED ? nil : $0 })
         defer { munmap(mapping, length) }
         let pages = (length + 4095) / 4096
         var vector = [UInt8](repeating: 0, count: pages)
@@ -182,6 +182,7 @@ import Testing
     private func kernelTakesUncachedWrites(in directory: String) -> Bool {
         let path = directory + "/uncached-probe"
         let fd = open(path, O_CREAT | O_RDWR, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
         defer {
             close(fd)
             unlink(path)

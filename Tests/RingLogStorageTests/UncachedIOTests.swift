@@ -44,7 +44,7 @@ struct UncachedIOTests {
         var uncachedWrites = 0
         // One batch at a time, each committed before the next: every write belongs to the batch
         // just appended. 12 KiB batches need two writes (max write 8 KiB); both are uncached.
-        for (seed, length) in [2_000, 12_000, 300, Self.threshold, 12_000, 5_000].enumerated() {
+        for (seed, length) in [2_000, 12_000, 300, Self.threshold - Batch.headerBytes, Self.threshold - Batch.headerBytes - 1, 12_000, 5_000].enumerated() {
             let data = payload(length, seed: seed)
             try harness.append(id, data)
             payloads.append(data)
@@ -54,9 +54,27 @@ struct UncachedIOTests {
             #expect(seen.allSatisfy { $0.uncached == large }, "batch of \(length) bytes: \(seen)")
             if large { uncachedWrites += seen.count }
         }
-        #expect(uncachedWrites >= 6)
+        #expect(uncachedWrites == 5, "two 12 KiB batches in two writes each, the threshold-sized one in one")
         #expect(harness.store.statistics.uncachedWrites == uncachedWrites)
         #expect(try harness.readAll(id).map(\.payload) == payloads)
+    }
+
+    /// Reads that miss the tail cache are uncached unless turned off.
+    @Test(arguments: [true, false]) func diskReadsAreUncachedUnlessTurnedOff(_ enabled: Bool) throws {
+        var configuration = StoreConfiguration.small(segmentBytes: 1 << 20, tailCacheBytes: 64 << 10)
+        configuration.uncachedColdReads = enabled
+        let harness = try Harness(configuration: configuration)
+        let id = try harness.createLog("history")
+        var payloads: [[UInt8]] = []
+        for seed in 0..<40 {
+            payloads.append(payload(4_000, seed: seed))
+            try harness.append(id, payloads.last!)
+        }
+        var reads: [Bool] = []
+        harness.disk.onPerform = { if case .read(_, _, _, let uncached) = $0 { reads.append(uncached) } }
+        let result = try harness.read(id, from: .zero, maxBytes: 8_192).get()
+        #expect(try harness.batches(result).map(\.payload) == Array(payloads.prefix(2)))
+        #expect(!reads.isEmpty && reads.allSatisfy { $0 == enabled }, "\(reads)")
     }
 
     @Test func nothingIsUncachedWhenTurnedOff() throws {
