@@ -78,6 +78,13 @@ public final class Log {
     /// it, which would read up to an index interval twice (from the disk, for uncached reads).
     private var recentReadEnds = [LogOffset](repeating: .zero, count: 8)
     private var nextReadEndSlot = 0
+    /// The rest of the page an uncached disk read ended in, read with it but past the batches it
+    /// returned. The kernel hands out whole pages and an uncached read drops each one it brought
+    /// in, so the reader's next read, which starts inside that page, would bring it back from the
+    /// disk (and, measured, lose the readahead that was streaming ahead of it). It takes these
+    /// bytes from here instead, and its disk read starts on the next page.
+    private var readTail: (segment: Segment, start: LogOffset, bytes: [UInt8])?
+    static let pageBytes = 4096
 
     init(
         meta: LogMeta, directory: CPath, directoryFD: Int32, store: LogStore, segments: [Segment], epoch: UInt32,
@@ -552,14 +559,31 @@ public final class Log {
         let runStart = segment.base.advanced(by: Int(walkFrom))
         let limit = min(committedEnd, segment.dataEnd)
         if let served = readFromTail(runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes) { return served }
-        let window = max(runStart.distance(to: offset) + Batch.headerBytes, runStart.distance(to: readEnd(segment, from: offset, limit: limit, maxBytes: maxBytes)))
+        var window = max(runStart.distance(to: offset) + Batch.headerBytes, runStart.distance(to: readEnd(segment, from: offset, limit: limit, maxBytes: maxBytes)))
+        if let served = readFromReadTail(segment, runStart: runStart, target: offset, limit: limit, window: window, maxBytes: maxBytes) { return served }
+        let uncached = readsUncached
+        if uncached {
+            // Read on to the end of the page (not past the limit): see `readTail`.
+            let end = segment.filePosition(of: runStart) + Int64(window)
+            let pageEnd = (end + Int64(Log.pageBytes) - 1) & ~Int64(Log.pageBytes - 1)
+            window = min(window + Int(pageEnd - end), runStart.distance(to: limit))
+        }
         let run = ReadRun(
             segment: segment, runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes, purpose: purpose,
             startOffset: startOffset, committedEnd: committedEnd, buffer: store.readBuffers.take(count: window))
+        if let tail = readTail, tail.segment === segment, tail.start == runStart, tail.bytes.count < window {
+            tail.bytes.withUnsafeBytes { run.buffer.mutableBytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            run.filled = tail.bytes.count
+        }
+        readTail = nil
         store.noteTailRead(hit: false)
         issueRead(run)
         return .pending
     }
+
+    /// Cold reads (`StoreConfiguration.uncachedColdReads`): cached pages are served and stay;
+    /// pages read in for this reader are dropped once copied.
+    private var readsUncached: Bool { store.configuration.uncachedColdReads && store.uncachedIOWorks }
 
     /// Where a disk read from `offset` stops: `maxBytes` on (or at `limit`), pulled back to the last
     /// indexed batch start before that, so the read holds whole batches only, all of them are
@@ -572,6 +596,22 @@ public final class Log {
         guard let entry = segment.index.floor(segment.relative(end)) else { return end }
         let indexed = segment.base.advanced(by: Int(entry))
         return indexed > offset ? indexed : end
+    }
+
+    /// Serves a read from `readTail` when the bytes kept there hold all of what the disk read would
+    /// have covered (`window` bytes from `runStart`: reads smaller than a page). They came from the
+    /// disk and were not returned, so their checksums are checked here; anything short of whole
+    /// good batches is left to the disk read.
+    private func readFromReadTail(_ segment: Segment, runStart: LogOffset, target: LogOffset, limit: LogOffset, window: Int, maxBytes: Int) -> ReadStart? {
+        guard let tail = readTail, tail.segment === segment, tail.start == runStart, tail.bytes.count >= window else { return nil }
+        let collected = tail.bytes.withUnsafeBytes {
+            BatchWalk.collect(run: UnsafeRawBufferPointer(rebasing: $0[0..<window]), runStart: runStart, target: target, limit: limit, maxBytes: maxBytes, verifyPayloads: true)
+        }
+        guard case .success(.batches(let range)) = collected else { return nil }
+        let buffer = tail.bytes.withUnsafeBytes { store.readBuffers.copy(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        readTail = range.upperBound < tail.bytes.count ? (segment, runStart.advanced(by: range.upperBound), Array(tail.bytes[range.upperBound...])) : nil
+        noteReadEnd(target.advanced(by: range.count))
+        return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
     }
 
     private func readFromTail(runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int) -> ReadStart? {
@@ -591,9 +631,7 @@ public final class Log {
     private func issueRead(_ run: ReadRun) {
         run.segment.readLeases += 1
         let target = UnsafeMutableRawBufferPointer(rebasing: run.buffer.mutableBytes[run.filled...])
-        // Cold reads (`StoreConfiguration.uncachedColdReads`): cached pages are served and stay;
-        // pages read in for this reader are dropped once copied.
-        let uncached = store.configuration.uncachedColdReads && store.uncachedIOWorks
+        let uncached = readsUncached
         store.issue(
             .read(fd: run.segment.fd, position: run.segment.filePosition(of: run.runStart) + Int64(run.filled), into: target, uncached: uncached),
             for: .segmentRead(self, run, uncached: uncached))
@@ -625,6 +663,9 @@ public final class Log {
         case .failure(let error):
             finishRead(run, .failure(error))
         case .success(.batches(let range)):
+            if readsUncached, run.filled - range.upperBound < Log.pageBytes, range.upperBound < run.filled {
+                readTail = (run.segment, run.runStart.advanced(by: range.upperBound), Array(bytes[range.upperBound...]))
+            }
             finishRead(
                 run,
                 .success(ReadResult(offset: run.target, startOffset: run.startOffset, committedEnd: run.committedEnd, buffer: run.buffer, range: range)))
