@@ -282,12 +282,7 @@ public final class Log {
         guard threshold > 0 else { return false }
         // The batch ends are sorted: find the first one past `offset`; the batch starts at the end
         // before it (or at the committed end).
-        var low = 0
-        var high = uncommittedBatchEnds.count
-        while low < high {
-            let middle = (low + high) / 2
-            if uncommittedBatchEnds[middle] <= offset { low = middle + 1 } else { high = middle }
-        }
+        let low = uncommittedBatchEnds.partitionPoint { $0 <= offset }
         guard low < uncommittedBatchEnds.count else { return false }
         let start = low > 0 ? uncommittedBatchEnds[low - 1] : committedEnd
         return start.distance(to: uncommittedBatchEnds[low]) >= threshold
@@ -610,8 +605,7 @@ public final class Log {
         guard case .success(.batches(let range)) = collected else { return nil }
         let buffer = tail.bytes.withUnsafeBytes { store.readBuffers.copy(UnsafeRawBufferPointer(rebasing: $0[range])) }
         readTail = range.upperBound < tail.bytes.count ? (segment, runStart.advanced(by: range.upperBound), Array(tail.bytes[range.upperBound...])) : nil
-        noteReadEnd(target.advanced(by: range.count))
-        return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
+        return served(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
     }
 
     private func readFromTail(runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int) -> ReadStart? {
@@ -623,8 +617,7 @@ public final class Log {
         case .success(.batches(let range)):
             let buffer = store.readBuffers.copy(UnsafeRawBufferPointer(rebasing: run[range]))
             store.noteTailRead(hit: true)
-            noteReadEnd(target.advanced(by: range.count))
-            return .ready(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
+            return served(ReadResult(offset: target, startOffset: startOffset, committedEnd: committedEnd, buffer: buffer, range: 0..<range.count))
         }
     }
 
@@ -663,7 +656,7 @@ public final class Log {
         case .failure(let error):
             finishRead(run, .failure(error))
         case .success(.batches(let range)):
-            if readsUncached, run.filled - range.upperBound < Log.pageBytes, range.upperBound < run.filled {
+            if uncached, run.filled - range.upperBound < Log.pageBytes, range.upperBound < run.filled {
                 readTail = (run.segment, run.runStart.advanced(by: range.upperBound), Array(bytes[range.upperBound...]))
             }
             finishRead(
@@ -693,13 +686,19 @@ public final class Log {
         issueRead(run)
     }
 
+    /// A read answered from memory, its end noted like a disk read's.
+    private func served(_ result: ReadResult) -> ReadStart {
+        noteReadEnd(result.nextOffset)
+        return .ready(result)
+    }
+
     private func noteReadEnd(_ end: LogOffset) {
         recentReadEnds[nextReadEndSlot] = end
         nextReadEndSlot = (nextReadEndSlot + 1) % recentReadEnds.count
     }
 
     private func finishRead(_ run: ReadRun, _ result: Result<ReadResult, StorageError>) {
-        if case .success(let read) = result { noteReadEnd(read.offset.advanced(by: read.range.count)) }
+        if case .success(let read) = result { noteReadEnd(read.nextOffset) }
         switch run.purpose {
         case .client(let context): store.emit(.readCompleted(context: context, result))
         case .trimCheck(let context):

@@ -59,12 +59,6 @@ final class Segment {
 extension SparseIndex {
     /// Entries at positions below `position`.
     func count(below position: UInt32) -> Int {
-        var low = 0
-        var high = positions.count
-        while low < high {
-            let middle = (low + high) / 2
-            if positions[middle] < position { low = middle + 1 } else { high = middle }
-        }
-        return low
+        positions.partitionPoint { $0 < position }
     }
 }

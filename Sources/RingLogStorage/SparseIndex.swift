@@ -37,13 +37,8 @@ struct SparseIndex: Equatable {
 
     /// The greatest entry at or below `position`.
     func floor(_ position: UInt32) -> UInt32? {
-        var low = 0
-        var high = positions.count
-        while low < high {
-            let middle = (low + high) / 2
-            if positions[middle] <= position { low = middle + 1 } else { high = middle }
-        }
-        return low == 0 ? nil : positions[low - 1]
+        let above = positions.partitionPoint { $0 <= position }
+        return above == 0 ? nil : positions[above - 1]
     }
 
     enum Boundary: Equatable {

@@ -71,12 +71,7 @@ struct LogTail {
     /// The ring sequence holding `offset` and how many bytes after it stay contiguous in the ring,
     /// when the byte is still resident.
     func locate(_ offset: LogOffset, oldestResident: UInt64) -> (sequence: UInt64, contiguousBytes: Int)? {
-        var low = 0
-        var high = extents.count
-        while low < high {
-            let middle = (low + high) / 2
-            if extents[middle].logStart <= offset { low = middle + 1 } else { high = middle }
-        }
+        let low = extents.partitionPoint { $0.logStart <= offset }
         guard low > 0 else { return nil }
         let extent = extents[low - 1]
         guard offset < extent.logEnd else { return nil }
