@@ -62,11 +62,7 @@ import Testing
     @Test func readsOfOldDataComeFromTheSegmentFileOnceTheCacheMovedOn() throws {
         let harness = try Harness(configuration: .small(segmentBytes: 1 << 20, tailCacheBytes: 64 << 10))
         let id = try harness.createLog("cold")
-        var expected: [[UInt8]] = []
-        for seed in 0..<40 {
-            expected.append(payload(4000, seed: seed))
-            try harness.append(id, expected.last!)
-        }
+        let expected = try harness.appendPayloads(id, length: 4000, seeds: 0..<40)
         let missesBefore = harness.store.statistics.tailReadMisses
         let batches = try harness.batches(try harness.read(id, from: .zero, maxBytes: 8096).get())
         #expect(harness.store.statistics.tailReadMisses == missesBefore + 1, "the first batches left the 64 KiB cache")
@@ -80,11 +76,7 @@ import Testing
     @Test func aConsumersDiskReadsNeitherOverlapNorSkip() throws {
         let harness = try Harness(configuration: .small(segmentBytes: 1 << 20, tailCacheBytes: 64 << 10))
         let id = try harness.createLog("consumer")
-        var expected: [[UInt8]] = []
-        for seed in 0..<400 {
-            expected.append(payload(300, seed: seed))
-            try harness.append(id, expected.last!)
-        }
+        let expected = try harness.appendPayloads(id, length: 300, seeds: 0..<400)
         let segment = try #require(harness.store.log(id)).segments[0]
         var reads: [Range<Int64>] = []
         harness.disk.onPerform = {
@@ -95,7 +87,7 @@ import Testing
         for _ in 0..<5 {
             let result = try harness.read(id, from: offset, maxBytes: 6_000).get()
             found += try harness.batches(result).map(\.payload)
-            offset = result.offset.advanced(by: result.range.count)
+            offset = result.nextOffset
         }
         #expect(found == Array(expected.prefix(found.count)))
         #expect(reads.count == 5)
@@ -112,22 +104,15 @@ import Testing
     @Test func aReadFromWhereAnEarlierReadEndedStartsThere() throws {
         let harness = try Harness(configuration: .small(segmentBytes: 1 << 20, tailCacheBytes: 64 << 10))
         let id = try harness.createLog("consumer")
-        var expected: [[UInt8]] = []
-        for seed in 0..<20 {
-            expected.append(payload(300, seed: seed))
-            try harness.append(id, expected.last!)
-        }
+        var expected = try harness.appendPayloads(id, length: 300, seeds: 0..<20)
         let first = try harness.read(id, from: .zero, maxBytes: 1_500).get()
-        let end = first.offset.advanced(by: first.range.count)
+        let end = first.nextOffset
         let segment = try #require(harness.store.log(id)).segments[0]
         guard case .walk = segment.index.boundary(at: segment.relative(end)) else {
             Issue.record("the first read ended on an index entry; the test needs one that does not")
             return
         }
-        for seed in 20..<400 {
-            expected.append(payload(300, seed: seed))
-            try harness.append(id, expected.last!)
-        }
+        expected += try harness.appendPayloads(id, length: 300, seeds: 20..<400)
         var readPositions: [Int64] = []
         harness.disk.onPerform = { if case .read(segment.fd, let position, _, _) = $0 { readPositions.append(position) } }
         let second = try harness.read(id, from: end, maxBytes: 1_500).get()
@@ -206,11 +191,7 @@ import Testing
     @Test func readsNeverCrossASegmentButAConsumerContinuesIntoTheNext() throws {
         let harness = try Harness()
         let id = try harness.createLog("crossing")
-        var expected: [[UInt8]] = []
-        for seed in 0..<12 {
-            expected.append(payload(9000, seed: seed))
-            try harness.append(id, expected.last!)
-        }
+        let expected = try harness.appendPayloads(id, length: 9000, seeds: 0..<12)
         #expect(harness.store.log(id)!.info.segmentCount >= 2)
         let first = try harness.read(id, from: .zero, maxBytes: 1 << 20).get()
         #expect(first.nextOffset <= LogOffset(64 << 10))

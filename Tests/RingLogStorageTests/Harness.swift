@@ -76,6 +76,17 @@ final class Harness {
         }
     }
 
+    /// Appends one batch per seed, each `length` bytes of `payload(length, seed:)`, every one
+    /// committed before the next; returns the payloads in order.
+    @discardableResult
+    func appendPayloads(_ id: LogID, length: Int, seeds: Range<Int>) throws -> [[UInt8]] {
+        try seeds.map { seed in
+            let data = payload(length, seed: seed)
+            try append(id, data)
+            return data
+        }
+    }
+
     /// Appends and runs the store until quiet, retrying while the store says it would block.
     func appendAndSettle(_ id: LogID, _ payload: [UInt8]) throws -> AppendOutcome {
         let batch = Batch.make(payload: payload)

@@ -65,11 +65,7 @@ struct UncachedIOTests {
         configuration.uncachedColdReads = enabled
         let harness = try Harness(configuration: configuration)
         let id = try harness.createLog("history")
-        var payloads: [[UInt8]] = []
-        for seed in 0..<40 {
-            payloads.append(payload(4_000, seed: seed))
-            try harness.append(id, payloads.last!)
-        }
+        let payloads = try harness.appendPayloads(id, length: 4_000, seeds: 0..<40)
         var reads: [Bool] = []
         harness.disk.onPerform = { if case .read(_, _, _, let uncached) = $0 { reads.append(uncached) } }
         let result = try harness.read(id, from: .zero, maxBytes: 8_192).get()
@@ -100,12 +96,7 @@ struct UncachedIOTests {
         let log = try #require(harness.store.log(id))
         let writes = Writes()
         writes.attach(to: disk) { log.segments.last?.fd }
-        var payloads: [[UInt8]] = []
-        for seed in 0..<4 {
-            let data = payload(10_000, seed: seed)
-            try harness.append(id, data)
-            payloads.append(data)
-        }
+        let payloads = try harness.appendPayloads(id, length: 10_000, seeds: 0..<4)
         let seen = writes.take()
         #expect(seen.filter(\.uncached).count == 1, "only the first write asks for the flag: \(seen)")
         #expect(seen.first?.uncached == true)
