@@ -80,7 +80,9 @@ public final class LoopCore {
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     private var sockets: [ClientSocket?] = []
     private var freeSocketIDs: [Int] = []
-    private var generation: UInt16 = 0
+    /// Counts every socket this loop opened; never wraps, so a stale (id, generation) handle can
+    /// never name a later socket.
+    private var generation: UInt64 = 0
     private var dirtySockets: [ClientSocket] = []
     private var timers = Heap<TimerEntry>()
     private var timerActions: [UInt64: () -> Void] = [:]
@@ -154,8 +156,10 @@ public final class LoopCore {
         io_uring_sqe_set_data64(entry, LoopCore.userData(.wakeup))
     }
 
-    static func userData(_ kind: Kind, socket: Int = 0, generation: UInt16 = 0) -> UInt64 {
-        kind.rawValue << 56 | UInt64(socket) << 16 | UInt64(generation)
+    /// Kind (8 bits), socket id (24), low 32 bits of the generation. A socket is released only
+    /// once none of its operations is in the ring, so its completions cannot reach a later one.
+    static func userData(_ kind: Kind, socket: Int = 0, generation: UInt64 = 0) -> UInt64 {
+        kind.rawValue << 56 | UInt64(socket & 0xFF_FFFF) << 32 | (generation & 0xFFFF_FFFF)
     }
 
     private func dispatch(_ userData: UInt64, _ result: Int32, _ flags: UInt32) {
@@ -164,9 +168,8 @@ public final class LoopCore {
             armWakeup()
             return
         }
-        let id = Int((userData >> 16) & 0xFF_FFFF_FFFF)
-        let generation = UInt16(truncatingIfNeeded: userData)
-        guard id < sockets.count, let socket = sockets[id], socket.generation == generation else { return }
+        let id = Int((userData >> 32) & 0xFF_FFFF)
+        guard id < sockets.count, let socket = sockets[id], socket.generation & 0xFFFF_FFFF == userData & 0xFFFF_FFFF else { return }
         switch kind {
         case .connect: socket.connected(result: result)
         case .receive: socket.received(result: result)
@@ -180,13 +183,14 @@ public final class LoopCore {
     /// Opens a connection; `completion` runs on the loop thread when it is up or has failed.
     public func connect(to address: SocketAddress, completion: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
         let id = freeSocketIDs.popLast() ?? { sockets.append(nil); return sockets.count - 1 }()
-        generation &+= 1
+        precondition(id <= 0xFF_FFFF, "more than 16 million sockets on one client loop")
+        generation += 1
         let socket = ClientSocket(core: self, id: id, generation: generation, address: address, onConnected: completion)
         sockets[id] = socket
         socket.startConnecting()
     }
 
-    public func socket(_ id: Int, generation: UInt16) -> ClientSocket? {
+    public func socket(_ id: Int, generation: UInt64) -> ClientSocket? {
         guard id < sockets.count, let socket = sockets[id], socket.generation == generation else { return nil }
         return socket
     }

@@ -33,7 +33,7 @@ public final class ClientSocket {
     public typealias Handler = (Result<ClientResponse, RingLogError>) -> Void
 
     public let id: Int
-    public let generation: UInt16
+    public let generation: UInt64
     public let address: SocketAddress
     unowned let core: LoopCore
     private var fd: Int32 = -1
@@ -61,7 +61,7 @@ public final class ClientSocket {
     static let receiveChunk = 256 << 10
     static let largeBodyThreshold = 128 << 10
 
-    init(core: LoopCore, id: Int, generation: UInt16, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
+    init(core: LoopCore, id: Int, generation: UInt64, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
         self.core = core
         self.id = id
         self.generation = generation

@@ -14,11 +14,11 @@ public final class RingLogClient: Sendable {
     public let address: SocketAddress
     let loop: ClientLoop
     let socketID: Int
-    let socketGeneration: UInt16
+    let socketGeneration: UInt64
     /// What the server reported in its hello: version and limits.
     public let server: HelloResponse
 
-    private init(address: SocketAddress, loop: ClientLoop, socketID: Int, socketGeneration: UInt16, server: HelloResponse) {
+    private init(address: SocketAddress, loop: ClientLoop, socketID: Int, socketGeneration: UInt64, server: HelloResponse) {
         self.address = address
         self.loop = loop
         self.socketID = socketID
@@ -30,7 +30,7 @@ public final class RingLogClient: Sendable {
     public static func connect(to address: String = "127.0.0.1:7400", loop: ClientLoop = .shared) async throws(RingLogError) -> RingLogClient {
         let parsed: SocketAddress
         do { parsed = try SocketAddress(parsing: address) } catch { throw .invalidArgument(error.description) }
-        let (id, generation): (Int, UInt16) = try await withLoop(loop) { core, resume in
+        let (id, generation): (Int, UInt64) = try await withLoop(loop) { core, resume in
             core.connect(to: parsed) { result in resume(result.map { ($0.id, $0.generation) }) }
         }
         let provisional = RingLogClient(

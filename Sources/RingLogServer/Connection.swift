@@ -75,7 +75,7 @@ final class ResponseQueue {
     /// Applies `change` to the entry with `sequence`, if it is still queued.
     func update(sequence: UInt32, _ change: (inout PendingResponse) -> Void) -> Bool {
         guard count > 0 else { return false }
-        let distance = Int(sequence &- storage[head].sequence)
+        let distance = Int((sequence &- storage[head].sequence) & Connection.sequenceMask)
         guard distance >= 0 && distance < count else { return false }
         let entry = slot(distance)
         guard entry.pointee.sequence == sequence else { return false }
@@ -103,6 +103,8 @@ final class Connection {
     /// The peer shut down its sending side; requests already received are still answered.
     var peerClosed = false
     var socketShutDown = false
+    /// The socket is closed; the slot may still be held for storage answers in flight.
+    var descriptorClosed = false
 
     // Receiving: requests are framed out of the received bytes (header first, then its body).
     private var framer: RequestFramer
@@ -120,6 +122,13 @@ final class Connection {
     var appendWaiters: LogWaiters?
     /// Set while an append waits for room in the store; the connection reads nothing meanwhile.
     var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32)?
+    /// Logs where this connection has something waiting (acknowledgements, long-polls). Closing
+    /// the connection removes those waits, so nothing is ever answered into a later connection.
+    var waitingOn: [LogID] = []
+    /// Storage requests whose answers will come back as store events (disk reads, creates,
+    /// deletes, trims). The slot is not reused until they are back, so an answer can only ever
+    /// find the connection that asked.
+    var storageRequestsInFlight = 0
 
     // Responses, in request order.
     let responses: ResponseQueue
@@ -153,9 +162,19 @@ final class Connection {
 
     var isPaused: Bool { blockedAppend != nil }
 
+    /// Notes that something waits on `log` for this connection.
+    func noteWaiting(on log: LogID) {
+        if !waitingOn.contains(log) { waitingOn.append(log) }
+    }
+
+    /// Sequence numbers count modulo 2^24 (they fit in a `ResponseContext` beside the slot and the
+    /// whole generation). They only need to tell apart the responses queued at one time, at most
+    /// twice max-in-flight, which the configuration keeps below 2^23.
+    static let sequenceMask: UInt32 = 0xFF_FFFF
+
     /// A sequence number for the next response queued.
     func takeSequence() -> UInt32 {
-        defer { nextSequence &+= 1 }
+        defer { nextSequence = (nextSequence &+ 1) & Connection.sequenceMask }
         return nextSequence
     }
 

@@ -397,12 +397,14 @@ final class EventLoop {
             connection.state = .closing(flushFirst: flushFirst)
             if connection.receiveArmed { cancel(connection) }
             connection.stash.removeAll(keepingCapacityUpTo: 0)
+            if flushFirst { answerLongPollsNow(connection) }
         case .closing(let flushing):
             guard flushing && !flushFirst else { return }
             connection.state = .closing(flushFirst: false)
         }
         if !flushFirst {
             connection.blockedAppend = nil
+            abandonWaits(connection)
             shutDownSocket(connection)
         }
         finishIfDone(connection)
@@ -435,7 +437,14 @@ final class EventLoop {
             shutDownSocket(connection)
             return
         }
-        submitClose(connection.fd)
+        abandonWaits(connection)
+        if !connection.descriptorClosed {
+            connection.descriptorClosed = true
+            submitClose(connection.fd)
+        }
+        // Answers to storage requests still in flight find the slot by its generation; holding
+        // the slot until they are back means no later connection can ever be their target.
+        guard connection.storageRequestsInFlight == 0 else { return }
         connections[connection.slot] = nil
         freeSlots.append(connection.slot)
         openConnections -= 1
@@ -545,7 +554,9 @@ final class EventLoop {
     }
 
     private func closeEverything() {
-        for case let connection? in connections where connection.operationsInFlight == 0 { submitClose(connection.fd) }
+        for case let connection? in connections where connection.operationsInFlight == 0 && !connection.descriptorClosed {
+            submitClose(connection.fd)
+        }
         ring.submit()
     }
 }

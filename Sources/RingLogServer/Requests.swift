@@ -34,16 +34,24 @@ final class LogWaiters {
     var isEmpty: Bool { durable.isEmpty && written.isEmpty && readers.isEmpty }
 }
 
-/// A response's place: which connection (slot and generation) and which queued response.
+/// A response's place: which connection (its slot and whole generation) and which queued
+/// response (its sequence number). 24 + 16 + 24 bits: the configuration keeps slots below 2^24,
+/// and sequences count modulo 2^24 (`Connection.sequenceMask`).
 enum ResponseContext {
     @inline(__always)
     static func make(_ connection: Connection, sequence: UInt32) -> UInt64 {
-        UInt64(connection.slot) << 44 | UInt64(connection.generation & 0xFFF) << 32 | UInt64(sequence)
+        UInt64(connection.slot) << 40 | UInt64(connection.generation) << 24 | UInt64(sequence & Connection.sequenceMask)
     }
 
     @inline(__always)
     static func parts(_ context: UInt64) -> (slot: Int, generation: UInt16, sequence: UInt32) {
-        (Int(context >> 44), UInt16((context >> 32) & 0xFFF), UInt32(truncatingIfNeeded: context))
+        (Int(context >> 40), UInt16(truncatingIfNeeded: context >> 24), UInt32(truncatingIfNeeded: context) & Connection.sequenceMask)
+    }
+
+    /// Whether `context` belongs to `connection` (any of its responses).
+    @inline(__always)
+    static func belongs(_ context: UInt64, to connection: Connection) -> Bool {
+        context >> 24 == UInt64(connection.slot) << 16 | UInt64(connection.generation)
     }
 }
 
@@ -91,13 +99,17 @@ extension EventLoop {
                 startRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: maxBytes,
                     waitMillis: Int(request.maxWaitMillis))
             case .createLog: try createLog(connection, sequence, body)
-            case .deleteLog: store.deleteLog(named: try LogNameRequest.decode(body).name, context: ResponseContext.make(connection, sequence: sequence))
+            case .deleteLog:
+                let name = try LogNameRequest.decode(body).name
+                connection.storageRequestsInFlight += 1
+                store.deleteLog(named: name, context: ResponseContext.make(connection, sequence: sequence))
             case .logInfo: try logInfo(connection, sequence, header, body)
             case .listLogs:
                 try WireReader(body).finish()
                 respond(connection, sequence: sequence, .encoded(LogList(logs: store.logs.map(Self.describe)).encoded()))
             case .trim:
                 let target = try OffsetMessage.decode(body).offset
+                connection.storageRequestsInFlight += 1
                 store.trim(header.logID, to: target, context: ResponseContext.make(connection, sequence: sequence))
             case .serverStats:
                 try WireReader(body).finish()
@@ -182,6 +194,7 @@ extension EventLoop {
             } else {
                 waiters = waitersFor(header.logID)
                 connection.appendWaiters = waiters
+                connection.noteWaiting(on: header.logID)
             }
             if header.flags == AckMode.durable.rawValue {
                 waiters.durable.append(acknowledgement)
@@ -214,13 +227,14 @@ extension EventLoop {
             if result.isEmpty && waitMillis > 0 {
                 let wait = min(waitMillis, configuration.maxWaitMillis)
                 waitersFor(logID).readers[context] = LogWaiters.LongPoll(offset: offset, maxBytes: maxBytes)
+                connection.noteWaiting(on: logID)
                 longPollDeadlines.insert(LongPollDeadline(deadlineNanos: monotonicNanos() + UInt64(wait) * 1_000_000, logID: logID, context: context))
                 counters.longPollsStarted += 1
             } else {
                 finishRead(context: context, .success(result))
             }
         case .pending:
-            break
+            connection.storageRequestsInFlight += 1
         case .failed(let error):
             respond(context: context, error: error)
         }
@@ -250,6 +264,7 @@ extension EventLoop {
         if request.retentionMillis != serverDefault {
             settings.retentionMicros = request.retentionMillis == 0 ? nil : request.retentionMillis.multipliedReportingOverflow(by: 1000).partialValue
         }
+        connection.storageRequestsInFlight += 1
         store.createLog(named: request.name, settings: settings, context: ResponseContext.make(connection, sequence: sequence))
     }
 
@@ -293,10 +308,17 @@ extension EventLoop {
         respond(context: context, status: code.rawValue, .error(body))
     }
 
+    /// The connection a context belongs to, if it is still the slot's owner.
+    func connection(for context: UInt64) -> Connection? {
+        let (slot, generation, _) = ResponseContext.parts(context)
+        guard slot < connections.count, let connection = connections[slot], connection.generation == generation else { return nil }
+        return connection
+    }
+
     /// Marks a queued response ready; dropped when its connection is gone.
     private func respond(context: UInt64, status: UInt16, _ body: PendingResponse.Body) {
-        let (slot, generation, sequence) = ResponseContext.parts(context)
-        guard slot < connections.count, let connection = connections[slot], connection.generation & 0xFFF == generation else { return }
+        let (slot, _, sequence) = ResponseContext.parts(context)
+        guard let connection = connection(for: context) else { return }
         if status != 0, let code = ErrorCode(rawValue: status) {
             counters.countError(code)
             if case .error(let error) = body {
@@ -414,18 +436,22 @@ extension EventLoop {
                 blockedConnections.removeAll()
                 for connection in blocked where connections[connection.slot] === connection { pump(connection) }
             case .readCompleted(let context, let result):
+                storageRequestAnswered(context)
                 finishRead(context: context, result)
             case .created(let context, let result):
+                storageRequestAnswered(context)
                 switch result {
                 case .success(let info): respond(context: context, .encoded(Self.describe(info).encoded()))
                 case .failure(let error): respond(context: context, error: error)
                 }
             case .deleted(let context, let result):
+                storageRequestAnswered(context)
                 switch result {
                 case .success: respond(context: context, .empty)
                 case .failure(let error): respond(context: context, error: error)
                 }
             case .trimmed(let context, let result):
+                storageRequestAnswered(context)
                 switch result {
                 case .success(let start): respond(context: context, .offset(OffsetMessage(offset: start)))
                 case .failure(let error): respond(context: context, error: error)
@@ -434,6 +460,13 @@ extension EventLoop {
                 storeShutDown(clean: clean)
             }
         }
+    }
+
+    /// A storage request's answer came back: the connection may be freed once none is left.
+    private func storageRequestAnswered(_ context: UInt64) {
+        guard let connection = connection(for: context) else { return }
+        connection.storageRequestsInFlight -= 1
+        finishIfDone(connection)
     }
 
     private func acknowledge(_ id: LogID, upTo end: LogOffset, durable: Bool, committedEnd: LogOffset) {
@@ -468,9 +501,8 @@ extension EventLoop {
         for context in ready.keys { entry.readers[context] = nil }
         store(entry, for: id)
         for (context, reader) in ready {
-            let (slot, _, sequence) = ResponseContext.parts(context)
-            guard let connection = connections[slot] else { continue }
-            startRead(connection, sequence, logID: id, offset: reader.offset, maxBytes: reader.maxBytes, waitMillis: 0)
+            guard let connection = connection(for: context) else { continue }
+            startRead(connection, ResponseContext.parts(context).sequence, logID: id, offset: reader.offset, maxBytes: reader.maxBytes, waitMillis: 0)
         }
     }
 
@@ -478,6 +510,33 @@ extension EventLoop {
         guard let entry = waiters[id] else { return }
         for context in entry.readers.keys { respond(context: context, error: error) }
         waiters[id]?.readers.removeAll()
+    }
+
+    /// Removes everything waiting on behalf of `connection` (acknowledgements, long-polls): it will
+    /// never be answered, and its slot may go to another connection.
+    func abandonWaits(_ connection: Connection) {
+        for id in connection.waitingOn {
+            guard let entry = waiters[id] else { continue }
+            entry.durable.removeAll { ResponseContext.belongs($0.context, to: connection) }
+            entry.written.removeAll { ResponseContext.belongs($0.context, to: connection) }
+            for context in entry.readers.keys where ResponseContext.belongs(context, to: connection) { entry.readers[context] = nil }
+            store(entry, for: id)
+        }
+        connection.waitingOn.removeAll()
+        connection.appendWaiters = nil
+    }
+
+    /// Answers `connection`'s long-polls now, empty, as if their deadline had passed: a closing
+    /// connection is not held open for them.
+    func answerLongPollsNow(_ connection: Connection) {
+        for id in connection.waitingOn {
+            guard let entry = waiters[id], !entry.readers.isEmpty else { continue }
+            for context in entry.readers.keys where ResponseContext.belongs(context, to: connection) {
+                entry.readers[context] = nil
+                answerEmpty(context: context, logID: id)
+            }
+            store(entry, for: id)
+        }
     }
 
     /// Drops a log's entry once nothing waits on it.
@@ -504,10 +563,12 @@ extension EventLoop {
         }
     }
 
+    /// At a graceful stop: every waiting long-poll is answered SHUTTING_DOWN (docs/protocol.md).
     func answerAllLongPolls() {
         for (id, entry) in waiters {
-            for context in entry.readers.keys { answerEmpty(context: context, logID: id) }
-            waiters[id]?.readers.removeAll()
+            for context in entry.readers.keys { respond(context: context, error: .shuttingDown) }
+            entry.readers.removeAll()
+            store(entry, for: id)
         }
         longPollDeadlines = Heap()
     }

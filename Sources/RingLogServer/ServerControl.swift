@@ -83,6 +83,7 @@ extension EventLoop {
             ("reads_total", counters.reads),
             ("read_bytes_total", counters.readBytes),
             ("long_polls_waiting", UInt64(waiters.values.reduce(0) { $0 + $1.readers.count })),
+            ("acks_waiting", UInt64(waiters.values.reduce(0) { $0 + $1.durable.count + $1.written.count })),
             ("long_polls_expired_total", counters.longPollsExpired),
             ("fdatasyncs_total", UInt64(store.statistics.fdatasyncs)),
             ("segment_writes_total", UInt64(store.statistics.writes)),

@@ -115,6 +115,8 @@ public final class RingDisk: DiskIO {
 public final class RingDiskExecutor {
     private var inFlight: [UInt64: DiskRequest] = [:]
     private var injected: [UInt64: Int32] = [:]
+    /// Requests kept back by `DiskFaults.hold`, submitted once released.
+    private var held: [DiskRequest] = []
     private let faults: DiskFaults?
     /// Bits of user data below this mark carry the store's token; the caller's tag goes above.
     public static let tokenBits: UInt64 = 56
@@ -128,21 +130,34 @@ public final class RingDiskExecutor {
     /// Queues every request the store has waiting as submission entries on `ring`, with user data
     /// `tag << 56 | token`. The caller submits.
     public func prepareQueued(from store: LogStore, on ring: Ring, tag: UInt64) {
-        while let request = store.takeRequest() {
-            precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
-            let entry = ring.submissionEntry()
-            switch faults?.injection(for: request.operation) {
-            case .fail(let errno)?:
-                io_uring_prep_nop(entry)
-                injected[request.token] = -errno
-            case .shorten?:
-                request.operation.halved().prepare(entry)
-            case nil:
-                request.operation.prepare(entry)
-            }
-            io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
-            inFlight[request.token] = request
+        if !held.isEmpty, let faults {
+            let released = held.filter { !faults.isHeld($0.operation) }
+            held.removeAll { !faults.isHeld($0.operation) }
+            for request in released { prepare(request, on: ring, tag: tag) }
         }
+        while let request = store.takeRequest() {
+            if let faults, faults.isHeld(request.operation) {
+                held.append(request)
+                continue
+            }
+            prepare(request, on: ring, tag: tag)
+        }
+    }
+
+    private func prepare(_ request: DiskRequest, on ring: Ring, tag: UInt64) {
+        precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
+        let entry = ring.submissionEntry()
+        switch faults?.injection(for: request.operation) {
+        case .fail(let errno)?:
+            io_uring_prep_nop(entry)
+            injected[request.token] = -errno
+        case .shorten?:
+            request.operation.halved().prepare(entry)
+        case nil:
+            request.operation.prepare(entry)
+        }
+        io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
+        inFlight[request.token] = request
     }
 
     /// Hands a completion back to the store; `userData` is what the ring returned.
@@ -157,6 +172,18 @@ public final class RingDiskExecutor {
 /// operation named here (`fdatasync`, `write`, `fallocate`, ...) completes with the errno given
 /// instead of running. Changes take effect for operations issued afterwards. Safe from any thread.
 public final class DiskFaults: Sendable {
+    private let heldOperations = Mutex<Set<String>>([])
+
+    /// Keeps operations named `operation` from reaching the disk until `release`: a stalled disk,
+    /// so that tests can hold acknowledgements pending for as long as they need.
+    public func hold(_ operation: String) { heldOperations.withLock { _ = $0.insert(operation) } }
+
+    public func release(_ operation: String) { heldOperations.withLock { _ = $0.remove(operation) } }
+
+    func isHeld(_ operation: DiskOperation) -> Bool {
+        heldOperations.withLock { !$0.isEmpty && $0.contains(operation.name) }
+    }
+
     private struct Rule {
         var errno: Int32?
         /// Carry out the operation, but ask for only half the bytes (a real short write or read).

@@ -56,7 +56,7 @@ public func parseBatches(_ data: [UInt8], firstOffset: LogOffset?) throws -> [(o
 /// A deliberately simple, blocking protocol client for tests: it sends exactly the bytes it is
 /// told to (so tests can send garbage) and reads responses one at a time.
 public final class RawClient {
-    public let fd: Int32
+    public private(set) var fd: Int32
     private var nextRequestID: UInt64 = 1
 
     public init(_ address: SocketAddress, timeoutSeconds: Int = 10) throws {
@@ -66,7 +66,22 @@ public final class RawClient {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Closes abortively: with `SO_LINGER` 0 the kernel sends RST instead of FIN, as when a client
+    /// process is killed with data unread.
+    public func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(fd)
+        fd = -1
+    }
+
+    /// The server's statistics (SERVER_STATS) by name.
+    public func stats() throws -> [String: UInt64] {
+        let stats = try call(.serverStats).decode(ServerStats.self)
+        return Dictionary(stats.entries.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+    }
 
     public func send(_ bytes: [UInt8]) throws {
         var sent = 0
@@ -117,6 +132,12 @@ public final class RawClient {
             received += result
         }
         return bytes
+    }
+
+    /// Whether bytes (or an end of stream) arrive within `withinMillis`.
+    public func hasData(withinMillis: Int) -> Bool {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, Int32(withinMillis)) > 0
     }
 
     /// True when the server closed the connection (a read returns end-of-file) within the timeout.

@@ -1,0 +1,238 @@
+import Glibc
+import RingLogIO
+import RingLogTesting
+@testable import RingLogServer
+import RingLogStorage
+import RingLogWire
+import Testing
+
+/// Closing a connection, by whichever path, removes everything that waits on its behalf: a
+/// long-poll or a pending acknowledgement of a closed connection is never answered into the
+/// connection that gets its slot next (the cross-client leak of issue 12), and the server's
+/// counts of waiters and slots return to their idle values.
+@Suite struct ConnectionCloseTests {
+    enum CloseMode: String, CaseIterable, CustomStringConvertible {
+        /// The client closes normally (FIN).
+        case fin
+        /// The client is killed with data unread (RST).
+        case reset
+        /// The server closes it: a request header stalls half-way.
+        case headerTimeout
+        /// The server closes it: a request body stalls half-way.
+        case payloadTimeout
+        /// The server closes it: the client stops reading its responses.
+        case sendTimeout
+
+        var description: String { rawValue }
+    }
+
+    static func server(faults: DiskFaults? = nil) throws -> TestServer {
+        try TestServer { configuration in
+            configuration.headerTimeoutMillis = 300
+            configuration.payloadTimeoutMillis = 300
+            configuration.sendTimeoutMillis = 1_000
+            configuration.diskFaults = faults
+        }
+    }
+
+    /// Makes `client`'s connection end the way `mode` says. Requests it already sent stay in flight.
+    static func close(_ client: RawClient, _ mode: CloseMode, bigLog: LogID) throws {
+        switch mode {
+        case .fin: Glibc.shutdown(client.fd, Int32(SHUT_RDWR))
+        case .reset: client.reset()
+        case .headerTimeout: try client.send([0x52, 0x4C, 1, 2])
+        case .payloadTimeout:
+            try client.send(RequestHeader(opcode: .append, bodyLength: 1_000, requestID: 99, logID: bigLog).encoded() + [1, 2, 3])
+        case .sendTimeout:
+            // Large responses the client never reads: the server's output cannot drain.
+            for _ in 0..<4 {
+                try client.send(client.encode(.read, ReadRequest(offset: .zero, maxBytes: 4 << 20).encoded(), logID: bigLog))
+            }
+        }
+    }
+
+    /// A log holding a few MiB, for reads whose responses do not fit in a socket buffer.
+    static func makeBigLog(_ client: RawClient) throws -> LogID {
+        let log = try client.createLog("big").logID
+        for seed in 0..<6 { _ = try client.append(log, payload(900_000, seed: seed)).decode(AppendResponse.self) }
+        return log
+    }
+
+    static func sendLongPoll(_ client: RawClient, log: LogID, at offset: LogOffset, waitMillis: UInt32, requestID: UInt64) throws {
+        try client.send(client.encode(.read, ReadRequest(offset: offset, maxBytes: 4096, maxWaitMillis: waitMillis).encoded(), logID: log, requestID: requestID))
+    }
+
+    static func waitUntil(_ what: String, timeoutMillis: Int = 5_000, _ condition: () throws -> Bool) throws {
+        let deadline = monotonicMillis() + timeoutMillis
+        while try !condition() {
+            if monotonicMillis() > deadline { throw TestFailure("timed out waiting until \(what)") }
+            usleep(20_000)
+        }
+    }
+
+    /// A long-polls log X at its end and its connection ends; B gets A's slot and long-polls log
+    /// Y as its first request (the same per-connection sequence number A's read had). An append
+    /// to X must not reach B; an append to Y must.
+    @Test(arguments: CloseMode.allCases)
+    func aClosedConnectionsLongPollIsNeverAnsweredIntoTheNextConnection(_ mode: CloseMode) throws {
+        let server = try Self.server()
+        let control = try server.client()
+        let big = try Self.makeBigLog(control)
+        let x = try control.createLog("x").logID
+        let y = try control.createLog("y").logID
+        let idle = try control.stats()
+
+        let a = try server.client()
+        if mode == .sendTimeout {
+            var small: Int32 = 4096
+            setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        }
+        // A stalled reader's output must be queued ahead of its long-poll to hold the send up.
+        if mode == .sendTimeout { try Self.close(a, mode, bigLog: big) }
+        try Self.sendLongPoll(a, log: x, at: .zero, waitMillis: 20_000, requestID: 7)
+        try Self.waitUntil("A's long-poll waits") { try control.stats()["long_polls_waiting"] == 1 }
+        if mode != .sendTimeout { try Self.close(a, mode, bigLog: big) }
+        try Self.waitUntil("A's connection is gone") { try control.stats()["connections_open"] == idle["connections_open"] }
+        #expect(try control.stats()["long_polls_waiting"] == 0, "closing removes the long-poll")
+
+        let b = try server.client()
+        try Self.sendLongPoll(b, log: y, at: .zero, waitMillis: 20_000, requestID: 1)
+        try Self.waitUntil("B's long-poll waits") { try control.stats()["long_polls_waiting"] == 1 }
+        _ = try control.append(x, Array("for X only".utf8)).decode(AppendResponse.self)
+        #expect(!b.hasData(withinMillis: 300), "B received an answer for a read it did not make")
+        _ = try control.append(y, Array("for Y".utf8)).decode(AppendResponse.self)
+        let answer = try b.receive()
+        #expect(answer.header.requestID == 1)
+        #expect(try answer.batches().batches.map(\.payload) == [Array("for Y".utf8)])
+
+        b.reset()
+        try Self.waitUntil("every connection but control is gone") { try control.stats()["connections_open"] == idle["connections_open"] }
+        let after = try control.stats()
+        #expect(after["long_polls_waiting"] == 0)
+        #expect(after["acks_waiting"] == 0)
+    }
+
+    /// The same for an acknowledgement: A's durable append waits for an fdatasync held back by
+    /// the test; A's connection ends; B, on A's slot, appends to another log. When the disk is
+    /// released B gets exactly its own acknowledgement, and nothing waits any more.
+    @Test(arguments: CloseMode.allCases)
+    func aClosedConnectionsPendingAcknowledgementIsRemoved(_ mode: CloseMode) throws {
+        let faults = DiskFaults()
+        let server = try Self.server(faults: faults)
+        let control = try server.client()
+        let big = try Self.makeBigLog(control)
+        let x = try control.createLog("x").logID
+        let y = try control.createLog("y").logID
+        let idle = try control.stats()
+
+        let a = try server.client()
+        if mode == .sendTimeout {
+            var small: Int32 = 4096
+            setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        }
+        faults.hold("fdatasync")
+        defer { faults.release("fdatasync") }
+        if mode == .sendTimeout { try Self.close(a, mode, bigLog: big) }
+        try a.send(a.encode(.append, Batch.make(payload: Array("A's batch".utf8)), logID: x))
+        try Self.waitUntil("A's acknowledgement waits") { try control.stats()["acks_waiting"] == 1 }
+        if mode != .sendTimeout { try Self.close(a, mode, bigLog: big) }
+        if mode == .fin || mode == .headerTimeout || mode == .payloadTimeout {
+            // A half-closed client, and one closed after an error, are still owed the answers to
+            // requests before it: the connection stays until they are sent.
+            usleep(600_000)
+            #expect(try control.stats()["acks_waiting"] == 1)
+            faults.release("fdatasync")
+            if mode != .fin {
+                #expect(try a.receive().decode(AppendResponse.self).offset == .zero)
+                #expect(try a.receive().errorCode == .timedOut)
+            }
+        }
+        try Self.waitUntil("A's connection is gone", timeoutMillis: 10_000) {
+            try control.stats()["connections_open"] == idle["connections_open"]
+        }
+        #expect(try control.stats()["acks_waiting"] == 0, "closing removes the acknowledgement")
+
+        faults.hold("fdatasync")
+        let b = try server.client()
+        let requestID = b.takeRequestID()
+        try b.send(b.encode(.append, Batch.make(payload: Array("B's batch".utf8)), logID: y, requestID: requestID))
+        try Self.waitUntil("B's acknowledgement waits") { try control.stats()["acks_waiting"] == 1 }
+        faults.release("fdatasync")
+        let answer = try b.receive()
+        #expect(answer.header.requestID == requestID)
+        let ack = try answer.decode(AppendResponse.self)
+        #expect(ack.offset == .zero, "B's batch is the first in Y")
+        #expect(!b.hasData(withinMillis: 200), "B got a second answer")
+        #expect(try control.readAll(y).map(\.payload) == [Array("B's batch".utf8)])
+        b.reset()
+        try Self.waitUntil("every connection but control is gone") { try control.stats()["connections_open"] == idle["connections_open"] }
+        #expect(try control.stats()["acks_waiting"] == 0)
+        #expect(try control.stats()["long_polls_waiting"] == 0)
+    }
+
+    /// A graceful stop answers every waiting long-poll with SHUTTING_DOWN, finishes and
+    /// acknowledges appends already in flight, then closes the connections.
+    @Test func aGracefulStopAnswersLongPollsShuttingDownAndAcknowledgesAppendsInFlight() throws {
+        let faults = DiskFaults()
+        let server = try Self.server(faults: faults)
+        let control = try server.client()
+        let x = try control.createLog("x").logID
+        let poller = try server.client()
+        try Self.sendLongPoll(poller, log: x, at: .zero, waitMillis: 20_000, requestID: 5)
+        let appender = try server.client()
+        faults.hold("fdatasync")
+        try appender.send(appender.encode(.append, Batch.make(payload: [1, 2, 3]), logID: x, requestID: 9))
+        try Self.waitUntil("both wait") {
+            let stats = try control.stats()
+            return stats["acks_waiting"] == 1 && stats["long_polls_waiting"] == 1
+        }
+        server.server.stop()
+        let polled = try poller.receive()
+        #expect(polled.header.requestID == 5)
+        #expect(polled.errorCode == .shuttingDown)
+        #expect(poller.waitForClose())
+        faults.release("fdatasync")
+        let acked = try appender.receive()
+        #expect(acked.header.requestID == 9)
+        #expect(try acked.decode(AppendResponse.self).offset == .zero)
+        #expect(appender.waitForClose())
+        #expect(server.server.wait(), "the stop was clean")
+    }
+
+    /// Connections closed by the idle timeout leave nothing behind either.
+    @Test func idleClosesReturnEveryCountToIdle() throws {
+        let server = try TestServer { $0.idleTimeoutMillis = 1_000 }
+        let control = try server.client()
+        let log = try control.createLog("x").logID
+        let idle = try control.stats()
+        var clients: [RawClient] = []
+        for _ in 0..<5 {
+            let client = try server.client()
+            _ = try client.read(log, from: .zero, waitMillis: 50).batches()
+            clients.append(client)
+        }
+        try Self.waitUntil("the idle connections are closed") {
+            _ = try control.call(.ping)
+            return try control.stats()["connections_open"] == idle["connections_open"]
+        }
+        for client in clients { #expect(client.waitForClose()) }
+        let after = try control.stats()
+        #expect(after["long_polls_waiting"] == 0)
+        #expect(after["acks_waiting"] == 0)
+    }
+
+    /// Contexts carry the whole 16-bit generation: two owners of one slot whose generations agree
+    /// in their low 12 bits are still told apart.
+    @Test func responseContextsCarryTheWholeGeneration() {
+        let limits = RequestFramer.Limits(maxAppendBodyBytes: 1 << 20)
+        let first = Connection(slot: 70_000, generation: 0x0123, fd: -1, responseCapacity: 4, limits: limits, nowNanos: 0)
+        let later = Connection(slot: 70_000, generation: 0x1123, fd: -1, responseCapacity: 4, limits: limits, nowNanos: 0)
+        let context = ResponseContext.make(first, sequence: 0xAB_CDEF)
+        let parts = ResponseContext.parts(context)
+        #expect(parts.slot == 70_000)
+        #expect(parts.generation == 0x0123)
+        #expect(parts.sequence == 0xAB_CDEF)
+        #expect(ResponseContext.belongs(context, to: first))
+        #expect(!ResponseContext.belongs(context, to: later))
+    }
+}
