@@ -253,19 +253,67 @@ extension EventLoop {
 
     private func createLog(_ connection: Connection, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) throws(WireError) {
         let request = try CreateLogRequest.decode(body)
-        var settings = configuration.storage.defaultLogSettings
+        switch Self.logSettings(from: request, defaults: configuration.storage.defaultLogSettings, maxBatchBytes: configuration.storage.maxBatchBytes) {
+        case .failure(let problem):
+            respond(connection, sequence: sequence, code: .badLogSettings, Self.errorBody(problem))
+        case .success(let settings):
+            connection.storageRequestsInFlight += 1
+            store.createLog(named: request.name, settings: settings, context: ResponseContext.make(connection, sequence: sequence))
+        }
+    }
+
+    /// BAD_LOG_SETTINGS details: the valid minimum and maximum of the first bad field.
+    static func errorBody(_ problem: SettingProblem) -> ErrorBody {
+        ErrorBody(detail1: problem.minimum, detail2: problem.maximum, message: "bad log settings: \(problem)")
+    }
+
+    /// A CREATE_LOG request's settings, every field range-checked before any arithmetic, or the
+    /// first field out of range (named as on the wire, docs/protocol.md).
+    static func logSettings(from request: CreateLogRequest, defaults: LogSettings, maxBatchBytes: Int) -> Result<LogSettings, SettingProblem> {
+        var settings = defaults
         if request.segmentBytes != serverDefault {
-            guard request.segmentBytes <= UInt64(Int.max) else { throw WireError("segment bytes out of range") }
+            let range = LogSettings.segmentBytesRange(maxBatchBytes: maxBatchBytes)
+            if let problem = SettingProblem.check("segmentBytes", request.segmentBytes, range, unit: .bytes, rule: "and at least the server's maxBatchBytes") {
+                return .failure(problem)
+            }
             settings.segmentBytes = Int(request.segmentBytes)
         }
         if request.retentionBytes != serverDefault {
-            settings.retentionBytes = request.retentionBytes == 0 ? nil : Int(clamping: request.retentionBytes)
+            let range = LogSettings.retentionBytesRange(segmentBytes: settings.segmentBytes)
+            if request.retentionBytes == 0 {
+                settings.retentionBytes = nil
+            } else if let problem = SettingProblem.check("retentionBytes", request.retentionBytes, range, unit: .bytes, rule: "at least one segment, or 0 to keep everything") {
+                return .failure(problem)
+            } else {
+                settings.retentionBytes = Int(request.retentionBytes)
+            }
         }
         if request.retentionMillis != serverDefault {
-            settings.retentionMicros = request.retentionMillis == 0 ? nil : request.retentionMillis.multipliedReportingOverflow(by: 1000).partialValue
+            if request.retentionMillis == 0 {
+                settings.retentionMicros = nil
+            } else if let problem = SettingProblem.check("retentionMillis", request.retentionMillis, LogSettings.retentionMillisRange, unit: .milliseconds, rule: "or 0 to keep everything") {
+                return .failure(problem)
+            } else {
+                // Within the range, so at most about 3.2e15 µs: no overflow.
+                settings.retentionMicros = request.retentionMillis * 1000
+            }
         }
-        connection.storageRequestsInFlight += 1
-        store.createLog(named: request.name, settings: settings, context: ResponseContext.make(connection, sequence: sequence))
+        // A field left at the server's default can still disagree with one that was given (a
+        // default size retention below a larger segment size).
+        if let problem = settings.problems(maxBatchBytes: maxBatchBytes).first {
+            switch problem.setting {
+            case "retention-micros":
+                return .failure(SettingProblem(
+                    setting: "retentionMillis", value: "\((settings.retentionMicros ?? 0) / 1000) (the server's default)",
+                    minimum: problem.minimum / 1000, maximum: problem.maximum / 1000, unit: .milliseconds, rule: problem.rule))
+            default:
+                var renamed = problem
+                renamed.setting = problem.setting == "segment-bytes" ? "segmentBytes" : "retentionBytes"
+                renamed.value += " (the server's default)"
+                return .failure(renamed)
+            }
+        }
+        return .success(settings)
     }
 
     private func logInfo(_ connection: Connection, _ sequence: UInt32, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) throws(WireError) {
@@ -400,7 +448,9 @@ extension EventLoop {
         case .unknownLog: return (.unknownLog, ErrorBody(message: message))
         case .logExists: return (.logExists, ErrorBody(message: message))
         case .badLogName: return (.badLogName, ErrorBody(message: message))
-        case .badSettings: return (.badLogSettings, ErrorBody(message: message))
+        case .badSettings(let problems):
+            guard let first = problems.first else { return (.badLogSettings, ErrorBody(message: message)) }
+            return (.badLogSettings, ErrorBody(detail1: first.minimum, detail2: first.maximum, message: message))
         case .offsetBelowStart(_, let start, let end), .offsetBeyondEnd(_, let start, let end):
             return (.offsetOutOfRange, ErrorBody(detail1: start.rawValue, detail2: end.rawValue, message: message))
         case .notBatchBoundary(let offset): return (.notBatchBoundary, ErrorBody(detail1: offset.rawValue, message: message))

@@ -9,7 +9,12 @@ import Synchronization
 /// Why ringlogd could not start, in words an operator can act on.
 public struct ServerStartError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// Settings out of range, when that is why.
+    public let problems: [SettingProblem]
+    public init(_ description: String, problems: [SettingProblem] = []) {
+        self.description = description
+        self.problems = problems
+    }
 }
 
 /// A running ringlogd: the event loop on its own thread, owning everything it serves.
@@ -39,7 +44,9 @@ public final class Server: Sendable {
     /// server listens, or throws saying what failed and what to do about it.
     public static func start(_ configuration: ServerConfiguration, logger: Logger = Logger(label: "ringlogd")) throws(ServerStartError) -> Server {
         let problems = configuration.problems()
-        if !problems.isEmpty { throw ServerStartError("invalid configuration: " + problems.joined(separator: "; ")) }
+        if !problems.isEmpty {
+            throw ServerStartError("invalid configuration: " + problems.map(\.description).joined(separator: "; "), problems: problems)
+        }
         let wakeup = Wakeup()
         let control = ServerControl()
         let started = Mutex<Result<Started, ServerStartError>?>(nil)

@@ -47,31 +47,40 @@ public struct ServerConfiguration: Sendable {
         self.storage = storage
     }
 
-    /// Every reason this configuration cannot work, naming the setting.
-    public func problems() -> [String] {
+    /// Every reason this configuration cannot work, each naming the setting as ringlogd's flag
+    /// does, with its valid range (docs/operations.md lists them).
+    public func problems() -> [SettingProblem] {
         var problems = storage.problems()
-        func positive(_ value: Int, _ name: String) {
-            if value <= 0 { problems.append("\(name) must be positive (got \(value))") }
+        func check(_ name: String, _ value: Int, _ range: ClosedRange<UInt64>, _ unit: SettingProblem.Unit, rule: String? = nil) {
+            if let problem = SettingProblem.check(name, value, range, unit: unit, rule: rule) { problems.append(problem) }
         }
-        positive(maxConnections, "max-connections")
-        positive(maxInFlightPerConnection, "max-in-flight")
-        positive(maxReadBytes, "max-read-bytes")
-        positive(headerTimeoutMillis, "header-timeout-ms")
-        positive(payloadTimeoutMillis, "payload-timeout-ms")
-        positive(idleTimeoutMillis, "idle-timeout-ms")
-        positive(sendTimeoutMillis, "send-timeout-ms")
-        positive(shutdownTimeoutMillis, "shutdown-timeout-ms")
-        if maxWaitMillis < 0 { problems.append("max-wait-ms must not be negative") }
-        if maxInFlightPerConnection >= 1 << 23 { problems.append("max-in-flight must be below 8388608") }
-        if maxConnections >= 1 << 24 { problems.append("max-connections must be below 16777216") }
-        if receiveBufferCount <= 0 || receiveBufferCount & (receiveBufferCount - 1) != 0 || receiveBufferCount > 32_768 {
-            problems.append("receive-buffers must be a power of two up to 32768 (got \(receiveBufferCount))")
+        check("max-connections", maxConnections, ServerConfiguration.maxConnectionsRange, .count)
+        check("max-in-flight", maxInFlightPerConnection, ServerConfiguration.maxInFlightRange, .count)
+        check(
+            "max-buffered-bytes", maxBufferedBytesPerConnection, UInt64(clamping: storage.maxBatchBytes + 64)...(1 << 40), .bytes,
+            rule: "room for one max batch and its header")
+        check("max-read-bytes", maxReadBytes, 1...UInt64(UInt32.max), .bytes)
+        check("max-wait-ms", maxWaitMillis, 0...ServerConfiguration.maxMillis, .milliseconds)
+        check("header-timeout-ms", headerTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)
+        check("payload-timeout-ms", payloadTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)
+        check("idle-timeout-ms", idleTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)
+        check("send-timeout-ms", sendTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)
+        check("shutdown-timeout-ms", shutdownTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)
+        check("receive-buffers", receiveBufferCount, 1...32_768, .count, rule: "a power of two")
+        if receiveBufferCount > 0 && receiveBufferCount.nonzeroBitCount != 1 {
+            // In range but not a power of two, which the kernel's buffer ring requires.
+            problems.append(
+                SettingProblem(setting: "receive-buffers", value: "\(receiveBufferCount)", minimum: 1, maximum: 32_768, unit: .count, rule: "a power of two"))
         }
-        if receiveBufferBytes < 4096 { problems.append("receive-buffer-bytes must be at least 4096") }
-        if maxBufferedBytesPerConnection < storage.maxBatchBytes + 64 {
-            problems.append("max-buffered-bytes (\(maxBufferedBytesPerConnection)) must hold at least one max batch (\(storage.maxBatchBytes))")
-        }
-        if maxReadBytes > Int(UInt32.max) { problems.append("max-read-bytes must fit in 32 bits") }
+        check("receive-buffer-bytes", receiveBufferBytes, 4096...(1 << 20), .bytes)
+        check("ring-entries", ringEntries, 64...32_768, .count)
         return problems
     }
+
+    /// Slots are numbered in 24 bits (`ResponseContext`).
+    public static let maxConnectionsRange: ClosedRange<UInt64> = 1...((1 << 24) - 1)
+    /// A connection queues up to twice this many responses, numbered in 24 bits.
+    public static let maxInFlightRange: ClosedRange<UInt64> = 1...((1 << 23) - 1)
+    /// Timeouts and waits: at most a day.
+    public static let maxMillis: UInt64 = 86_400_000
 }

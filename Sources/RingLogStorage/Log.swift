@@ -751,8 +751,14 @@ public final class Log {
         while index < segments.count - 1 {
             let segment = segments[index]
             guard segment.sealed, segment.dataEnd <= committedEnd else { break }
-            let tooBig = settings.retentionBytes.map { segment.base.distance(to: committedEnd) > $0 } ?? false
-            let tooOld = settings.retentionMicros.map { segment.maxAppendTimeMicros + $0 < nowMicros } ?? false
+            // What remains after dropping this segment must still hold the size limit's worth,
+            // and everything in it must be older than the age limit (checked arithmetic: a
+            // retention longer than the clock has run deletes nothing).
+            let tooBig = settings.retentionBytes.map { segment.dataEnd.distance(to: committedEnd) >= $0 } ?? false
+            let tooOld = settings.retentionMicros.map { retention in
+                let (cutoff, beforeEpoch) = nowMicros.subtractingReportingOverflow(retention)
+                return !beforeEpoch && segment.maxAppendTimeMicros < cutoff
+            } ?? false
             guard tooBig || tooOld else { break }
             newStart = max(newStart, segment.dataEnd)
             index += 1

@@ -105,7 +105,7 @@ public final class LogStore {
         logger: Logger = Logger(label: "ringlog.storage")
     ) -> Result<LogStore, StorageError> {
         let problems = configuration.problems()
-        if !problems.isEmpty { return .failure(.badSettings(problems.joined(separator: "; "))) }
+        if !problems.isEmpty { return .failure(.badSettings(problems)) }
         let root = absolutePath(path)
         let store = LogStore(configuration: configuration, rootPath: root, clock: clock, logger: logger)
         return store.openDirectories(disk: disk).flatMap { store.recoverLogs(disk: disk) }.map { store }
@@ -254,7 +254,7 @@ public final class LogStore {
         }
         let problems = settings.problems(maxBatchBytes: configuration.maxBatchBytes)
         if !problems.isEmpty {
-            emit(.created(context: context, .failure(.badSettings(problems.joined(separator: "; ")))))
+            emit(.created(context: context, .failure(.badSettings(problems))))
             return
         }
         var id = LogID(UInt32.random(in: 1...UInt32.max))

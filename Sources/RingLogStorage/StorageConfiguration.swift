@@ -1,3 +1,6 @@
+import RingLogIO
+import RingLogWire
+
 /// Settings that belong to one log, fixed when it is created and kept in its `log.meta` file.
 public struct LogSettings: Equatable, Sendable {
     /// A new segment starts when the next batch would not fit in the active one.
@@ -16,7 +19,22 @@ public struct LogSettings: Equatable, Sendable {
 
     /// Smallest and largest segment sizes: a segment must hold the largest batch, and positions
     /// inside a segment are 32-bit in the sparse index.
-    public static let segmentBytesRange = (64 << 10)...Int(UInt32.max)
+    public static let segmentBytesRange = CreateLogRequest.segmentBytesRange
+    /// Size retention, when set: at least one segment, at most 1 EiB.
+    public static let maxRetentionBytes = CreateLogRequest.maxRetentionBytes
+    /// Age retention, when set: from 1 ms to 100 years (of 365 days).
+    public static let retentionMillisRange = CreateLogRequest.retentionMillisRange
+    public static let maxRetentionMillis = retentionMillisRange.upperBound
+
+    /// The valid segment sizes given the largest batch a server takes.
+    public static func segmentBytesRange(maxBatchBytes: Int) -> ClosedRange<UInt64> {
+        max(segmentBytesRange.lowerBound, UInt64(clamping: maxBatchBytes))...segmentBytesRange.upperBound
+    }
+
+    /// The valid size retentions for a log of `segmentBytes`.
+    public static func retentionBytesRange(segmentBytes: Int) -> ClosedRange<UInt64> {
+        min(UInt64(clamping: segmentBytes), maxRetentionBytes)...maxRetentionBytes
+    }
 }
 
 /// Settings for a whole data directory and its engine.
@@ -89,43 +107,114 @@ public struct StoreConfiguration: Sendable {
         self.uncachedColdReads = uncachedColdReads
     }
 
-    /// Every reason this configuration cannot work, as sentences naming the setting.
-    public func problems() -> [String] {
-        var problems: [String] = []
-        if maxBatchBytes < 48 + 1 { problems.append("max batch bytes (\(maxBatchBytes)) must be at least 49") }
-        if tailCacheBytes < 2 * maxBatchBytes {
-            problems.append("tail cache bytes (\(tailCacheBytes)) must be at least twice the max batch bytes (\(maxBatchBytes))")
+    /// Every reason this configuration cannot work, each naming the setting (as ringlogd's flag
+    /// names it) and its valid range.
+    public func problems() -> [SettingProblem] {
+        var problems: [SettingProblem] = []
+        func check(_ name: String, _ value: Int, _ range: ClosedRange<UInt64>, unit: SettingProblem.Unit = .bytes, rule: String? = nil) {
+            if let problem = SettingProblem.check(name, value, range, unit: unit, rule: rule) { problems.append(problem) }
         }
+        check("max-batch-bytes", maxBatchBytes, StoreConfiguration.maxBatchBytesRange)
+        check("cache-bytes", tailCacheBytes, UInt64(clamping: 2 * max(maxBatchBytes, 0))...(1 << 40), rule: "at least twice max-batch-bytes")
         problems.append(contentsOf: defaultLogSettings.problems(maxBatchBytes: maxBatchBytes))
-        if indexIntervalBytes < 512 { problems.append("index interval bytes (\(indexIntervalBytes)) must be at least 512") }
-        if maxWriteBytes < 4096 { problems.append("max write bytes (\(maxWriteBytes)) must be at least 4096") }
-        if !(0.0...1.0).contains(preallocateAtFill) { problems.append("preallocate-at-fill must be within 0...1") }
-        if zeroAheadBytes < 0 { problems.append("zero-ahead bytes (\(zeroAheadBytes)) must not be negative") }
-        if zeroAheadBytes > 0 && (zeroChunkBytes < 4096 || zeroChunkBytes > zeroAheadBytes) {
-            problems.append("zero chunk bytes (\(zeroChunkBytes)) must be at least 4096 and at most zero-ahead bytes (\(zeroAheadBytes))")
+        check("index-interval-bytes", indexIntervalBytes, 512...(1 << 30))
+        check("max-write-bytes", maxWriteBytes, 4096...(1 << 30))
+        if !(0.0...1.0).contains(preallocateAtFill) {
+            problems.append(SettingProblem(setting: "preallocate-at-fill", value: "\(preallocateAtFill)", minimum: 0, maximum: 1, unit: .count))
         }
-        if uncachedBatchBytes != 0 && uncachedBatchBytes < 4096 {
+        check("zero-ahead-bytes", zeroAheadBytes, 0...(1 << 30))
+        if zeroAheadBytes > 0 {
+            check("zero-chunk-bytes", zeroChunkBytes, 4096...UInt64(max(zeroAheadBytes, 4096)), rule: "at most zero-ahead-bytes")
+        }
+        if uncachedBatchBytes != 0 {
             // Smaller would make nearly every write uncached, and each append would then find the
             // page it continues dropped and read it back from the disk first.
-            problems.append("uncached batch bytes (\(uncachedBatchBytes)) must be 0 (off) or at least 4096")
+            check("uncached-batch-bytes", uncachedBatchBytes, 4096...(1 << 40), rule: "or 0 (off)")
+        }
+        return problems
+    }
+
+    /// The largest batch a server can take: at least a header and one byte, at most 1 GiB (each
+    /// connection may have to hold one whole batch while it arrives).
+    public static let maxBatchBytesRange: ClosedRange<UInt64> = UInt64(Batch.headerBytes + 1)...(1 << 30)
+}
+
+extension LogSettings {
+    /// Every reason these settings cannot be used on a server whose largest batch is
+    /// `maxBatchBytes`, first problem first.
+    public func problems(maxBatchBytes: Int) -> [SettingProblem] {
+        var problems: [SettingProblem] = []
+        let segmentRange = LogSettings.segmentBytesRange(maxBatchBytes: maxBatchBytes)
+        if let problem = SettingProblem.check("segment-bytes", segmentBytes, segmentRange, unit: .bytes, rule: "and at least max-batch-bytes") {
+            problems.append(problem)
+        }
+        if let retentionBytes,
+            let problem = SettingProblem.check(
+                "retention-bytes", retentionBytes, LogSettings.retentionBytesRange(segmentBytes: segmentBytes), unit: .bytes,
+                rule: "at least one segment, or 0 to keep everything")
+        {
+            problems.append(problem)
+        }
+        if let retentionMicros {
+            let range = (LogSettings.retentionMillisRange.lowerBound * 1000)...(LogSettings.retentionMillisRange.upperBound * 1000)
+            if let problem = SettingProblem.check("retention-micros", retentionMicros, range, unit: .microseconds, rule: "or none to keep everything") {
+                problems.append(problem)
+            }
         }
         return problems
     }
 }
 
-extension LogSettings {
-    public func problems(maxBatchBytes: Int) -> [String] {
-        var problems: [String] = []
-        if !LogSettings.segmentBytesRange.contains(segmentBytes) {
-            problems.append("segment bytes (\(segmentBytes)) must be within \(LogSettings.segmentBytesRange)")
+/// A setting outside its valid range: which one, the value given, and the range, so the message
+/// (and a protocol error's details) tell the user exactly what would be accepted.
+public struct SettingProblem: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Unit: Sendable, Equatable {
+        case bytes, count, microseconds, milliseconds, seconds
+    }
+
+    /// The setting's name as ringlogd's flag names it (or the wire field, for a protocol request).
+    public var setting: String
+    /// The value as it was given.
+    public var value: String
+    public var minimum: UInt64
+    public var maximum: UInt64
+    public var unit: Unit
+    /// A constraint the range alone does not say ("a power of two", "or 0 to turn it off").
+    public var rule: String?
+
+    public init(setting: String, value: String, minimum: UInt64, maximum: UInt64, unit: Unit, rule: String? = nil) {
+        self.setting = setting
+        self.value = value
+        self.minimum = minimum
+        self.maximum = maximum
+        self.unit = unit
+        self.rule = rule
+    }
+
+    /// A problem when `value` is outside `range`, else nil.
+    public static func check(
+        _ setting: String, _ value: some BinaryInteger, _ range: ClosedRange<UInt64>, unit: Unit, rule: String? = nil
+    ) -> SettingProblem? {
+        if let exact = UInt64(exactly: value), range.contains(exact) { return nil }
+        let problem = SettingProblem(setting: setting, value: "\(value)", minimum: range.lowerBound, maximum: range.upperBound, unit: unit, rule: rule)
+        guard unit == .bytes, let exact = UInt64(exactly: value) else { return problem }
+        return SettingProblem(setting: setting, value: problem.format(exact), minimum: range.lowerBound, maximum: range.upperBound, unit: unit, rule: rule)
+    }
+
+    public var description: String { "\(setting) \(value) \(rangeDescription)" }
+
+    /// "is out of range: it must be from 64KiB to 4294967295 (and at least max-batch-bytes)"
+    public var rangeDescription: String {
+        "is out of range: it must be from \(format(minimum)) to \(format(maximum))" + (rule.map { " (\($0))" } ?? "")
+    }
+
+    public func format(_ number: UInt64) -> String {
+        switch unit {
+        case .bytes: number <= UInt64(Int.max) ? "\(formatByteSize(Int(number)))" : "\(number)"
+        case .count: "\(number)"
+        case .microseconds: "\(number) µs"
+        case .milliseconds: "\(number) ms"
+        case .seconds: "\(number) s"
         }
-        if segmentBytes < maxBatchBytes {
-            problems.append("segment bytes (\(segmentBytes)) must be at least the max batch bytes (\(maxBatchBytes))")
-        }
-        if let retentionBytes, retentionBytes < segmentBytes {
-            problems.append("retention bytes (\(retentionBytes)) must be at least one segment (\(segmentBytes))")
-        }
-        if retentionMicros == 0 { problems.append("retention age must be positive") }
-        return problems
     }
 }

@@ -7,7 +7,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownLog(String)
     case logExists(String)
     case badLogName(String)
-    case badSettings(String)
+    /// Settings out of range; the first problem is the one a protocol error's details describe.
+    case badSettings([SettingProblem])
     /// The offset is below the log's start (its low-water mark).
     case offsetBelowStart(requested: LogOffset, start: LogOffset, end: LogOffset)
     /// The offset is past the committed end.
@@ -31,7 +32,7 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unknownLog(let name): "unknown log \(name)"
         case .logExists(let name): "log \(name) already exists"
         case .badLogName(let reason): "bad log name: \(reason)"
-        case .badSettings(let reason): "bad log settings: \(reason)"
+        case .badSettings(let problems): "bad settings: " + problems.map(\.description).joined(separator: "; ")
         case .offsetBelowStart(let requested, let start, let end):
             "offset \(requested) is below the log's start; valid offsets are \(start) to \(end)"
         case .offsetBeyondEnd(let requested, let start, let end):

@@ -158,6 +158,13 @@ public struct CreateLogRequest: WireMessage, Equatable {
     public var retentionBytes: UInt64
     public var retentionMillis: UInt64
 
+    /// Valid values (docs/protocol.md). A server also needs a segment to hold its largest batch,
+    /// and size retention, when set, to be at least one segment.
+    public static let segmentBytesRange: ClosedRange<UInt64> = (64 << 10)...UInt64(UInt32.max)
+    public static let maxRetentionBytes: UInt64 = 1 << 60
+    /// From 1 ms to 100 years (of 365 days).
+    public static let retentionMillisRange: ClosedRange<UInt64> = 1...(100 * 365 * 86_400_000)
+
     public init(name: String, segmentBytes: UInt64 = serverDefault, retentionBytes: UInt64 = serverDefault, retentionMillis: UInt64 = serverDefault) {
         self.name = name
         self.segmentBytes = segmentBytes

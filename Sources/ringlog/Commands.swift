@@ -18,6 +18,20 @@ struct Create: AsyncParsableCommand {
     @Option(help: "Delete segments whose newest record is older than this many seconds (0: keep all).")
     var retentionSeconds: UInt64?
 
+    func validate() throws {
+        // Range-checked here, before any arithmetic on them (the server checks again).
+        if let segmentBytes {
+            try checkRange("--segment-bytes", try parseSize(segmentBytes), CreateLogRequest.segmentBytesRange, shown: segmentBytes)
+        }
+        if let retentionBytes, try parseSize(retentionBytes) != 0 {
+            try checkRange("--retention-bytes", try parseSize(retentionBytes), 1...CreateLogRequest.maxRetentionBytes, shown: retentionBytes, rule: "or 0 to keep everything")
+        }
+        if let retentionSeconds, retentionSeconds != 0 {
+            let range = 1...(CreateLogRequest.retentionMillisRange.upperBound / 1000)
+            try checkRange("--retention-seconds", retentionSeconds, range, shown: "\(retentionSeconds)", rule: "or 0 to keep everything")
+        }
+    }
+
     func run() async throws {
         let segment = try segmentBytes.map(parseSize)
         let retention = try retentionBytes.map(parseSize)
@@ -241,6 +255,12 @@ struct Ping: AsyncParsableCommand {
 }
 
 // MARK: Helpers
+
+/// Refuses `value` outside `range` with a usage error (exit 64) naming the option and the range.
+func checkRange(_ option: String, _ value: UInt64, _ range: ClosedRange<UInt64>, shown: String, rule: String? = nil) throws {
+    guard !range.contains(value) else { return }
+    throw ValidationError("\(option) \(shown) is out of range: it must be from \(range.lowerBound) to \(range.upperBound)" + (rule.map { " (\($0))" } ?? ""))
+}
 
 func parseSize(_ text: String) throws -> UInt64 {
     guard let bytes = parseByteSize(text), bytes >= 0 else { throw ValidationError("\(text) is not a size (examples: 4096, 64KiB, 1GiB)") }

@@ -9,8 +9,24 @@ enum ConfigFile {
         let description: String
     }
 
-    /// The arguments with `--config FILE` replaced by the options the file holds, placed first.
-    static func expand(_ arguments: [String]) throws -> [String] {
+    /// The command line with `--config FILE` replaced by the options the file holds (placed
+    /// first, so the command line wins), and which options came from where, so a bad value can be
+    /// traced to its source.
+    struct Expanded {
+        var arguments: [String]
+        var commandLine: [String]
+        var path: String?
+        var fileKeys: Set<String>
+
+        /// Where the value of option `name` (without dashes) came from, in words.
+        func source(of name: String) -> String {
+            if commandLine.contains(where: { $0 == "--\(name)" || $0.hasPrefix("--\(name)=") }) { return "on the command line" }
+            if let path, fileKeys.contains(name) { return "in the config file \(path)" }
+            return "by default"
+        }
+    }
+
+    static func expand(_ arguments: [String]) throws -> Expanded {
         var remaining = arguments
         var path: String?
         if let index = remaining.firstIndex(of: "--config"), index + 1 < remaining.count {
@@ -20,8 +36,10 @@ enum ConfigFile {
             path = String(remaining[index].dropFirst("--config=".count))
             remaining.remove(at: index)
         }
-        guard let path else { return remaining }
-        return try options(fromFile: path) + remaining
+        guard let path else { return Expanded(arguments: remaining, commandLine: remaining, path: nil, fileKeys: []) }
+        let fromFile = try options(fromFile: path)
+        let keys = Set(stride(from: 0, to: fromFile.count, by: 2).map { String(fromFile[$0].dropFirst(2)) })
+        return Expanded(arguments: fromFile + remaining, commandLine: remaining, path: path, fileKeys: keys)
     }
 
     /// The file's settings as `--key value` pairs, each checked on its own so a problem names its key.

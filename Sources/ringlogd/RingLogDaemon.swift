@@ -147,15 +147,47 @@ struct RingLogDaemon: AsyncParsableCommand {
     /// Options from --config go first, so the command line overrides them.
     static func main() async {
         do {
-            let arguments = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
-            var command = try parseAsRoot(arguments)
+            let expanded: ConfigFile.Expanded
+            do {
+                expanded = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
+            } catch let problem as ConfigFile.Problem {
+                Console.error("ringlogd: \(problem)")
+                Self.exit(withError: ExitCode(64))
+            }
+            var command = try parseAsRoot(expanded.arguments)
             if let daemon = command as? RingLogDaemon {
+                let problems = daemon.settingProblems()
+                if !problems.isEmpty {
+                    // EX_USAGE, as for any other bad option: name each setting, where its value
+                    // came from, and what would be accepted.
+                    for problem in problems {
+                        Console.error("ringlogd: --\(problem.setting) \(problem.value) (\(expanded.source(of: problem.setting))) \(problem.rangeDescription)")
+                    }
+                    Self.exit(withError: ExitCode(64))
+                }
                 try await daemon.run()
             } else {
                 try command.run()
             }
         } catch {
             exit(withError: error)
+        }
+    }
+
+    /// Every setting out of range, each named as its flag. Checked before anything converts a
+    /// value, so no arithmetic on a flag can overflow.
+    func settingProblems() -> [SettingProblem] {
+        let maxSeconds = LogSettings.maxRetentionMillis / 1000
+        if retentionSeconds != 0,
+            let problem = SettingProblem.check("retention-seconds", retentionSeconds, 1...maxSeconds, unit: .seconds, rule: "or 0 to keep everything")
+        {
+            return [problem]
+        }
+        return makeConfiguration().problems().map { problem in
+            var named = problem
+            // The storage engine names its own settings; these are the flags they come from.
+            if problem.setting == "retention-micros" { named.setting = "retention-seconds" }
+            return named
         }
     }
 
@@ -169,7 +201,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.uncachedColdReads = uncachedColdReads
         storage.defaultLogSettings = LogSettings(
             segmentBytes: segmentBytes.bytes, retentionBytes: retentionBytes.bytes == 0 ? nil : retentionBytes.bytes,
-            retentionMicros: retentionSeconds == 0 ? nil : UInt64(retentionSeconds) * 1_000_000)
+            retentionMicros: retentionSeconds <= 0 ? nil : UInt64(retentionSeconds).multipliedReportingOverflow(by: 1_000_000).partialValue)
         var configuration = ServerConfiguration(listen: listen, dataDirectory: dataDir, storage: storage)
         configuration.maxConnections = maxConnections
         configuration.maxInFlightPerConnection = maxInFlight

@@ -59,6 +59,26 @@ import Testing
         }
     }
 
+    /// `create` range-checks its settings before any arithmetic (exit 64, naming the option and
+    /// the range); accepted ones reach the server unchanged.
+    @Test func createRefusesSettingsOutOfRange() throws {
+        try withDaemon { server in
+            func ringlog(_ arguments: String...) throws -> (status: Int32, output: String, error: String) {
+                try runTool("ringlog", ["--server", server] + arguments)
+            }
+            let age = try ringlog("create", "old", "--retention-seconds", "18446744073709552")
+            #expect(age.status == 64)
+            #expect(age.error.contains("--retention-seconds 18446744073709552 is out of range: it must be from 1 to 3153600000"))
+            let segment = try ringlog("create", "big", "--segment-bytes", "8GiB")
+            #expect(segment.status == 64)
+            #expect(segment.error.contains("--segment-bytes 8GiB is out of range"))
+            #expect(try ringlog("list").output.isEmpty, "nothing was created")
+            #expect(try ringlog("create", "week", "--retention-seconds", "604800").status == 0)
+            let info = try JSONSerialization.jsonObject(with: Data(try ringlog("info", "week", "--json").output.utf8)) as? [String: Any]
+            #expect(info?["retentionMillis"] as? Int == 604_800_000)
+        }
+    }
+
     @Test func aServerThatIsNotRunningIsExitCodeTwo() throws {
         let result = try runTool("ringlog", ["--server", "127.0.0.1:1", "ping"])
         #expect(result.status == 2)

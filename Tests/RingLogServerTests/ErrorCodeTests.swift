@@ -134,6 +134,46 @@ import Testing
         try assertStillServing(server)
     }
 
+    /// Every CREATE_LOG setting is range-checked before any arithmetic: out of range is
+    /// BAD_LOG_SETTINGS with the first bad field's valid minimum and maximum in the details and
+    /// its name in the message; in range comes back exactly as given. (Issue 12: 2^64 µs of
+    /// retention was accepted, reported as 0, and deleted the log's data within seconds.)
+    @Test func createLogSettingsAreRangeCheckedAndReportedExactly() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let maxBatch = UInt64(TestServer.configuration(directory: "/x").storage.maxBatchBytes)
+        let maxMillis = CreateLogRequest.retentionMillisRange.upperBound
+        let refused: [(CreateLogRequest, field: String, min: UInt64, max: UInt64)] = [
+            (CreateLogRequest(name: "a", retentionMillis: 18_446_744_073_709_552), "retentionMillis", 1, maxMillis),
+            (CreateLogRequest(name: "a", retentionMillis: 1 << 62), "retentionMillis", 1, maxMillis),
+            (CreateLogRequest(name: "a", retentionMillis: UInt64(Int64.max)), "retentionMillis", 1, maxMillis),
+            (CreateLogRequest(name: "a", retentionMillis: maxMillis + 1), "retentionMillis", 1, maxMillis),
+            (CreateLogRequest(name: "a", segmentBytes: 1 << 63), "segmentBytes", maxBatch, UInt64(UInt32.max)),
+            (CreateLogRequest(name: "a", segmentBytes: 1000), "segmentBytes", maxBatch, UInt64(UInt32.max)),
+            (CreateLogRequest(name: "a", segmentBytes: 1 << 32), "segmentBytes", maxBatch, UInt64(UInt32.max)),
+            (CreateLogRequest(name: "a", segmentBytes: 2 << 20, retentionBytes: 1), "retentionBytes", 2 << 20, 1 << 60),
+            (CreateLogRequest(name: "a", segmentBytes: 2 << 20, retentionBytes: (1 << 60) + 1), "retentionBytes", 2 << 20, 1 << 60),
+            (CreateLogRequest(name: "a", segmentBytes: 1000, retentionMillis: 1 << 63), "segmentBytes", maxBatch, UInt64(UInt32.max)),
+        ]
+        for (request, field, minimum, maximum) in refused {
+            let response = try client.call(.createLog, request.encoded())
+            #expect(response.errorCode == .badLogSettings, "\(request)")
+            #expect(response.error?.detail1 == minimum, "\(request)")
+            #expect(response.error?.detail2 == maximum, "\(request)")
+            #expect(response.error?.message.contains(field) == true, "\(response.error?.message ?? "")")
+        }
+        #expect(try client.call(.listLogs).decode(LogList.self).logs.isEmpty, "nothing was created")
+        let edges = try client.call(
+            .createLog, CreateLogRequest(name: "edges", segmentBytes: maxBatch, retentionBytes: 1 << 60, retentionMillis: maxMillis).encoded()
+        ).decode(LogDescription.self)
+        #expect(edges.segmentBytes == maxBatch)
+        #expect(edges.retentionBytes == 1 << 60)
+        #expect(edges.retentionMillis == maxMillis)
+        let day = try client.call(.createLog, CreateLogRequest(name: "day", retentionMillis: 86_400_000).encoded()).decode(LogDescription.self)
+        #expect(day.retentionMillis == 86_400_000)
+        try assertStillServing(server)
+    }
+
     @Test func offsetErrorsCarryTheValidRange() throws {
         let server = try TestServer()
         let client = try server.client()

@@ -65,6 +65,28 @@ import Testing
         #expect(notAMapping.standardError.contains("must be a mapping"))
     }
 
+    /// A setting out of range stops the start with EX_USAGE (64), naming the setting, where the
+    /// value came from and the valid range; nothing overflows on the way (issue 12).
+    @Test func outOfRangeSettingsExitSixtyFourNamingTheSourceAndRange() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let data = "\(directory)/data"
+        let flag = try Daemon.run(["--data-dir", data, "--retention-seconds", "18446744073709552"])
+        #expect(flag.status == 64)
+        #expect(flag.standardError.contains("--retention-seconds 18446744073709552 (on the command line) is out of range: it must be from 1 s to 3153600000 s"))
+        let path = "\(directory)/ringlogd.yaml"
+        try "data-dir: \(data)\nmax-wait-ms: 99999999999\nreceive-buffers: 100\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let file = try Daemon.run(["--config", path])
+        #expect(file.status == 64)
+        #expect(file.standardError.contains("--max-wait-ms 99999999999 (in the config file \(path)) is out of range: it must be from 0 ms to 86400000 ms"))
+        #expect(file.standardError.contains("--receive-buffers 100 (in the config file \(path)) is out of range: it must be from 1 to 32768 (a power of two)"))
+        let overridden = try Daemon.run(["--config", path, "--max-wait-ms", "5", "--receive-buffers", "128", "--segment-bytes", "1KiB"])
+        #expect(overridden.status == 64)
+        #expect(overridden.standardError.contains("--segment-bytes 1KiB (on the command line)"))
+        #expect(!overridden.standardError.contains("max-wait-ms"), "the command line's value replaced the file's")
+        #expect(!FileManager.default.fileExists(atPath: data), "nothing was created")
+    }
+
     @Test func theCommandLineOverridesTheConfigFile() throws {
         let directory = makeTemporaryDirectory()
         defer { removeDirectory(directory) }

@@ -274,11 +274,12 @@ import Testing
         var configuration = StoreConfiguration.small()
         configuration.tailCacheBytes = 1000
         let opened = LogStore.open(path: "/x", configuration: configuration, disk: SimulatedDisk())
-        guard case .failure(.badSettings(let reason)) = opened else {
+        guard case .failure(.badSettings(let problems)) = opened else {
             Issue.record("accepted: \(opened)")
             return
         }
-        #expect(reason.contains("tail cache bytes"))
+        #expect(problems.map(\.setting) == ["cache-bytes"])
+        #expect(problems.first?.minimum == 2 * (16 << 10), "twice the max batch")
     }
 }
 
