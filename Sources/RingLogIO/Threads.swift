@@ -19,3 +19,17 @@ public func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
 public func joinThread(_ thread: pthread_t) {
     pthread_join(thread, nil)
 }
+
+/// Raises this process's open-file limit (RLIMIT_NOFILE) to its hard limit: every segment file
+/// of every log is held open. Returns the soft limit in force afterwards.
+@discardableResult
+public func raiseOpenFileLimit() -> UInt64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+    }
+    return UInt64(limit.rlim_cur)
+}

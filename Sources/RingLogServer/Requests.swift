@@ -86,7 +86,9 @@ extension EventLoop {
         }
         do {
             switch opcode {
-            case .ping: respond(connection, sequence: sequence, .empty)
+            case .ping:
+                try WireReader(body).finish()
+                respond(connection, sequence: sequence, .empty)
             case .hello: try hello(connection, sequence, body)
             case .append: return append(connection, header, sequence, body)
             case .read:
@@ -154,12 +156,9 @@ extension EventLoop {
             return canRead(connection)
         }
         if let problem = Batch.validateIncoming(body, maxPayloadBytes: configuration.storage.maxBatchBytes - Batch.headerBytes) {
-            let code: ErrorCode =
-                switch problem {
-                case .checksumMismatch: .crcMismatch
-                case .payloadTooLarge: .lengthOverLimit
-                default: .badBatch
-                }
+            // A payloadLength past the limit is a malformed batch like one that disagrees with the
+            // body (LENGTH_OVER_LIMIT is the header-level error, which closes): docs/protocol.md.
+            let code: ErrorCode = if case .checksumMismatch = problem { .crcMismatch } else { .badBatch }
             respond(connection, sequence: sequence, code: code, ErrorBody(message: problem.description))
             return canRead(connection)
         }

@@ -107,6 +107,9 @@ public final class Server: Sendable {
         let bound: SocketAddress
         var metricsBound: SocketAddress?
         do throws(ServerStartError) {
+            // Every segment of every log is an open file: take all the descriptors allowed.
+            let openFiles = raiseOpenFileLimit()
+            logger.debug("open-file limit", metadata: ["limit": "\(openFiles)"])
             ring = try makeRing(entries: configuration.ringEntries)
             let disk: RingDisk
             do { disk = try RingDisk() } catch { throw ServerStartError(error.description) }

@@ -137,7 +137,8 @@ public final class Log {
             segment = activeSegment
         }
         guard let sequence = store.allocateTail(length) else {
-            awaitingSpace = true
+            // Any log's write can make room in the shared cache: the store wakes this one.
+            store.appendsWaitingForCache = true
             return .wouldBlock
         }
         let target = store.tail.pointer(sequence)
@@ -237,9 +238,12 @@ public final class Log {
         wakeBlockedAppends()
     }
 
+    /// Appends that were told to wait (for a spare segment, or for room in the shared tail
+    /// cache, which every log's writes free) may try again.
     private func wakeBlockedAppends() {
-        if awaitingSpace {
+        if awaitingSpace || store.appendsWaitingForCache {
             awaitingSpace = false
+            store.appendsWaitingForCache = false
             store.emit(.spaceAvailable)
         }
     }
@@ -883,18 +887,24 @@ public final class Log {
 final class CheckpointPlan {
     let checkpoint: Checkpoint
     let script: DiskScript
-    private let indexUpdates: [(segment: Segment, entries: Int, sealed: Bool)]
+    private let indexUpdates: [(segment: Segment, entries: Int, sealed: Bool, dataEnd: LogOffset)]
 
     /// Persists the index entries below the committed end (and sealed headers), then replaces the
     /// checkpoint file atomically.
     init(log: Log, nowMicros: UInt64, clean: Bool) {
         let target = log.committedEnd
         var steps: [DiskScript.Step] = []
-        var updates: [(Segment, Int, Bool)] = []
+        var updates: [(Segment, Int, Bool, LogOffset)] = []
         for segment in log.segments where segment.base < target {
             let below = segment.index.count(below: UInt32(min(segment.base.distance(to: target), Int(UInt32.max))))
             let sealed = segment.sealed && segment.dataEnd <= target
-            guard below > segment.persistedEntryCount || sealed != segment.persistedSealed else { continue }
+            let dataEnd = sealed ? segment.dataEnd : target
+            // New entries or a seal always go out. A header merely behind the data goes out with a
+            // clean checkpoint, so a clean restart scans nothing; otherwise recovery extends the
+            // index over the few bytes past the header instead (less than one index interval plus
+            // one batch, since no entry was added there).
+            let stale = clean && dataEnd > segment.persistedDataEnd
+            guard below > segment.persistedEntryCount || sealed != segment.persistedSealed || stale else { continue }
             let open = steps.count
             steps.append(.open(log.directory.appending(LogFileNames.index(segment.base)), flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644))
             if below > segment.persistedEntryCount {
@@ -905,12 +915,12 @@ final class CheckpointPlan {
                 steps.append(.write(.openedBy(step: open), position: position, OwnedBytes(entries)))
             }
             let header = IndexFileHeader(
-                segmentBase: segment.base, sealed: sealed, dataEnd: sealed ? segment.dataEnd : target,
+                segmentBase: segment.base, sealed: sealed, dataEnd: dataEnd,
                 maxAppendTimeMicros: segment.maxAppendTimeMicros, entryCount: UInt32(below), intervalBytes: segment.index.intervalBytes)
             steps.append(.write(.openedBy(step: open), position: 0, OwnedBytes(header.encoded())))
             steps.append(.fdatasync(.openedBy(step: open)))
             steps.append(.close(.openedBy(step: open)))
-            updates.append((segment, below, sealed))
+            updates.append((segment, below, sealed, dataEnd))
         }
         checkpoint = Checkpoint(
             logID: log.id, epoch: log.epoch, clean: clean, startOffset: max(log.startOffset, min(log.desiredStart, target)),
@@ -931,6 +941,7 @@ final class CheckpointPlan {
         for update in indexUpdates {
             update.segment.persistedEntryCount = max(update.segment.persistedEntryCount, update.entries)
             update.segment.persistedSealed = update.sealed
+            update.segment.persistedDataEnd = max(update.segment.persistedDataEnd, update.dataEnd)
         }
     }
 }

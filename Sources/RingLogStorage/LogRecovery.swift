@@ -234,11 +234,12 @@ struct LogRecovery {
                 base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: dataEnd, syncedEnd: dataEnd, nameDurable: true,
                 index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
             segment.sealed = true
-            if let (index, header) = loadIndex(file, coveringUpTo: dataEnd, exactEnd: true) {
+            if let (index, header) = loadIndex(file, limit: dataEnd), header.dataEnd == dataEnd {
                 segment.index = index
                 segment.maxAppendTimeMicros = header.maxAppendTimeMicros
                 segment.persistedEntryCount = index.positions.count
                 segment.persistedSealed = header.sealed
+                segment.persistedDataEnd = header.dataEnd
             } else {
                 rebuildIndex(segment, upTo: dataEnd)
             }
@@ -247,24 +248,25 @@ struct LogRecovery {
         return segments
     }
 
-    /// The `.idx` entries below `end`, if the file is intact, belongs to this segment, and was
-    /// synced up to `end` (exactly `end`, for a sealed segment).
-    private func loadIndex(_ file: Found, coveringUpTo end: LogOffset, exactEnd: Bool) -> (SparseIndex, IndexFileHeader)? {
+    /// The `.idx` file's entries below `limit`, with its header, if the file is intact and belongs
+    /// to this segment. The header's `dataEnd` says how far its entries reach; the caller decides
+    /// whether that is far enough.
+    private func loadIndex(_ file: Found, limit: LogOffset) -> (SparseIndex, IndexFileHeader)? {
         guard case .success(let bytes?) = disk.readSmallFile(directory.appending(LogFileNames.index(file.base)), limit: 64 << 20),
-            let header = IndexFileHeader(decoding: bytes), header.segmentBase == file.base,
-            exactEnd ? header.dataEnd == end : header.dataEnd >= end
+            let header = IndexFileHeader(decoding: bytes), header.segmentBase == file.base, header.dataEnd >= file.base
         else { return nil }
         let available = min(Int(header.entryCount), (bytes.count - IndexFileHeader.encodedBytes) / 4)
-        let limit = UInt32(clamping: file.base.distance(to: end))
+        let end = min(limit, header.dataEnd)
+        let positionLimit = UInt32(clamping: file.base.distance(to: end))
         var positions: [UInt32] = []
         bytes.withUnsafeBytes { raw in
             for entry in 0..<available {
                 let position: UInt32 = raw.loadLittleEndian(at: IndexFileHeader.encodedBytes + entry * 4)
-                if position >= limit { break }
+                if position >= positionLimit { break }
                 positions.append(position)
             }
         }
-        guard SparseIndex.isPlausible(positions, intervalBytes: header.intervalBytes, limit: max(limit, 1)) else { return nil }
+        guard SparseIndex.isPlausible(positions, intervalBytes: header.intervalBytes, limit: max(positionLimit, 1)) else { return nil }
         return (SparseIndex(intervalBytes: header.intervalBytes, positions: positions), header)
     }
 
@@ -296,13 +298,29 @@ struct LogRecovery {
         for (position, file) in found.enumerated() {
             var index = SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes))
             var persisted = 0
+            var persistedDataEnd = file.base
+            // The newest append time below the checkpoint, so age retention sees the whole segment.
+            var maxAppendTimeBelow: UInt64 = 0
             if position == 0 && from > file.base {
-                if let (loaded, _) = loadIndex(file, coveringUpTo: from, exactEnd: false) {
+                if let (loaded, header) = loadIndex(file, limit: from) {
                     index = loaded
                     persisted = loaded.positions.count
+                    persistedDataEnd = header.dataEnd
+                    maxAppendTimeBelow = header.maxAppendTimeMicros
+                    if header.dataEnd < from {
+                        // The header was last written at an earlier checkpoint (no index entry was
+                        // added since): extend the index over the bytes in between, which are
+                        // fewer than one index interval plus one batch.
+                        let extended = scan(fd: file.fd, base: file.base, from: header.dataEnd, limit: from, index: &index, mode: .rebuild)
+                        maxAppendTimeBelow = max(maxAppendTimeBelow, extended.maxAppendTimeMicros)
+                        if extended.end < from {
+                            recordCorruption(segment: file.base, at: extended.end, detail: "cannot locate batches before the checkpoint: \(extended.stop)")
+                        }
+                    }
                 } else {
                     report.rebuiltIndexes.append(file.base)
                     let rebuilt = scan(fd: file.fd, base: file.base, from: file.base, limit: from, index: &index, mode: .rebuild)
+                    maxAppendTimeBelow = rebuilt.maxAppendTimeMicros
                     if rebuilt.end < from {
                         recordCorruption(segment: file.base, at: rebuilt.end, detail: "cannot locate batches before the checkpoint: \(rebuilt.stop)")
                     }
@@ -317,8 +335,9 @@ struct LogRecovery {
             let segment = Segment(
                 base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: result.end, syncedEnd: result.end, nameDurable: true,
                 index: index)
-            segment.maxAppendTimeMicros = result.maxAppendTimeMicros
+            segment.maxAppendTimeMicros = max(result.maxAppendTimeMicros, maxAppendTimeBelow)
             segment.persistedEntryCount = persisted
+            segment.persistedDataEnd = persistedDataEnd
             segments.append(segment)
             let nextBase = position + 1 < found.count ? found[position + 1].base : nil
             if nextBase == result.end {

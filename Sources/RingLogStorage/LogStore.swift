@@ -46,6 +46,8 @@ public final class LogStore {
     public var events: Deque<StoreEvent> = []
     private var dirtyLogs: [Log] = []
     private var pinnedFloor: UInt64 = 0
+    /// An append was refused for lack of room in the tail cache; the next write of any log wakes it.
+    var appendsWaitingForCache = false
     private(set) var shuttingDown = false
     private var shutdownAnnounced = false
 

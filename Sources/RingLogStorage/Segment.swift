@@ -15,6 +15,8 @@ final class Segment {
     /// Index entries already in the `.idx` file and synced, and whether its header says sealed.
     var persistedEntryCount = 0
     var persistedSealed = false
+    /// The data end the `.idx` header records: its entries cover the segment up to here.
+    var persistedDataEnd: LogOffset
     /// Bytes of this segment covered by a successful fdatasync.
     var syncedEnd: LogOffset
     var syncInFlight = false
@@ -43,6 +45,7 @@ final class Segment {
         self.syncIssuedEnd = syncedEnd
         self.nameDurable = nameDurable
         self.index = index
+        persistedDataEnd = base
         preparedEnd = base.distance(to: dataEnd)
     }
 

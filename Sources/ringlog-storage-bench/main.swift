@@ -13,7 +13,7 @@ struct StorageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ringlog-storage-bench",
         abstract: "Benchmark the RingLog storage engine alone (no network).",
-        subcommands: [Append.self, FillTail.self, Recover.self])
+        subcommands: [Append.self, FillTail.self, FillSegments.self, Recover.self])
 }
 
 struct Common: ParsableArguments {
@@ -28,7 +28,7 @@ struct Common: ParsableArguments {
 
     func configuration(checkpointBytes: Int = 256 << 20) -> StoreConfiguration {
         StoreConfiguration(
-            maxBatchBytes: 8 << 20, tailCacheBytes: cacheBytes, defaultLogSettings: LogSettings(segmentBytes: segmentBytes),
+            maxBatchBytes: min(8 << 20, segmentBytes), tailCacheBytes: max(cacheBytes, 2 * min(8 << 20, segmentBytes)), defaultLogSettings: LogSettings(segmentBytes: segmentBytes),
             checkpointIntervalBytes: checkpointBytes, checkpointIntervalMicros: checkpointBytes == Int.max ? UInt64.max / 2 : 1_000_000)
     }
 }
@@ -141,12 +141,53 @@ struct FillTail: ParsableCommand {
     }
 }
 
+struct FillSegments: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fill-segments",
+        abstract: "Append to a fresh log until it has SEGMENTS segment files, then stop cleanly or exit as if killed.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Segment files to fill (one batch each: the batch is a little smaller than --segment-bytes).")
+    var segments: Int = 1000
+
+    @Flag(help: "Stop with a clean checkpoint (a restart then scans nothing); otherwise exit without one.")
+    var clean = false
+
+    func run() throws {
+        raiseOpenFileLimit()
+        let runner = try Runner(store: openStore(common))
+        let id = try runner.createLog("segments")
+        let payloadBytes = common.segmentBytes - 4096
+        let batch = Batch.make(payload: (0..<payloadBytes).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        var placed = 0
+        while placed < segments {
+            let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
+            if case .placed = outcome { placed += 1 } else { runner.turn(wait: true) }
+            runner.store.events.removeAll(keepingCapacity: true)
+        }
+        while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
+        let count = runner.store.log(id)!.info.segmentCount
+        if clean {
+            runner.store.beginShutdown()
+            var finished = false
+            while !finished {
+                runner.turn(wait: true)
+                while let event = runner.store.events.popFirst() { if case .shutdownComplete = event { finished = true } }
+            }
+        }
+        print("filled \(count) segments; \(clean ? "stopped cleanly" : "exiting without a clean checkpoint")")
+        Glibc.exit(0)
+    }
+}
+
 struct Recover: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Open the data directory and report what recovery scanned and how fast.")
 
     @OptionGroup var common: Common
 
     func run() throws {
+        raiseOpenFileLimit()
         let started = monotonicSeconds()
         let store = try openStore(common)
         let elapsed = monotonicSeconds() - started
@@ -154,7 +195,7 @@ struct Recover: ParsableCommand {
             print(report)
             let rate = Double(report.scannedBytes) / elapsed / 1e6
             let seconds = fixed(elapsed, digits: 3)
-            print("recovery scanned=\(report.scannedBytes)B batches=\(report.scannedBatches) seconds=\(seconds) MB/s=\(Int(rate))")
+            print("recovery segments=\(report.segments) clean=\(report.cleanShutdown) scanned=\(report.scannedBytes)B batches=\(report.scannedBatches) seconds=\(seconds) MB/s=\(Int(rate))")
         }
     }
 }

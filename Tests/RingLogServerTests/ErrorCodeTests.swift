@@ -62,6 +62,11 @@ import Testing
         #expect(try second.call(.createLog, [0xFF]).errorCode == .malformedRequest)
         #expect(try second.call(.append, Batch.make(payload: [1]), logID: log, flags: 7).errorCode == .malformedRequest)
         #expect(try second.call(.ping).header.status == 0, "a malformed body leaves the connection usable")
+        // Operations whose body is empty refuse one that is not (docs/protocol.md).
+        #expect(try second.call(.ping, [0]).errorCode == .malformedRequest)
+        #expect(try second.call(.listLogs, [1, 2]).errorCode == .malformedRequest)
+        #expect(try second.call(.serverStats, [0, 0, 0, 0]).errorCode == .malformedRequest)
+        #expect(try second.call(.ping).header.status == 0)
     }
 
     @Test func fieldsAnOperationDoesNotUseMustBeZero() throws {
@@ -113,6 +118,13 @@ import Testing
         #expect(try client.call(.append, badMagic, logID: log).errorCode == .badBatch)
         #expect(try client.call(.append, Array(Batch.make(payload: payload(10, seed: 1)).dropLast()), logID: log).errorCode == .badBatch)
         #expect(try client.call(.append, [1, 2, 3], logID: log).errorCode == .badBatch)
+        // A payloadLength past the maximum (whatever the body length) is BAD_BATCH too, and the
+        // connection stays open: LENGTH_OVER_LIMIT is only the header-level error.
+        var huge = Batch.make(payload: payload(10, seed: 1))
+        huge.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(2 << 20).littleEndian, toByteOffset: 32, as: UInt32.self) }
+        let hugeResponse = try client.call(.append, huge, logID: log)
+        #expect(hugeResponse.errorCode == .badBatch)
+        #expect(hugeResponse.error?.message.contains("exceeds the limit") == true)
         let info = try client.call(.logInfo, LogNameRequest(name: "checks").encoded()).decode(LogDescription.self)
         #expect(info.committedEnd == .zero, "nothing rejected was stored")
         #expect(try client.append(log, [7]).header.status == 0)

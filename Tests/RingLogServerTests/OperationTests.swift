@@ -73,6 +73,38 @@ import Testing
         #expect(read.batches.map(\.payload) == [payload(64, seed: 3)])
     }
 
+    /// Every append in flight on a log being deleted is answered UNKNOWN_LOG no later than the
+    /// DELETE_LOG response, in both acknowledgement modes, on other connections too. Here the
+    /// deletion itself waits behind an fdatasync the test holds back, and the appends' answers
+    /// must not wait with it.
+    @Test func appendsInFlightOnADeletedLogAreAnsweredBeforeTheDeletion() throws {
+        let faults = DiskFaults()
+        let server = try TestServer { $0.diskFaults = faults }
+        let control = try server.client()
+        let log = try control.createLog("doomed").logID
+        _ = try control.append(log, [1]).decode(AppendResponse.self)
+        let appender = try server.client()
+        faults.hold("fdatasync")
+        defer { faults.release("fdatasync") }
+        var bytes: [UInt8] = []
+        for seed in 0..<6 {
+            bytes += appender.encode(.append, Batch.make(payload: payload(100, seed: seed)), logID: log, flags: seed % 2 == 0 ? 0 : 1)
+        }
+        try appender.send(bytes)
+        try ConnectionCloseTests.waitUntil("the appends wait") { try control.stats()["acks_waiting"] == 3 }
+        let deleter = try server.client()
+        try deleter.send(deleter.encode(.deleteLog, LogNameRequest(name: "doomed").encoded()))
+        for _ in 0..<6 {
+            let answer = try appender.receive()
+            // Written-mode appends whose write finished were acknowledged already; the rest fail.
+            #expect(answer.errorCode == .unknownLog || (answer.errorCode == nil && answer.header.opcode == Opcode.append.rawValue))
+        }
+        #expect(!deleter.hasData(withinMillis: 200), "the deletion itself waits for the held fdatasync")
+        faults.release("fdatasync")
+        #expect(try deleter.receive().header.status == 0)
+        #expect(try control.stats()["acks_waiting"] == 0)
+    }
+
     @Test func serverStatsCountTraffic() throws {
         let server = try TestServer()
         let client = try server.client()

@@ -128,6 +128,28 @@ import Testing
         #expect(try harness.readAll(id).map(\.payload) == expected)
     }
 
+    /// The tail cache is shared: an append to one log that waits for room is woken when another
+    /// log's write frees it, not only by its own log's writes (issue 12's stalled appends).
+    @Test func anAppendWaitingForCacheRoomIsWokenByAnotherLogsWrite() throws {
+        let harness = try Harness(configuration: .small(segmentBytes: 1 << 20))
+        let busy = try harness.createLog("busy")
+        let idle = try harness.createLog("idle")
+        harness.driver.holdBack = { if case .write = $0 { true } else { false } }
+        let batch = Batch.make(payload: payload(16_000, seed: 1))
+        for _ in 0..<16 {
+            let outcome = batch.withUnsafeBytes { harness.store.append(to: busy, batch: $0) }
+            guard case .placed = outcome else { throw TestFailure("the busy log's appends should fit: \(outcome)") }
+        }
+        let waiting = batch.withUnsafeBytes { harness.store.append(to: idle, batch: $0) }
+        #expect(waiting == .wouldBlock, "the cache is full of the busy log's unwritten bytes")
+        _ = harness.driver.takeEvents()
+        harness.driver.holdBack = nil
+        harness.driver.runUntilQuiet()
+        let events = harness.driver.takeEvents()
+        #expect(events.contains { if case .spaceAvailable = $0 { true } else { false } }, "\(events)")
+        #expect(batch.withUnsafeBytes { harness.store.append(to: idle, batch: $0) } != .wouldBlock)
+    }
+
     @Test func retentionBySizeDeletesWholeOldSegmentsButNeverTheActiveOne() throws {
         let harness = try Harness(configuration: .small(retentionBytes: 128 << 10))
         let id = try harness.createLog("sized")
