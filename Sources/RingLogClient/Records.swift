@@ -38,15 +38,18 @@ public enum BatchReader {
         var position = offset
         while index < bytes.count {
             guard bytes.count - index >= Batch.headerBytes else {
-                throw .corruptBatch(offset: position, reason: "the response ends inside a batch header")
+                throw .corruptBatch(offset: position, next: nil, reason: "the response ends inside a batch header")
             }
             let batch = bytes.baseAddress! + index
             let header: BatchHeader
             switch Batch.verifyStoredHeader(batch, expectedOffset: position, maxPayloadBytes: bytes.count - index - Batch.headerBytes) {
-            case .failure(let error): throw .corruptBatch(offset: position, reason: error.description)
+            case .failure(let error): throw .corruptBatch(offset: position, next: nil, reason: error.description)
             case .success(let verified): header = verified
             }
-            if let error = Batch.verifyPayload(batch, header: header) { throw .corruptBatch(offset: position, reason: error.description) }
+            if let error = Batch.verifyPayload(batch, header: header) {
+                // The header verified, so its length is right: the next batch follows it.
+                throw .corruptBatch(offset: position, next: position.advanced(by: header.totalBytes), reason: error.description)
+            }
             try body(position, header, UnsafeRawBufferPointer(start: batch + Batch.headerBytes, count: Int(header.payloadLength)))
             index += header.totalBytes
             position = position.advanced(by: header.totalBytes)
@@ -58,7 +61,7 @@ public enum BatchReader {
         of payload: UnsafeRawBufferPointer, header: BatchHeader, at offset: LogOffset
     ) throws(RingLogError) -> [Range<Int>] {
         do { return try RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) } catch {
-            throw .corruptBatch(offset: offset, reason: "record framing: \(error)")
+            throw .corruptBatch(offset: offset, next: offset.advanced(by: header.totalBytes), reason: "record framing: \(error)")
         }
     }
 }

@@ -37,7 +37,9 @@ public enum RingLogError: Error, Equatable, Sendable, CustomStringConvertible {
     /// before this may be in the log (retrying gives at-least-once delivery).
     case connectionClosed(String)
     /// A batch read back failed its checks (CRC, framing): never skipped, never partly delivered.
-    case corruptBatch(offset: LogOffset, reason: String)
+    /// `next` is where the following batch starts when the server or this library could tell; a
+    /// reader may continue there, knowingly skipping the damaged batch.
+    case corruptBatch(offset: LogOffset, next: LogOffset?, reason: String)
     /// The server sent bytes that break the protocol.
     case protocolViolation(String)
     case invalidArgument(String)
@@ -47,7 +49,8 @@ public enum RingLogError: Error, Equatable, Sendable, CustomStringConvertible {
         case .server(let error): "server error \(error)"
         case .connectFailed(let address, let reason): "cannot connect to \(address): \(reason)"
         case .connectionClosed(let reason): "connection closed: \(reason)"
-        case .corruptBatch(let offset, let reason): "corrupt batch at offset \(offset): \(reason)"
+        case .corruptBatch(let offset, let next, let reason):
+            "corrupt batch at offset \(offset): \(reason)" + (next.map { "; the next batch starts at \($0)" } ?? "")
         case .protocolViolation(let reason): "protocol violation from the server: \(reason)"
         case .invalidArgument(let reason): "invalid argument: \(reason)"
         }
@@ -57,7 +60,7 @@ public enum RingLogError: Error, Equatable, Sendable, CustomStringConvertible {
     /// server or this library found it.
     public init(_ error: ServerError) {
         if error.code == .corruptBatch {
-            self = .corruptBatch(offset: LogOffset(error.detail1), reason: error.message)
+            self = .corruptBatch(offset: LogOffset(error.detail1), next: error.nextOffset, reason: error.message)
         } else {
             self = .server(error)
         }

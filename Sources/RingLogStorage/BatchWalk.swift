@@ -13,11 +13,14 @@ enum BatchWalk {
     /// there, then takes whole batches: at least one, then more while they fit in `maxBytes` and
     /// end at or before `limit` (the committed end, or the segment's end).
     ///
-    /// A damaged first batch is an error naming its offset; a damaged later batch just ends the
-    /// result before it, so the reader meets the error when it asks for that batch itself.
+    /// A damaged first batch is an error naming its offset and, where it can be found, the next
+    /// batch's; a damaged later batch just ends the result before it, so the reader meets the
+    /// error when it asks for that batch itself. With `anchors` (batch starts known without reading
+    /// the data: the sparse index, the end of the data), a damaged header met while locating the
+    /// target is stepped over (`nextBatch(after:)`), so the batches after it still serve.
     static func collect(
         run: UnsafeRawBufferPointer, runStart: LogOffset, target: LogOffset, limit: LogOffset, maxBytes: Int,
-        verifyPayloads: Bool
+        verifyPayloads: Bool, anchors: KnownStarts? = nil
     ) -> Result<Collected, StorageError> {
         var index = 0
         var position = runStart
@@ -25,7 +28,17 @@ enum BatchWalk {
             guard index + Batch.headerBytes <= run.count else { return .success(.needMore(bytesFromRunStart: index + Batch.headerBytes)) }
             switch Batch.verifyStoredHeader(run.baseAddress! + index, expectedOffset: position, maxPayloadBytes: Int(UInt32.max)) {
             case .failure(let error):
-                return .failure(.corruption(offset: position, detail: "\(error) (while locating \(target))", nextOffset: nil))
+                guard let anchors else {
+                    return .failure(.corruption(offset: position, detail: "\(error) (while locating \(target))", nextOffset: nil))
+                }
+                switch nextBatch(after: position, in: run, runStart: runStart, anchor: anchors.after(position)) {
+                case .needMore(let bytes): return .success(.needMore(bytesFromRunStart: bytes))
+                case .found(let next):
+                    // The damaged batch spans the target: no batch starts there.
+                    if next > target { return .failure(.notBatchBoundary(target)) }
+                    index += position.distance(to: next)
+                    position = next
+                }
             case .success(let header):
                 index += header.totalBytes
                 position = position.advanced(by: header.totalBytes)
@@ -41,8 +54,12 @@ enum BatchWalk {
             let header: BatchHeader
             switch Batch.verifyStoredHeader(run.baseAddress! + index, expectedOffset: position, maxPayloadBytes: position.distance(to: limit)) {
             case .failure(let error):
-                if first { return .failure(.corruption(offset: position, detail: error.description, nextOffset: nil)) }
-                return .success(.batches(start..<index))
+                guard first else { return .success(.batches(start..<index)) }
+                guard let anchors else { return .failure(.corruption(offset: position, detail: error.description, nextOffset: nil)) }
+                switch nextBatch(after: position, in: run, runStart: runStart, anchor: anchors.after(position)) {
+                case .needMore(let bytes): return .success(.needMore(bytesFromRunStart: bytes))
+                case .found(let next): return .failure(.corruption(offset: position, detail: error.description, nextOffset: next))
+                }
             case .success(let parsed): header = parsed
             }
             let total = header.totalBytes
@@ -58,6 +75,7 @@ enum BatchWalk {
             }
             if verifyPayloads, let error = Batch.verifyPayload(run.baseAddress! + index, header: header) {
                 if first {
+                    // The header CRC held, so its length is right: the next batch follows it.
                     return .failure(.corruption(offset: position, detail: error.description, nextOffset: position.advanced(by: total)))
                 }
                 break
@@ -67,5 +85,85 @@ enum BatchWalk {
             if index - start >= maxBytes { break }
         }
         return .success(.batches(start..<index))
+    }
+
+    /// Batch starts known independently of the bytes being walked: a segment's sparse-index
+    /// entries, and the end of the data that may be read.
+    struct KnownStarts {
+        let segmentBase: LogOffset
+        let positions: [UInt32]
+        let limit: LogOffset
+
+        /// The first known start after `offset` (at most `limit`).
+        func after(_ offset: LogOffset) -> LogOffset {
+            let relative = UInt32(clamping: segmentBase.distance(to: offset))
+            let next = positions.partitionPoint { $0 <= relative }
+            guard next < positions.count else { return limit }
+            return min(segmentBase.advanced(by: Int(positions[next])), limit)
+        }
+    }
+
+    enum Resync: Equatable {
+        case found(LogOffset)
+        /// The run must reach this far from its start to look.
+        case needMore(bytesFromRunStart: Int)
+    }
+
+    /// Where the batch after a damaged header at `damaged` starts. `anchor` is a batch start known
+    /// independently of the damaged bytes (the next sparse-index entry, or the end of the data), so
+    /// a candidate is believed only if walking on from it by verified headers lands exactly there:
+    ///
+    /// 1. the damaged header's own length, when the client's CRC over the header's client part and
+    ///    the payload still matches (then the damage was in the server's fields and the length is
+    ///    proven);
+    /// 2. else the first position after it holding a batch whose header and payload verify at that
+    ///    offset and whose walk reaches the anchor;
+    /// 3. else the anchor itself.
+    ///
+    /// A scan can in principle be fooled by a batch forged inside the damaged batch's own payload
+    /// (offsets and CRCs are predictable) that also chains to the anchor; the damage is reported
+    /// either way, and the reader chooses to skip it.
+    static func nextBatch(after damaged: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset, anchor: LogOffset) -> Resync {
+        precondition(anchor > damaged, "the anchor lies after the damage")
+        let needed = runStart.distance(to: anchor)
+        guard run.count >= needed else { return .needMore(bytesFromRunStart: needed) }
+        let base = run.baseAddress!
+        let at = runStart.distance(to: damaged)
+        if at + Batch.headerBytes <= needed {
+            let length = Int(base.loadLittleEndian(at: at + Batch.clientChecksumStart, as: UInt32.self))
+            let end = damaged.advanced(by: Batch.headerBytes + length)
+            if end <= anchor, Batch.clientChecksum(base + at, payloadLength: length) == base.loadLittleEndian(at: at + 28, as: UInt32.self),
+                chainReaches(anchor, from: end, in: run, runStart: runStart)
+            {
+                return .found(end)
+            }
+        }
+        var candidate = at + 1
+        while candidate + Batch.headerBytes <= needed {
+            defer { candidate += 1 }
+            guard base.loadLittleEndian(at: candidate, as: UInt32.self) == Batch.magic else { continue }
+            let offset = runStart.advanced(by: candidate)
+            guard case .success(let header) = Batch.verifyStoredHeader(
+                base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: anchor) - Batch.headerBytes),
+                Batch.verifyPayload(base + candidate, header: header) == nil,
+                chainReaches(anchor, from: offset.advanced(by: header.totalBytes), in: run, runStart: runStart)
+            else { continue }
+            return .found(offset)
+        }
+        return .found(anchor)
+    }
+
+    /// Whether batches with verified headers lead from `start` exactly to `anchor`.
+    private static func chainReaches(_ anchor: LogOffset, from start: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset) -> Bool {
+        var position = start
+        while position < anchor {
+            guard position.distance(to: anchor) >= Batch.headerBytes else { return false }
+            let at = runStart.distance(to: position)
+            guard case .success(let header) = Batch.verifyStoredHeader(
+                run.baseAddress! + at, expectedOffset: position, maxPayloadBytes: position.distance(to: anchor) - Batch.headerBytes)
+            else { return false }
+            position = position.advanced(by: header.totalBytes)
+        }
+        return position == anchor
     }
 }

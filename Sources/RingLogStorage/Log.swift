@@ -654,8 +654,10 @@ public final class Log {
             return
         }
         let bytes = UnsafeRawBufferPointer(rebasing: run.buffer.bytes[0..<run.filled])
+        let anchors = BatchWalk.KnownStarts(segmentBase: run.segment.base, positions: run.segment.index.positions, limit: run.limit)
         let collected = BatchWalk.collect(
-            run: bytes, runStart: run.runStart, target: run.target, limit: run.limit, maxBytes: run.maxBytes, verifyPayloads: true)
+            run: bytes, runStart: run.runStart, target: run.target, limit: run.limit, maxBytes: run.maxBytes, verifyPayloads: true,
+            anchors: anchors)
         switch collected {
         case .failure(let error):
             finishRead(run, .failure(error))
@@ -670,7 +672,8 @@ public final class Log {
             // The first batch is longer than the window: grow the buffer to hold it and read the
             // rest. Committed data that the file cannot supply means the file is damaged.
             guard !run.reachedEnd, !run.segment.deleted, needed > run.buffer.count, run.runStart.advanced(by: needed) <= run.limit else {
-                finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: nil)))
+                let next = anchors.after(run.target)
+                finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: next > run.target ? next : nil)))
                 return
             }
             let grown = store.readBuffers.take(count: needed)

@@ -134,6 +134,8 @@ struct Read: AsyncParsableCommand {
     @Argument(help: "Log name.") var log: String
     @Option(help: "Start at this batch offset (default: the log's start).") var from: LogOffset?
     @Option(help: "Stop after this many records.") var count: Int?
+    @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
+    var skipCorrupt = false
 
     func run() async throws {
         let client = try await options.connect()
@@ -143,8 +145,16 @@ struct Read: AsyncParsableCommand {
         var printed = 0
         var end = info.committedEnd
         while offset < end && printed < (count ?? Int.max) {
-            let fetched = try await reportingErrors { try await client.read(from: info.logID, offset: offset) }
-            for record in try await reportingErrors({ try fetched.records() }) where printed < (count ?? Int.max) {
+            let fetched: FetchedBatches
+            let records: [Record]
+            do {
+                fetched = try await client.read(from: info.logID, offset: offset)
+                records = try fetched.records()
+            } catch {
+                offset = try skipping(error, enabled: skipCorrupt)
+                continue
+            }
+            for record in records where printed < (count ?? Int.max) {
                 output.print(record)
                 printed += 1
             }
@@ -153,6 +163,18 @@ struct Read: AsyncParsableCommand {
             if fetched.isEmpty { break }
         }
     }
+}
+
+/// With `--skip-corrupt`, where to continue after a damaged batch (said on standard error);
+/// otherwise, or when the next batch cannot be located, the error with its exit code.
+func skipping(_ error: RingLogError, enabled: Bool) throws -> LogOffset {
+    if enabled, case .corruptBatch(let offset, let next?, let reason) = error {
+        Console.error("ringlog: skipping the corrupt batch at offset \(offset) (\(reason)); continuing at \(next)")
+        return next
+    }
+    Console.error("ringlog: \(error)")
+    if case .corruptBatch(_, .some, _) = error { Console.error("ringlog: --skip-corrupt steps over it") }
+    throw ExitCode(exitCode(for: error))
 }
 
 struct Tail: AsyncParsableCommand {
@@ -165,17 +187,25 @@ struct Tail: AsyncParsableCommand {
     @Argument(help: "Log name.") var log: String
     @Option(help: "Start at this batch offset instead of the end.") var from: LogOffset?
     @Option(help: "Exit after this many records.") var count: Int?
+    @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
+    var skipCorrupt = false
 
     func run() async throws {
         let client = try await options.connect()
         defer { client.close() }
         let info = try await reportingErrors { try await client.info(log) }
         var printed = 0
-        try await reportingErrors {
-            for try await record in client.records(of: info.logID, from: from ?? info.committedEnd, waitMillis: 5_000) {
-                output.print(record)
-                printed += 1
-                if let count, printed >= count { return }
+        var position = from ?? info.committedEnd
+        while true {
+            do {
+                for try await record in client.records(of: info.logID, from: position, waitMillis: 5_000) {
+                    output.print(record)
+                    printed += 1
+                    if let count, printed >= count { return }
+                }
+                return
+            } catch {
+                position = try skipping(error, enabled: skipCorrupt)
             }
         }
     }

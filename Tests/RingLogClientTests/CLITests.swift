@@ -79,6 +79,46 @@ import Testing
         }
     }
 
+    /// A damaged batch stops `read` with exit code 5 and says where the next batch is;
+    /// `--skip-corrupt` steps over it, says so on standard error, and prints everything else.
+    @Test func readStopsAtADamagedBatchUnlessToldToSkipIt() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        var daemon = try Daemon(directory: directory)
+        func ringlog(_ arguments: String...) throws -> (status: Int32, output: String, error: String) {
+            try runTool("ringlog", ["--server", daemon.address.description] + arguments)
+        }
+        #expect(try ringlog("create", "rot").status == 0)
+        for word in ["one", "two", "three", "four"] { #expect(try ringlog("append", "rot", word).status == 0) }
+        daemon.kill(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+        // Batches are 48 + 4 + len bytes: "one" at 0, "two" at 55, "three" at 110. Damage the
+        // header CRC of "two".
+        let segment = "\(directory)/logs/rot/00000000000000000000.seg"
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: segment))
+        try handle.seek(toOffset: 55 + 5)
+        let original = try handle.read(upToCount: 1)!
+        try handle.seek(toOffset: 55 + 5)
+        try handle.write(contentsOf: Data([original[0] ^ 0x10]))
+        try handle.close()
+        daemon = try Daemon(directory: directory)
+        defer {
+            daemon.kill(SIGTERM)
+            _ = daemon.waitForExit()
+        }
+        let stopped = try ringlog("read", "rot")
+        #expect(stopped.status == 5)
+        #expect(stopped.output == "one\n")
+        #expect(stopped.error.contains("corrupt batch at offset 55"))
+        #expect(stopped.error.contains("the next batch starts at 110"))
+        let skipped = try ringlog("read", "rot", "--skip-corrupt")
+        #expect(skipped.status == 0)
+        #expect(skipped.output == "one\nthree\nfour\n")
+        #expect(skipped.error.contains("skipping the corrupt batch at offset 55"))
+        #expect(try ringlog("tail", "rot", "--from", "0", "--count", "3", "--skip-corrupt").output == "one\nthree\nfour\n")
+        #expect(try ringlog("read", "rot", "--from", "110").output == "three\nfour\n", "reads at good offsets after the damage")
+    }
+
     @Test func aServerThatIsNotRunningIsExitCodeTwo() throws {
         let result = try runTool("ringlog", ["--server", "127.0.0.1:1", "ping"])
         #expect(result.status == 2)

@@ -206,12 +206,12 @@ import Testing
 
 extension RingLogError {
     var corruptionReason: String? {
-        if case .corruptBatch(_, let reason) = self { return reason }
+        if case .corruptBatch(_, _, let reason) = self { return reason }
         return nil
     }
 
     var corruptionOffset: LogOffset? {
-        if case .corruptBatch(let offset, _) = self { return offset }
+        if case .corruptBatch(let offset, _, _) = self { return offset }
         return nil
     }
 }
