@@ -3,6 +3,7 @@
 #include "ringlog_support.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 
@@ -13,3 +14,5 @@ int64_t ringlog_pwrite_with_flags(int fd, const void *buffer, size_t length, int
     ssize_t written = pwritev2(fd, &vector, 1, (off_t)position, flags);
     return written < 0 ? -(int64_t)errno : (int64_t)written;
 }
+
+int ringlog_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

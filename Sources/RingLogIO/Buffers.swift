@@ -183,11 +183,15 @@ public final class OutgoingBytes {
         totalBytes += range.count
     }
 
+    /// Empties the list. A little inline capacity is kept for the next responses (enough for a
+    /// deep pipeline of acknowledgements); more is freed, so an idle connection holds little.
     public func removeAll() {
-        inline.removeAll(keepingCapacityUpTo: 256 << 10)
+        inline.removeAll(keepingCapacityUpTo: OutgoingBytes.retainedInlineBytes)
         pieces.removeAll(keepingCapacity: pieces.count <= 64)
         totalBytes = 0
     }
+
+    public static let retainedInlineBytes = 16 << 10
 }
 
 /// What one connection has to send, double-buffered: `sending` is frozen while a sendmsg is in
@@ -248,6 +252,14 @@ public final class SendQueue {
         message.pointee.msg_iovlen = count
         sendInFlight = true
         return true
+    }
+
+    /// Drops everything queued (the connection is gone; nothing is in flight).
+    public func discardAll() {
+        precondition(!sendInFlight, "discarding bytes a send still points at")
+        sending.removeAll()
+        filling.removeAll()
+        sentBytes = 0
     }
 
     /// Records a send's result (bytes sent).

@@ -1,3 +1,4 @@
+import DequeModule
 import RingLogIO
 import RingLogStorage
 import RingLogWire
@@ -27,20 +28,26 @@ struct PendingResponse {
     var reservedBytes = 0
 }
 
-/// A fixed-capacity first-in, first-out queue of pending responses, updated in place: the entry
-/// for a request is written once when the request arrives, completed where it sits, and moved out
-/// when it is sent. (An array of optionals copied each response several times, with a retain and
-/// release per copy: a sixth of the work of an append.)
+/// A bounded first-in, first-out queue of pending responses, updated in place: the entry for a
+/// request is written once when the request arrives, completed where it sits, and moved out when
+/// it is sent. (An array of optionals copied each response several times, with a retain and
+/// release per copy: a sixth of the work of an append.) Storage starts small and doubles up to
+/// `capacity`, so an idle connection holds a few entries, not room for every request it may
+/// pipeline; it shrinks back when the queue empties.
 final class ResponseQueue {
-    private let storage: UnsafeMutablePointer<PendingResponse>
+    private var storage: UnsafeMutablePointer<PendingResponse>
+    /// Most entries the queue may hold.
     let capacity: Int
+    private(set) var allocated: Int
     private var head = 0
     private(set) var count = 0
+    static let initialAllocation = 8
 
     init(capacity: Int) {
         precondition(capacity > 0)
         self.capacity = capacity
-        storage = .allocate(capacity: capacity)
+        allocated = min(capacity, ResponseQueue.initialAllocation)
+        storage = .allocate(capacity: allocated)
     }
 
     deinit {
@@ -50,15 +57,30 @@ final class ResponseQueue {
 
     var isFull: Bool { count == capacity }
 
+    /// Memory the queue's storage takes.
+    var allocatedBytes: Int { allocated * MemoryLayout<PendingResponse>.stride }
+
     private func slot(_ distance: Int) -> UnsafeMutablePointer<PendingResponse> {
         let index = head + distance
-        return storage + (index >= capacity ? index - capacity : index)
+        return storage + (index >= allocated ? index - allocated : index)
     }
 
     func append(_ response: PendingResponse) {
         precondition(!isFull)
+        if count == allocated { resize(to: min(capacity, allocated * 2)) }
         slot(count).initialize(to: response)
         count += 1
+    }
+
+    /// Moves the entries, oldest first, to storage of `size` entries.
+    private func resize(to size: Int) {
+        precondition(size >= count)
+        let moved = UnsafeMutablePointer<PendingResponse>.allocate(capacity: size)
+        for index in 0..<count { (moved + index).moveInitialize(from: slot(index), count: 1) }
+        storage.deallocate()
+        storage = moved
+        allocated = size
+        head = 0
     }
 
     /// The oldest entry is complete and may be sent.
@@ -67,8 +89,9 @@ final class ResponseQueue {
     func removeFirst() -> PendingResponse {
         precondition(count > 0)
         let first = (storage + head).move()
-        head = head + 1 == capacity ? 0 : head + 1
+        head = head + 1 == allocated ? 0 : head + 1
         count -= 1
+        if count == 0 && allocated > ResponseQueue.initialAllocation { resize(to: min(capacity, ResponseQueue.initialAllocation)) }
         return first
     }
 
@@ -129,6 +152,17 @@ final class Connection {
     /// deletes, trims). The slot is not reused until they are back, so an answer can only ever
     /// find the connection that asked.
     var storageRequestsInFlight = 0
+    /// Memory budget held for the request body being assembled (its announced length).
+    var assemblyReservedBytes = 0
+    /// Reads of this connection not started yet, in request order: waiting for room in the
+    /// memory budget, or for the connection's read window (results it has not collected).
+    var parkedReads: Deque<ParkedRead> = []
+    /// In the memory budget's line for room.
+    var queuedForMemory = false
+    /// Bytes this connection has counted against the server's memory budget (`MemoryBudget`).
+    var charged = 0
+    /// Stopped reading because it holds more than the allowance and the memory budget is full.
+    var pausedForMemory = false
 
     // Responses, in request order.
     let responses: ResponseQueue
@@ -162,6 +196,15 @@ final class Connection {
 
     var isPaused: Bool { blockedAppend != nil }
 
+    /// Memory this connection holds in the server: output not yet sent, a request being
+    /// assembled, reservations of reads in flight, bytes received while paused, a batch waiting
+    /// for room, and its response queue.
+    var heldBytes: Int {
+        output.backlogBytes + max(partialRequestBytes, assemblyReservedBytes) + reservedReadBytes + stash.count
+            + (blockedAppend?.batch.count ?? 0) + responses.allocatedBytes
+    }
+
+
     /// Notes that something waits on `log` for this connection.
     func noteWaiting(on log: LogID) {
         if !waitingOn.contains(log) { waitingOn.append(log) }
@@ -182,11 +225,18 @@ final class Connection {
     /// Keeps the request deadlines' clocks: when a request started arriving, when its header was
     /// complete. Returns the bytes consumed and the framing failure, if any.
     func frame(
-        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, assemble: (RequestHeader) -> Bool, discarded: (RequestHeader) -> Bool,
+        deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
     ) -> (consumed: Int, failure: RequestFramer.Failure?) {
-        let result = framer.frame(bytes) { header, body in
+        let result = framer.frame(bytes, assemble: assemble) { header in
             requestStartedNanos = nil
             headerCompletedNanos = nil
+            assemblyReservedBytes = 0
+            return discarded(header)
+        } deliver: { header, body in
+            requestStartedNanos = nil
+            headerCompletedNanos = nil
+            assemblyReservedBytes = 0
             return deliver(header, body)
         }
         partialRequestBytes = framer.partialBytes

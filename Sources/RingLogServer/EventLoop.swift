@@ -61,6 +61,7 @@ final class EventLoop {
     var blockedConnections: Deque<Connection> = []
     var phase = Phase.running
     var counters = ServerCounters()
+    var budget: MemoryBudget
     var metrics = ServerMetrics()
     let metricsEndpoint: MetricsEndpoint?
     private var nextMetricsPublishNanos: UInt64 = 0
@@ -89,6 +90,7 @@ final class EventLoop {
         connections = Array(repeating: nil, count: configuration.maxConnections)
         generations = Array(repeating: 0, count: configuration.maxConnections)
         freeSlots = Array((0..<configuration.maxConnections).reversed())
+        budget = MemoryBudget(limit: configuration.maxBufferedBytesTotal, allowance: configuration.receiveBufferBytes)
         var body = WireWriter()
         ErrorBody(detail1: UInt64(configuration.maxConnections), message: "too many connections: the limit is \(configuration.maxConnections)").encode(into: &body)
         var rejection = [UInt8](repeating: 0, count: WireProtocol.headerBytes)
@@ -138,6 +140,7 @@ final class EventLoop {
             }
             ring.drainCompletions { userData, result, flags in dispatch(userData: userData, result: result, flags: flags) }
             applyStoreEvents()
+            serveBudgetWaiters()
             flushConnections()
         }
         closeEverything()
@@ -296,21 +299,80 @@ final class EventLoop {
 
     /// Frames and handles requests from `bytes`; returns how many bytes were used.
     private func frame(_ connection: Connection, _ bytes: UnsafeRawBufferPointer, now: UInt64) -> Int {
-        let (consumed, failure) = connection.frame(bytes, nowNanos: now) { header, body in handle(connection, header, body) }
+        let (consumed, failure) = connection.frame(bytes, nowNanos: now) { header in
+            admitAssembly(connection, header)
+        } discarded: { header in
+            refuseForMemory(connection, header)
+        } deliver: { header, body in
+            handle(connection, header, body)
+        }
         if let failure { protocolError(connection, failure.code, failure.body, requestID: failure.requestID, opcode: failure.opcode) }
         return consumed
     }
 
-    /// True when the connection may take more requests now.
+    /// True when the connection may take more requests now: it is open, not waiting to place a
+    /// batch, within its own limits, and either holds less than the allowance or the server's
+    /// memory budget has room (otherwise it waits for room: `MemoryBudget`).
     func canRead(_ connection: Connection) -> Bool {
         guard case .open = connection.state, !connection.isPaused else { return false }
-        let held = connection.output.backlogBytes + connection.partialRequestBytes + connection.reservedReadBytes
-        return !connection.responses.isFull && held < configuration.maxBufferedBytesPerConnection
+        let held = connection.heldBytes
+        guard !connection.responses.isFull && held < configuration.maxBufferedBytesPerConnection else { return false }
+        // A body being assembled has its memory reserved already: reading it adds nothing.
+        if held < budget.allowance || budget.hasRoom || connection.assemblyReservedBytes > 0 { return true }
+        if !connection.pausedForMemory {
+            connection.pausedForMemory = true
+            budget.pausedConnections.append(connection)
+            counters.budgetPauses += 1
+        }
+        return false
+    }
+
+    /// Whether a request body that spans receive buffers may be assembled: always when it is no
+    /// larger than the allowance, else when the memory budget can hold all of it (reserved now).
+    /// Otherwise it is read and dropped, and the request answered SERVER_BUSY.
+    private func admitAssembly(_ connection: Connection, _ header: RequestHeader) -> Bool {
+        let length = Int(header.bodyLength)
+        if length > budget.allowance {
+            guard budget.fits(length) else { return false }
+            connection.assemblyReservedBytes = length
+            recharge(connection)
+        }
+        return true
+    }
+
+    /// Updates the memory budget with what `connection` holds now.
+    func recharge(_ connection: Connection) {
+        let held = connections[connection.slot] === connection ? connection.heldBytes : 0
+        guard held != connection.charged else { return }
+        budget.charge(from: connection.charged, to: held)
+        connection.charged = held
+    }
+
+    /// While there is room: connections in line for it start a read each, in turn, those
+    /// holding little first (`MemoryBudget`); then connections that stopped reading for lack of
+    /// room go on.
+    private func serveBudgetWaiters() {
+        guard budget.hasRoom, budget.isContended else { return }
+        let share = budget.contendedShare
+        while budget.hasRoom,
+            let connection = budget.dequeue(
+                isCurrent: { connections[$0.slot] === $0 }, eligible: { !readWindowIsFull($0) && $0.heldBytes < share })
+        {
+            startParkedReads(connection, turnCame: true)
+        }
+        guard budget.hasRoom, !budget.pausedConnections.isEmpty else { return }
+        let paused = budget.pausedConnections
+        budget.pausedConnections.removeAll()
+        for connection in paused where connections[connection.slot] === connection {
+            connection.pausedForMemory = false
+            scheduleFlush(connection)
+        }
     }
 
     /// Moves a connection on as far as it can: retries a blocked append, parses stashed bytes, and
     /// arms the next receive when it may read.
     func pump(_ connection: Connection) {
+        defer { recharge(connection) }
         if connection.blockedAppend != nil { retryBlockedAppend(connection) }
         while connection.stash.count > 0 && canRead(connection) {
             let consumed = frame(connection, connection.stash.bytes, now: monotonicNanos())
@@ -319,6 +381,7 @@ final class EventLoop {
             if consumed == 0 { break }
         }
         guard connection.stash.count == 0 else { return }
+        connection.stash.removeAll(keepingCapacityUpTo: 4 << 10)
         if connection.peerClosed {
             if connection.blockedAppend == nil, case .open = connection.state {
                 beginClosing(connection, flushFirst: true, reason: "peer closed")
@@ -384,6 +447,9 @@ final class EventLoop {
         connection.output.sendFinished(bytes: Int(result))
         connection.sendClock.progressed(nowNanos: monotonicNanos())
         counters.bytesSent += UInt64(result)
+        recharge(connection)
+        // The client collected results: reads waiting for its read window may start.
+        if !connection.parkedReads.isEmpty && !connection.queuedForMemory { startParkedReads(connection) }
         scheduleFlush(connection)
     }
 
@@ -398,6 +464,7 @@ final class EventLoop {
             if connection.receiveArmed { cancel(connection) }
             connection.stash.removeAll(keepingCapacityUpTo: 0)
             if flushFirst { answerLongPollsNow(connection) }
+            recharge(connection)
         case .closing(let flushing):
             guard flushing && !flushFirst else { return }
             connection.state = .closing(flushFirst: false)
@@ -449,6 +516,8 @@ final class EventLoop {
         freeSlots.append(connection.slot)
         openConnections -= 1
         connection.responses.removeAll()
+        connection.output.discardAll()
+        recharge(connection)
         logger.debug("connection closed", metadata: ["connection": "\(connection.slot).\(connection.generation)"])
         checkDrained()
     }
@@ -460,10 +529,22 @@ final class EventLoop {
         let payloadTimeout = UInt64(configuration.payloadTimeoutMillis) * 1_000_000
         let idleTimeout = UInt64(configuration.idleTimeoutMillis) * 1_000_000
         let sendTimeout = UInt64(configuration.sendTimeoutMillis) * 1_000_000
+        // While reads wait for memory, clients that hold some and take none of their responses
+        // lose it sooner (`MemoryBudget`).
+        let contended = budget.isContended
+        let pressureSendTimeout = min(sendTimeout, MemoryBudget.pressureSendTimeoutNanos)
         for case let connection? in connections {
             if connection.sendClock.isLate(backlogBytes: connection.output.backlogBytes, nowNanos: now, timeoutNanos: sendTimeout) {
                 counters.timeouts += 1
                 beginClosing(connection, flushFirst: false, reason: "client stopped reading its responses")
+                continue
+            }
+            if contended, connection.charged >= budget.allowance,
+                connection.sendClock.isLate(backlogBytes: connection.output.backlogBytes, nowNanos: now, timeoutNanos: pressureSendTimeout)
+            {
+                counters.timeouts += 1
+                counters.memoryPressureCloses += 1
+                beginClosing(connection, flushFirst: false, reason: "client stopped reading its responses while reads wait for memory")
                 continue
             }
             guard case .open = connection.state else { continue }
@@ -475,6 +556,15 @@ final class EventLoop {
                 counters.timeouts += 1
                 protocolError(
                     connection, .timedOut, ErrorBody(message: "request body not complete within \(configuration.payloadTimeoutMillis) ms"),
+                    requestID: header.requestID, opcode: header.opcode)
+            } else if contended, let header = connection.header, connection.charged >= budget.allowance,
+                now > connection.lastActivityNanos + pressureSendTimeout
+            {
+                // A body holding memory that others wait for must keep arriving.
+                counters.timeouts += 1
+                counters.memoryPressureCloses += 1
+                protocolError(
+                    connection, .timedOut, ErrorBody(message: "request body stalled for \(pressureSendTimeout / 1_000_000) ms while the server is short of memory"),
                     requestID: header.requestID, opcode: header.opcode)
             } else if connection.responses.count == 0 && connection.partialRequestBytes == 0 && connection.output.backlogBytes == 0
                 && now > connection.lastActivityNanos + idleTimeout

@@ -58,8 +58,9 @@ enum ResponseContext {
 extension EventLoop {
     // MARK: Requests
 
-    /// Handles one framed request. Returns false when the connection must stop taking requests.
-    func handle(_ connection: Connection, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) -> Bool {
+    /// Queues the response entry for a request, in arrival order; answers TOO_MANY_IN_FLIGHT and
+    /// returns nil when the connection already has its limit of requests in flight.
+    private func beginRequest(_ connection: Connection, _ header: RequestHeader) -> UInt32? {
         counters.requests += 1
         let sequence = connection.takeSequence()
         let counted = connection.countedInFlight < configuration.maxInFlightPerConnection
@@ -68,9 +69,25 @@ extension EventLoop {
             respond(connection, sequence: sequence, code: .tooManyInFlight, ErrorBody(
                 detail1: UInt64(configuration.maxInFlightPerConnection),
                 message: "more than \(configuration.maxInFlightPerConnection) requests in flight on one connection"))
-            return canRead(connection)
+            return nil
         }
         connection.countedInFlight += 1
+        return sequence
+    }
+
+    /// A request whose body could not be given memory; the body was read and dropped.
+    func refuseForMemory(_ connection: Connection, _ header: RequestHeader) -> Bool {
+        counters.refusedForMemory += 1
+        guard let sequence = beginRequest(connection, header) else { return canRead(connection) }
+        respond(connection, sequence: sequence, code: .serverBusy, ErrorBody(
+            detail1: UInt64(header.bodyLength), detail2: UInt64(budget.limit),
+            message: "the server is short of memory for a body of \(header.bodyLength) bytes; it was dropped, retry later"))
+        return canRead(connection)
+    }
+
+    /// Handles one framed request. Returns false when the connection must stop taking requests.
+    func handle(_ connection: Connection, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) -> Bool {
+        guard let sequence = beginRequest(connection, header) else { return canRead(connection) }
         guard let opcode = Opcode(rawValue: header.opcode) else {
             respond(connection, sequence: sequence, code: .unknownOperation, ErrorBody(message: "unknown operation 0x\(String(header.opcode, radix: 16))"))
             return canRead(connection)
@@ -93,12 +110,7 @@ extension EventLoop {
             case .append: return append(connection, header, sequence, body)
             case .read:
                 let request = try ReadRequest.decode(body)
-                let maxBytes = min(max(Int(request.maxBytes), 1), configuration.maxReadBytes)
-                // The response's buffer counts against this connection's budget from now on, so a
-                // client cannot pile up reads it never collects.
-                _ = connection.responses.update(sequence: sequence) { $0.reservedBytes = maxBytes }
-                connection.reservedReadBytes += maxBytes
-                startRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: maxBytes,
+                admitRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: Int(request.maxBytes),
                     waitMillis: Int(request.maxWaitMillis))
             case .createLog: try createLog(connection, sequence, body)
             case .deleteLog:
@@ -218,7 +230,53 @@ extension EventLoop {
         _ = place(connection, blocked.header, blocked.sequence, blocked.batch.bytes, keeping: blocked.batch)
     }
 
-    func startRead(_ connection: Connection, _ sequence: UInt32, logID: LogID, offset: LogOffset, maxBytes: Int, waitMillis: Int) {
+    /// Queues a read behind the connection's earlier ones and starts what may start now.
+    func admitRead(_ connection: Connection, _ sequence: UInt32, logID: LogID, offset: LogOffset, maxBytes: Int, waitMillis: Int) {
+        connection.parkedReads.append(ParkedRead(sequence: sequence, logID: logID, offset: offset, maxBytes: maxBytes, waitMillis: waitMillis))
+        budget.parkedReadCount += 1
+        guard connection.parkedReads.count == 1, !connection.queuedForMemory else { return }
+        startParkedReads(connection)
+    }
+
+    /// A connection's results not yet collected (reserved or waiting to be sent) have reached one
+    /// largest read: its next read waits until the client takes some, so a client that never
+    /// reads its responses makes the server read from the disk for it only once.
+    func readWindowIsFull(_ connection: Connection) -> Bool {
+        connection.reservedReadBytes + connection.output.backlogBytes >= max(configuration.maxReadBytes, configuration.storage.maxBatchBytes)
+    }
+
+    /// Starts the connection's waiting reads in order while its read window and the memory
+    /// budget allow (`MemoryBudget`); when the budget does not, the connection takes its place in
+    /// line. `turnCame`: its turn in that line came, so it starts one read and, with more
+    /// waiting, goes to the back. Each read is charged the buffer its result takes until the
+    /// result is sent.
+    func startParkedReads(_ connection: Connection, turnCame: Bool = false) {
+        var started = 0
+        while let read = connection.parkedReads.first {
+            if readWindowIsFull(connection) { return }
+            let lineAhead = !turnCame && !budget.waiting.isEmpty
+            if budget.mustWait(holding: connection.heldBytes) || lineAhead || (turnCame && started == 1) {
+                if !connection.queuedForMemory && !(turnCame && started == 1) { counters.readsParked += 1 }
+                budget.enqueue(connection)
+                return
+            }
+            connection.parkedReads.removeFirst()
+            budget.parkedReadCount -= 1
+            started += 1
+            startRead(connection, read.sequence, logID: read.logID, offset: read.offset, maxBytes: read.maxBytes, waitMillis: read.waitMillis)
+        }
+    }
+
+    /// Sets the bytes a queued response holds against its connection and the memory budget.
+    func setReservation(_ connection: Connection, _ sequence: UInt32, to bytes: Int) {
+        _ = connection.responses.update(sequence: sequence) { response in
+            connection.reservedReadBytes += bytes - response.reservedBytes
+            response.reservedBytes = bytes
+        }
+        recharge(connection)
+    }
+
+    private func startRead(_ connection: Connection, _ sequence: UInt32, logID: LogID, offset: LogOffset, maxBytes: Int, waitMillis: Int) {
         let context = ResponseContext.make(connection, sequence: sequence)
         let maxBytes = min(max(maxBytes, 1), configuration.maxReadBytes)
         switch store.read(from: logID, offset: offset, maxBytes: maxBytes, context: context) {
@@ -232,8 +290,9 @@ extension EventLoop {
             } else {
                 finishRead(context: context, .success(result))
             }
-        case .pending:
+        case .pending(let bufferBytes):
             connection.storageRequestsInFlight += 1
+            setReservation(connection, sequence, to: bufferBytes)
         case .failed(let error):
             respond(context: context, error: error)
         }
@@ -378,8 +437,22 @@ extension EventLoop {
             response.ready = true
             response.status = status
             response.body = body
+            // What the response holds until it is written out counts against the budget: a read's
+            // buffer (its reservation shrinks to that), an encoded body or an error message.
+            let holds: Int =
+                switch body {
+                case .read(_, let result): result.buffer?.count ?? 0
+                case .encoded(let bytes): bytes.count
+                case .error(let error): 16 + error.message.utf8.count
+                case .empty, .append, .offset: 0
+                }
+            connection.reservedReadBytes += holds - response.reservedBytes
+            response.reservedBytes = holds
         }
-        if found { scheduleFlush(connection) }
+        if found {
+            recharge(connection)
+            scheduleFlush(connection)
+        }
     }
 
     /// Moves every ready response at the head of the queue into the connection's output.
@@ -551,7 +624,7 @@ extension EventLoop {
         store(entry, for: id)
         for (context, reader) in ready {
             guard let connection = connection(for: context) else { continue }
-            startRead(connection, ResponseContext.parts(context).sequence, logID: id, offset: reader.offset, maxBytes: reader.maxBytes, waitMillis: 0)
+            admitRead(connection, ResponseContext.parts(context).sequence, logID: id, offset: reader.offset, maxBytes: reader.maxBytes, waitMillis: 0)
         }
     }
 
@@ -573,6 +646,9 @@ extension EventLoop {
         }
         connection.waitingOn.removeAll()
         connection.appendWaiters = nil
+        budget.remove(connection)
+        budget.parkedReadCount -= connection.parkedReads.count
+        connection.parkedReads.removeAll()
     }
 
     /// Answers `connection`'s long-polls now, empty, as if their deadline had passed: a closing
@@ -612,8 +688,16 @@ extension EventLoop {
         }
     }
 
-    /// At a graceful stop: every waiting long-poll is answered SHUTTING_DOWN (docs/protocol.md).
+    /// At a graceful stop: every waiting long-poll, and every read waiting for memory, is
+    /// answered SHUTTING_DOWN (docs/protocol.md).
     func answerAllLongPolls() {
+        for case let connection? in connections where !connection.parkedReads.isEmpty {
+            let parked = connection.parkedReads
+            budget.remove(connection)
+            budget.parkedReadCount -= parked.count
+            connection.parkedReads.removeAll()
+            for read in parked { respond(connection, sequence: read.sequence, error: .shuttingDown) }
+        }
         for (id, entry) in waiters {
             for context in entry.readers.keys { respond(context: context, error: .shuttingDown) }
             entry.readers.removeAll()

@@ -15,6 +15,9 @@ public struct ServerConfiguration: Sendable {
     /// Bytes a connection may hold in the server: a request body being received, and responses
     /// not yet sent. Past it the server stops reading from that connection until it drains.
     public var maxBufferedBytesPerConnection: Int = 32 << 20
+    /// Bytes all connections together may hold for requests and responses in flight (see
+    /// `MemoryBudget`); with the tail cache and the buffer pools it bounds the server's memory.
+    public var maxBufferedBytesTotal: Int = 128 << 20
     /// The most a read returns (a single larger batch is still returned whole).
     public var maxReadBytes: Int = 4 << 20
     /// The longest a read at the end of a log may wait for new data.
@@ -59,6 +62,9 @@ public struct ServerConfiguration: Sendable {
         check(
             "max-buffered-bytes", maxBufferedBytesPerConnection, UInt64(clamping: storage.maxBatchBytes + 64)...(1 << 40), .bytes,
             rule: "room for one max batch and its header")
+        check(
+            "max-buffered-bytes-total", maxBufferedBytesTotal, UInt64(clamping: max(storage.maxBatchBytes, maxReadBytes) + 64)...(1 << 40), .bytes,
+            rule: "room for the largest read or batch")
         check("max-read-bytes", maxReadBytes, 1...UInt64(UInt32.max), .bytes)
         check("max-wait-ms", maxWaitMillis, 0...ServerConfiguration.maxMillis, .milliseconds)
         check("header-timeout-ms", headerTimeoutMillis, 1...ServerConfiguration.maxMillis, .milliseconds)

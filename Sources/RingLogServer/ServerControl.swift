@@ -65,6 +65,11 @@ struct ServerCounters {
     var bytesSent: UInt64 = 0
     var receiveBufferShortages: UInt64 = 0
     var timeouts: UInt64 = 0
+    /// Reads that waited for room in the memory budget, and connections paused for it.
+    var readsParked: UInt64 = 0
+    var budgetPauses: UInt64 = 0
+    var memoryPressureCloses: UInt64 = 0
+    var refusedForMemory: UInt64 = 0
     var errorsByCode: [UInt16: UInt64] = [:]
 
     mutating func countError(_ code: ErrorCode) { errorsByCode[code.rawValue, default: 0] += 1 }
@@ -91,6 +96,15 @@ extension EventLoop {
             ("tail_cache_hits_total", UInt64(store.statistics.tailReadHits)),
             ("tail_cache_misses_total", UInt64(store.statistics.tailReadMisses)),
             ("timeouts_total", counters.timeouts),
+            ("buffered_bytes", UInt64(budget.used)),
+            ("buffered_bytes_limit", UInt64(budget.limit)),
+            ("reads_waiting", UInt64(budget.parkedReadCount)),
+            ("reads_waited_for_memory_total", counters.readsParked),
+            ("connections_waiting_for_memory", UInt64(budget.waiting.count)),
+            ("connections_paused_for_memory_total", counters.budgetPauses),
+            ("connections_closed_for_memory_total", counters.memoryPressureCloses),
+            ("requests_refused_for_memory_total", counters.refusedForMemory),
+            ("read_buffer_pool_idle_bytes", UInt64(store.readBuffers.idleByteCount)),
             ("logs", UInt64(store.logs.count)),
         ]
         for (code, count) in counters.errorsByCode.sorted(by: { $0.key < $1.key }) {

@@ -577,7 +577,7 @@ public final class Log {
         readTail = nil
         store.noteTailRead(hit: false)
         issueRead(run)
-        return .pending
+        return .pending(bufferBytes: run.buffer.count)
     }
 
     /// Cold reads (`StoreConfiguration.uncachedColdReads`): cached pages are served and stay;

@@ -23,7 +23,7 @@ public final class LogStore {
     /// The zeros zero-ahead writes (one chunk, allocated once; nil when zero-ahead is off).
     let zeroChunk: OwnedBytes?
     /// Read buffers, recycled: a catch-up reader's multi-megabyte reads reuse the same pages.
-    let readBuffers = BufferPool(maxPooledBytes: 16 << 20)
+    public let readBuffers = BufferPool(maxPooledBytes: 16 << 20)
     /// Cleared the first time the kernel refuses uncached I/O; every write and read is cached after.
     private(set) var uncachedIOWorks = true
     let logger: Logger

@@ -32,8 +32,9 @@ public struct ReadResult {
 public enum ReadStart {
     /// Served at once (from the tail cache, or empty at the committed end).
     case ready(ReadResult)
-    /// Reading from the segment file; a `.readCompleted` event with the same context follows.
-    case pending
+    /// Reading from the segment file into a buffer of `bufferBytes` (it may grow if the first
+    /// batch turns out larger); a `.readCompleted` event with the same context follows.
+    case pending(bufferBytes: Int)
     case failed(StorageError)
 }
 

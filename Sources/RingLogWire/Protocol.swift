@@ -50,6 +50,9 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case tooManyConnections = 30
     case tooManyInFlight = 31
     case timedOut = 32
+    /// The server is short of memory for a request body this large right now; the body was
+    /// read and dropped, and the same request may be retried.
+    case serverBusy = 33
     case storageFailed = 40
     case diskFull = 41
     case shuttingDown = 42
@@ -74,6 +77,7 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         case .tooManyInFlight: "TOO_MANY_IN_FLIGHT"
         case .timedOut: "TIMED_OUT"
+        case .serverBusy: "SERVER_BUSY"
         case .storageFailed: "STORAGE_FAILED"
         case .diskFull: "DISK_FULL"
         case .shuttingDown: "SHUTTING_DOWN"

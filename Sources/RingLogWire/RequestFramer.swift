@@ -32,6 +32,10 @@ public struct RequestFramer {
     private var body: [UInt8] = []
     /// The header of the request whose body is arriving.
     public private(set) var pendingHeader: RequestHeader?
+    /// The body arriving is being skipped (the caller would not assemble it); bytes still to skip.
+    private var discardRemaining: Int?
+    /// The caller agreed to assemble the body arriving.
+    private var assembling = false
 
     public init(limits: Limits) {
         self.limits = limits
@@ -42,10 +46,17 @@ public struct RequestFramer {
     public var partialBytes: Int { headerBytes.count + body.count }
 
     /// Frames requests out of `bytes`, calling `deliver` with each complete one (the body pointer
-    /// is valid only during the call). Stops when the bytes run out, when `deliver` returns false,
-    /// or at a failure. Returns the bytes consumed. Bodies that arrive whole are not copied.
+    /// is valid only during the call). Stops when the bytes run out, when `deliver` (or
+    /// `discarded`) returns false, or at a failure. Returns the bytes consumed. Bodies that arrive
+    /// whole are not copied.
+    ///
+    /// A body that does not arrive whole must be assembled; `assemble` is asked first, with the
+    /// header. When it says no, the body is skipped as it arrives, holding no memory, and
+    /// `discarded` is called with the header once it has passed, so the stream stays in step.
     public mutating func frame(
-        _ bytes: UnsafeRawBufferPointer, deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
+        _ bytes: UnsafeRawBufferPointer, assemble: (RequestHeader) -> Bool = { _ in true },
+        discarded: (RequestHeader) -> Bool = { _ in true },
+        deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
     ) -> (consumed: Int, failure: Failure?) {
         var index = 0
         while index < bytes.count {
@@ -58,6 +69,22 @@ public struct RequestFramer {
                 }
             }
             let expected = Int(pendingHeader!.bodyLength)
+            if !assembling && discardRemaining == nil && bytes.count - index < expected {
+                if assemble(pendingHeader!) { assembling = true } else { discardRemaining = expected }
+            }
+            if let remaining = discardRemaining {
+                let take = min(remaining, bytes.count - index)
+                index += take
+                guard remaining == take else {
+                    discardRemaining = remaining - take
+                    return (index, nil)
+                }
+                discardRemaining = nil
+                let header = pendingHeader!
+                pendingHeader = nil
+                if !discarded(header) { return (index, nil) }
+                continue
+            }
             let request: UnsafeRawBufferPointer
             if body.isEmpty && bytes.count - index >= expected {
                 request = UnsafeRawBufferPointer(rebasing: bytes[index..<(index + expected)])
@@ -72,8 +99,10 @@ public struct RequestFramer {
             }
             let header = pendingHeader!
             pendingHeader = nil
+            assembling = false
             let proceed = body.isEmpty ? deliver(header, request) : body.withUnsafeBytes { deliver(header, $0) }
-            body.removeAll(keepingCapacity: body.capacity <= 64 << 10)
+            // Small bodies keep their room for the next; a large one's is freed at once.
+            body.removeAll(keepingCapacity: body.capacity <= 4 << 10)
             if !proceed { return (index, nil) }
         }
         return (index, nil)

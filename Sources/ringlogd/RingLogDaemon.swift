@@ -88,6 +88,13 @@ struct RingLogDaemon: AsyncParsableCommand {
     @Option(help: "Bytes one connection may hold in the server (a request being received, responses not yet sent).")
     var maxBufferedBytes = ByteSize(bytes: serverDefaults.maxBufferedBytesPerConnection)
 
+    @Option(
+        help: """
+            Bytes all connections together may hold for requests and responses in flight; past it, reads wait \
+            and connections holding memory stop being read (see docs/operations.md, Memory).
+            """)
+    var maxBufferedBytesTotal = ByteSize(bytes: serverDefaults.maxBufferedBytesTotal)
+
     @Option(help: "Most bytes one read returns (a larger single batch is still returned whole).")
     var maxReadBytes = ByteSize(bytes: serverDefaults.maxReadBytes)
 
@@ -206,6 +213,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         configuration.maxConnections = maxConnections
         configuration.maxInFlightPerConnection = maxInFlight
         configuration.maxBufferedBytesPerConnection = maxBufferedBytes.bytes
+        configuration.maxBufferedBytesTotal = maxBufferedBytesTotal.bytes
         configuration.maxReadBytes = maxReadBytes.bytes
         configuration.maxWaitMillis = maxWaitMs
         configuration.headerTimeoutMillis = headerTimeoutMs
@@ -227,6 +235,7 @@ struct RingLogDaemon: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "ringlogd")
+        keepLargeAllocationsReturnable()
         var configuration = makeConfiguration()
         if metricsListen != nil { configuration.metricsExporter = bootstrapPrometheus() }
 

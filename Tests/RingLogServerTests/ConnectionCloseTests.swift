@@ -31,6 +31,9 @@ import Testing
             configuration.headerTimeoutMillis = 300
             configuration.payloadTimeoutMillis = 300
             configuration.sendTimeoutMillis = 1_000
+            // A read window (the larger of this and the largest batch) that holds four reads of
+            // `makeBigLog`'s first segment, together larger than the kernel's socket buffers.
+            configuration.maxReadBytes = 16 << 20
             configuration.diskFaults = faults
         }
     }
@@ -44,14 +47,15 @@ import Testing
         case .payloadTimeout:
             try client.send(RequestHeader(opcode: .append, bodyLength: 1_000, requestID: 99, logID: bigLog).encoded() + [1, 2, 3])
         case .sendTimeout:
-            // Large responses the client never reads: the server's output cannot drain.
+            // Responses larger than the socket buffers that the client never reads: the server's
+            // output cannot drain. (Four reads of one 3.6 MB segment: within the read window.)
             for _ in 0..<4 {
                 try client.send(client.encode(.read, ReadRequest(offset: .zero, maxBytes: 4 << 20).encoded(), logID: bigLog))
             }
         }
     }
 
-    /// A log holding a few MiB, for reads whose responses do not fit in a socket buffer.
+    /// A log holding a few MiB, for reads whose responses do not fit in the socket buffers.
     static func makeBigLog(_ client: RawClient) throws -> LogID {
         let log = try client.createLog("big").logID
         for seed in 0..<6 { _ = try client.append(log, payload(900_000, seed: seed)).decode(AppendResponse.self) }

@@ -22,4 +22,8 @@ int ringlog_eventfd(void);
 /// pwritev2 of one buffer with RWF_* flags; the byte count, or -errno.
 int64_t ringlog_pwrite_with_flags(int fd, const void *buffer, size_t length, int64_t position, int flags);
 
+/// mallopt(M_MMAP_THRESHOLD, bytes): blocks of at least `bytes` are mapped on their own and
+/// unmapped when freed; setting it also stops glibc from raising the threshold by itself.
+int ringlog_set_mmap_threshold(int bytes);
+
 #endif
