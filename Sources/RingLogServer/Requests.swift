@@ -377,6 +377,11 @@ extension EventLoop {
     private func logInfo(_ connection: Connection, _ sequence: UInt32, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) throws(WireError) {
         let name = try LogNameRequest.decode(body).name
         if !name.isEmpty && header.logID != .none { throw WireError("give a log name or a log id, not both") }
+        // The same name rules as CREATE_LOG: a name no log can have is reported as such.
+        if !name.isEmpty, let problem = LogName.problem(with: name) {
+            respond(connection, sequence: sequence, error: .badLogName(problem))
+            return
+        }
         let log = name.isEmpty ? store.log(header.logID) : store.log(named: name)
         guard let log else {
             respond(connection, sequence: sequence, error: .unknownLog(name.isEmpty ? "id \(header.logID)" : name))

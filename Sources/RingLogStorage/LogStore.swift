@@ -324,6 +324,10 @@ public final class LogStore {
     /// Deletes a log; a `.deleted` event answers once its directory has left `logs/` durably.
     /// Appends not yet committed are failed at once (an `.appendsRewound` event).
     public func deleteLog(named name: String, context: UInt64) {
+        if let problem = LogName.problem(with: name) {
+            emit(.deleted(context: context, .failure(.badLogName(problem))))
+            return
+        }
         guard let log = logsByName[name] else {
             emit(.deleted(context: context, .failure(.unknownLog(name))))
             return

@@ -45,7 +45,16 @@ final class Runner {
         ring = try Ring(entries: 256, completionEntries: 4096)
     }
 
+    private var nextMaintenance = 0.0
+
+    /// One loop turn, as the server runs it: time-driven work (checkpoints) ten times a second,
+    /// then the store's I/O.
     func turn(wait: Bool) {
+        let now = monotonicSeconds()
+        if now >= nextMaintenance {
+            store.maintain()
+            nextMaintenance = now + 0.1
+        }
         store.flush()
         executor.prepareQueued(from: store, on: ring, tag: 1)
         if wait && executor.count > 0 { ring.submitAndWait(count: 1, timeoutNanos: 100_000_000) } else { ring.submit() }

@@ -141,7 +141,17 @@ import Testing
         #expect(try client.call(.createLog, CreateLogRequest(name: "once").encoded()).errorCode == .logExists)
         for bad in ["../etc", "", "a/b", ".hidden"] {
             #expect(try client.call(.createLog, CreateLogRequest(name: bad).encoded()).errorCode == .badLogName, "\(bad)")
+            // The name rules hold for the other operations that take a name (an empty LOG_INFO
+            // name means "by id", and id 0 is no log).
+            #expect(try client.call(.deleteLog, LogNameRequest(name: bad).encoded()).errorCode == .badLogName, "\(bad)")
+            let info = try client.call(.logInfo, LogNameRequest(name: bad).encoded())
+            #expect(info.errorCode == (bad.isEmpty ? .unknownLog : .badLogName), "\(bad)")
         }
+        // Undocumented corners, now documented (docs/protocol.md): appending to log id 0, a HELLO
+        // whose range is empty, an append body shorter than a batch header.
+        #expect(try client.append(.none, [1]).errorCode == .unknownLog)
+        #expect(try client.call(.hello, HelloRequest(minVersion: 2, maxVersion: 1).encoded()).errorCode == .unsupportedVersion)
+        #expect(try client.call(.append, [UInt8](repeating: 0, count: 47), logID: LogID(1)).errorCode == .badBatch)
         #expect(try client.call(.createLog, CreateLogRequest(name: "tiny", segmentBytes: 1000).encoded()).errorCode == .badLogSettings)
         try assertStillServing(server)
     }
