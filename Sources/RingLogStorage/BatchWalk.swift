@@ -153,6 +153,41 @@ enum BatchWalk {
         return .found(anchor)
     }
 
+    /// Recovery's version of `nextBatch`, for rebuilding a lost index where no later batch start
+    /// is known: the damaged header's own length when the client's CRC proves it, else the first
+    /// position in `run` holding a batch that verifies whole at its offset and is followed by a
+    /// verified header (or ends exactly at `limit`). Nil when `run` holds no such batch.
+    static func nextVerifiedBatch(after damaged: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset, limit: LogOffset) -> LogOffset? {
+        let base = run.baseAddress!
+        func followedWell(_ end: LogOffset) -> Bool {
+            end == limit || (runStart.distance(to: end) + Batch.headerBytes <= run.count
+                && (try? Batch.verifyStoredHeader(base + runStart.distance(to: end), expectedOffset: end, maxPayloadBytes: end.distance(to: limit)).get()) != nil)
+        }
+        let at = runStart.distance(to: damaged)
+        if at + Batch.headerBytes <= run.count {
+            let length = Int(base.loadLittleEndian(at: at + Batch.clientChecksumStart, as: UInt32.self))
+            let end = damaged.advanced(by: Batch.headerBytes + length)
+            if end <= limit, at + Batch.headerBytes + length <= run.count,
+                Batch.clientChecksum(base + at, payloadLength: length) == base.loadLittleEndian(at: at + 28, as: UInt32.self), followedWell(end)
+            {
+                return end
+            }
+        }
+        var candidate = at + 1
+        while candidate + Batch.headerBytes <= run.count {
+            defer { candidate += 1 }
+            guard base.loadLittleEndian(at: candidate, as: UInt32.self) == Batch.magic else { continue }
+            let offset = runStart.advanced(by: candidate)
+            guard offset < limit,
+                case .success(let header) = Batch.verifyStoredHeader(base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: limit) - Batch.headerBytes),
+                candidate + header.totalBytes <= run.count, Batch.verifyPayload(base + candidate, header: header) == nil,
+                followedWell(offset.advanced(by: header.totalBytes))
+            else { continue }
+            return offset
+        }
+        return nil
+    }
+
     /// Whether batches with verified headers lead from `start` exactly to `anchor`.
     private static func chainReaches(_ anchor: LogOffset, from start: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset) -> Bool {
         var position = start

@@ -671,9 +671,16 @@ public final class Log {
         case .success(.needMore(let needed)):
             // The first batch is longer than the window: grow the buffer to hold it and read the
             // rest. Committed data that the file cannot supply means the file is damaged.
-            guard !run.reachedEnd, !run.segment.deleted, needed > run.buffer.count, run.runStart.advanced(by: needed) <= run.limit else {
+            // Never more than a read, a batch and two index intervals: a walk from an index entry
+            // to the next needs no more (stepping over a damaged header included), so anything
+            // larger means the index itself is no help here.
+            let largestUseful = run.maxBytes + store.configuration.maxBatchBytes + 2 * store.configuration.indexIntervalBytes
+            guard !run.reachedEnd, !run.segment.deleted, needed > run.buffer.count, needed <= largestUseful,
+                run.runStart.advanced(by: needed) <= run.limit
+            else {
                 let next = anchors.after(run.target)
-                finishRead(run, .failure(.corruption(offset: run.target, detail: "segment data ends inside the batch", nextOffset: next > run.target ? next : nil)))
+                let detail = needed > largestUseful ? "no batch start found near it (the index does not cover this part)" : "segment data ends inside the batch"
+                finishRead(run, .failure(.corruption(offset: run.target, detail: detail, nextOffset: next > run.target ? next : nil)))
                 return
             }
             let grown = store.readBuffers.take(count: needed)

@@ -424,6 +424,17 @@ struct LogRecovery {
             let header: BatchHeader
             switch Batch.verifyStoredHeader(scratch.bytes.baseAddress! + offsetInChunk, expectedOffset: position, maxPayloadBytes: remaining) {
             case .failure(let error):
+                // Below the checkpoint, a damaged header is stepped over when the batch after it
+                // can be found in what was read, so the index covers the rest of the segment.
+                let chunk = UnsafeRawBufferPointer(rebasing: scratch.bytes[0..<chunkBytes])
+                if case .rebuild = mode, let next = BatchWalk.nextVerifiedBatch(after: position, in: chunk, runStart: chunkStart, limit: limit) {
+                    recordCorruption(segment: base, at: position, detail: "\(error); the next batch starts at \(next)")
+                    // A batch does start here (the previous one ended here): the index says so,
+                    // so a read of it finds the damage rather than "no batch starts here".
+                    index.noteBatch(at: UInt32(base.distance(to: position)))
+                    position = next
+                    continue scanning
+                }
                 result.stop = .invalid("\(error) at \(position)")
                 break scanning
             case .success(let parsed): header = parsed

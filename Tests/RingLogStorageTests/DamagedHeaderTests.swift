@@ -1,3 +1,4 @@
+import Glibc
 import RingLogSimulation
 @testable import RingLogStorage
 import RingLogWire
@@ -74,6 +75,31 @@ import Testing
         #expect(try harness.read(id, from: LogOffset(1440)).failureValue == .notBatchBoundary(LogOffset(1440)), "the fake is not served")
         for index in 5..<12 {
             #expect(try harness.batches(try harness.read(id, from: offsets[index], maxBytes: 1).get()).first?.payload == payload(300, seed: index))
+        }
+    }
+
+    /// When recovery must rebuild a segment's index (its `.idx` file is gone) and meets a damaged
+    /// header, it steps over it too, so the rebuilt index covers the rest of the segment and the
+    /// batches after the damage still serve.
+    @Test func aRebuiltIndexStepsOverADamagedHeader() throws {
+        let harness = try Harness(configuration: .small(segmentBytes: 64 << 10))
+        let id = try harness.createLog("rot")
+        let offsets = try (0..<40).map { try harness.append(id, payload(3000, seed: $0)) }
+        harness.passTime(micros: 2_000_000)
+        #expect(harness.store.log(id)!.info.segmentCount >= 2)
+        try harness.shutDownCleanlyAndReopen()
+        harness.disk.flipBit(path: Self.segment, position: Int(offsets[5].rawValue) + 33, bit: 2)
+        _ = harness.disk.perform(.unlink(path: CPath("/data/logs/rot/00000000000000000000.idx"), isDirectory: false))
+        let directory = harness.disk.perform(.open(path: CPath("/data/logs/rot"), flags: O_RDONLY | O_DIRECTORY, mode: 0))
+        #expect(harness.disk.perform(.fsync(fd: Int32(directory))) == 0)
+        try harness.driver.crashAndRecover()
+        let report = try #require(harness.store.recoveryReports.first)
+        #expect(report.rebuiltIndexes == [.zero])
+        #expect(report.corruption.map(\.offset) == [offsets[5]], "\(report)")
+        #expect(report.cut == nil)
+        #expect(try harness.read(id, from: offsets[5]).failureValue?.isCorruption(at: offsets[5], next: offsets[6]) == true)
+        for index in 6..<20 {
+            #expect(try harness.batches(try harness.read(id, from: offsets[index], maxBytes: 1).get()).first?.payload == payload(3000, seed: index))
         }
     }
 
