@@ -16,3 +16,10 @@ int64_t ringlog_pwrite_with_flags(int fd, const void *buffer, size_t length, int
 }
 
 int ringlog_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+void ringlog_allocator_stats(uint64_t *in_use, uint64_t *mapped, uint64_t *free_kept) {
+    struct mallinfo2 info = mallinfo2();
+    *in_use = info.uordblks;
+    *mapped = info.hblkhd;
+    *free_kept = info.fordblks;
+}

@@ -69,6 +69,7 @@ public final class BufferPool {
     public func take(count: Int) -> OwnedBytes {
         guard count >= BufferPool.smallestPooled, maxPooledBytes > 0 else { return OwnedBytes(uninitializedCount: count) }
         let size = count >= 1 << 20 ? (count + (1 << 20) - 1) & ~((1 << 20) - 1) : 1 << (Int.bitWidth - (count - 1).leadingZeroBitCount)
+        inUseBytes += size
         if let buffer = idle[size]?.popLast() {
             idleBytes -= size
             return OwnedBytes(pooled: buffer, count: count, pool: self)
@@ -84,8 +85,12 @@ public final class BufferPool {
         return copy
     }
 
+    /// Bytes of the buffers handed out and not yet back (their size classes).
+    public private(set) var inUseBytes = 0
+
     /// Whether `buffer` was kept; the caller frees it otherwise.
     fileprivate func keep(_ buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        inUseBytes -= buffer.count
         guard idleBytes + buffer.count <= maxPooledBytes else { return false }
         idle[buffer.count, default: []].append(buffer)
         idleBytes += buffer.count
@@ -220,6 +225,10 @@ public final class SendQueue {
 
     /// Bytes queued and not yet sent.
     public var backlogBytes: Int { sending.totalBytes - sentBytes + filling.totalBytes }
+
+    /// Bytes the queue keeps alive: what is being sent stays whole until the send finishes, even
+    /// the part the kernel has taken.
+    public var heldBytes: Int { sending.totalBytes + filling.totalBytes }
 
     /// Points `message` at the next bytes to send, or returns false when there are none (or a
     /// send is already in flight).

@@ -200,7 +200,7 @@ final class Connection {
     /// assembled, reservations of reads in flight, bytes received while paused, a batch waiting
     /// for room, and its response queue.
     var heldBytes: Int {
-        output.backlogBytes + max(partialRequestBytes, assemblyReservedBytes) + reservedReadBytes + stash.count
+        output.heldBytes + max(partialRequestBytes, assemblyReservedBytes) + reservedReadBytes + stash.count
             + (blockedAppend?.batch.count ?? 0) + responses.allocatedBytes
     }
 

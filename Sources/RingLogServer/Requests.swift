@@ -242,7 +242,7 @@ extension EventLoop {
     /// largest read: its next read waits until the client takes some, so a client that never
     /// reads its responses makes the server read from the disk for it only once.
     func readWindowIsFull(_ connection: Connection) -> Bool {
-        connection.reservedReadBytes + connection.output.backlogBytes >= max(configuration.maxReadBytes, configuration.storage.maxBatchBytes)
+        connection.reservedReadBytes + connection.output.heldBytes >= max(configuration.maxReadBytes, configuration.storage.maxBatchBytes)
     }
 
     /// Starts the connection's waiting reads in order while its read window and the memory

@@ -1,3 +1,4 @@
+import CRingLogSupport
 import RingLogWire
 import Synchronization
 
@@ -77,6 +78,8 @@ struct ServerCounters {
 
 extension EventLoop {
     func serverStats() -> ServerStats {
+        var allocator: (inUse: UInt64, mapped: UInt64, free: UInt64) = (0, 0, 0)
+        ringlog_allocator_stats(&allocator.inUse, &allocator.mapped, &allocator.free)
         var entries: [(String, UInt64)] = [
             ("connections_open", UInt64(openConnections)),
             ("connections_accepted_total", counters.connectionsAccepted),
@@ -105,6 +108,10 @@ extension EventLoop {
             ("connections_closed_for_memory_total", counters.memoryPressureCloses),
             ("requests_refused_for_memory_total", counters.refusedForMemory),
             ("read_buffer_pool_idle_bytes", UInt64(store.readBuffers.idleByteCount)),
+            ("read_buffers_in_use_bytes", UInt64(store.readBuffers.inUseBytes)),
+            ("allocator_in_use_bytes", allocator.inUse),
+            ("allocator_mapped_bytes", allocator.mapped),
+            ("allocator_free_bytes", allocator.free),
             ("logs", UInt64(store.logs.count)),
         ]
         for (code, count) in counters.errorsByCode.sorted(by: { $0.key < $1.key }) {

@@ -118,8 +118,11 @@ func peakBuffered(_ client: RingLogClient, seconds: Int) async throws -> Int {
     var peak = 0
     let end = ContinuousClock.now.advanced(by: .seconds(seconds))
     while ContinuousClock.now < end {
-        let stats = try await client.serverStats()
-        peak = max(peak, Int(stats.first { $0.name == "buffered_bytes" }?.value ?? 0))
+        let stats = Dictionary(try await client.serverStats().map { ($0.name, Int($0.value)) }, uniquingKeysWith: { first, _ in first })
+        if stats["buffered_bytes", default: 0] > peak || ProcessInfo.processInfo.environment["RINGLOG_MEMORY_TRACE"] != nil {
+            RingLogTorture.log("buffered \(stats["buffered_bytes", default: 0] >> 20) MiB, read buffers \(stats["read_buffers_in_use_bytes", default: 0] >> 20) MiB, allocator in use \(stats["allocator_in_use_bytes", default: 0] >> 20) MiB, mapped \(stats["allocator_mapped_bytes", default: 0] >> 20) MiB, free \(stats["allocator_free_bytes", default: 0] >> 20) MiB")
+        }
+        peak = max(peak, stats["buffered_bytes", default: 0])
         try await Task.sleep(for: .milliseconds(50))
     }
     return peak

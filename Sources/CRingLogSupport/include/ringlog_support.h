@@ -26,4 +26,8 @@ int64_t ringlog_pwrite_with_flags(int fd, const void *buffer, size_t length, int
 /// unmapped when freed; setting it also stops glibc from raising the threshold by itself.
 int ringlog_set_mmap_threshold(int bytes);
 
+/// What glibc's allocator holds (mallinfo2, all arenas): bytes in use by live blocks in the heaps,
+/// bytes in blocks mapped on their own, and free bytes kept in the heaps.
+void ringlog_allocator_stats(uint64_t *in_use, uint64_t *mapped, uint64_t *free_kept);
+
 #endif
