@@ -2,10 +2,11 @@
 //
 // Module map (dependencies point down only):
 //
-//   ringlogd, ringlog                 executables
-//   RingLogServer, RingLogClient      the io_uring event loop server; the client library
-//   RingLogStorage                    segments, recovery, retention (no sockets)
-//   RingLogWire, RingLogIO            byte formats (pure); the io_uring ring wrapper
+//   ringlogd, ringlog, ...            executables
+//   RingLogServer, RingLogClient      the server on the loop core; the client library on the loop core
+//   RingLogDiskIO                     carrying out the storage engine's disk requests on io_uring
+//   RingLogStorage                    segments, recovery, retention: decides, performs no I/O
+//   RingLogWire, RingLogIO            byte formats (pure); the io_uring loop core
 //   CLiburing, CRingLogSupport        system shims: liburing, CRC32C and GNU-only libc
 import PackageDescription
 
@@ -24,7 +25,6 @@ let serverSide: [SwiftSetting] = strict + [
 
 let package = Package(
     name: "RingLog",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "RingLogClient", targets: ["RingLogClient"]),
         .executable(name: "ringlogd", targets: ["ringlogd"]),
@@ -60,16 +60,23 @@ let package = Package(
             dependencies: [
                 "CLiburing", "CRingLogSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),
         .target(
             name: "RingLogStorage",
             dependencies: [
-                "RingLogWire", "RingLogIO", "CLiburing",
+                "RingLogWire", "RingLogIO",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: serverSide
+        ),
+        .target(
+            name: "RingLogDiskIO",
+            dependencies: ["RingLogStorage", "RingLogIO", "CLiburing"],
             swiftSettings: serverSide
         ),
         .target(
@@ -80,7 +87,7 @@ let package = Package(
         .target(
             name: "RingLogServer",
             dependencies: [
-                "RingLogStorage", "RingLogWire", "RingLogIO", "CLiburing",
+                "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CLiburing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -131,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "ringlog-storage-bench",
             dependencies: [
-                "RingLogStorage", "RingLogWire", "RingLogIO",
+                "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -151,7 +158,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RingLogServerTests",
-            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO", "CRingLogSupport"],
+            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CRingLogSupport"],
             swiftSettings: strict
         ),
         .testTarget(

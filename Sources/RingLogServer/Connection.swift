@@ -1,253 +1,409 @@
 import DequeModule
+import Glibc
 import RingLogIO
 import RingLogStorage
 import RingLogWire
 
-/// A response waiting its turn: responses leave in request order, so a ready one waits behind
-/// any earlier one still waiting (an append for its fdatasync, a read for the disk).
-struct PendingResponse {
-    enum Body {
-        case empty
-        case append(AppendResponse)
-        case offset(OffsetMessage)
-        case read(ReadResponseHead, ReadResult)
-        case encoded([UInt8])
-        case error(ErrorBody)
-    }
-
-    var sequence: UInt32
-    var requestID: UInt64
-    var opcode: UInt8
-    var ready = false
-    var status: UInt16 = 0
-    var body = Body.empty
-    /// Whether this entry counts against the in-flight limit (error-only entries do not).
-    var counted = true
-    /// Bytes of buffered-bytes budget this response holds until it is written out (a read's
-    /// maximum size, reserved when the read starts).
-    var reservedBytes = 0
-}
-
-/// A bounded first-in, first-out queue of pending responses, updated in place: the entry for a
-/// request is written once when the request arrives, completed where it sits, and moved out when
-/// it is sent. (An array of optionals copied each response several times, with a retain and
-/// release per copy: a sixth of the work of an append.) Storage starts small and doubles up to
-/// `capacity`, so an idle connection holds a few entries, not room for every request it may
-/// pipeline; it shrinks back when the queue empties.
-final class ResponseQueue {
-    private var storage: UnsafeMutablePointer<PendingResponse>
-    /// Most entries the queue may hold.
-    let capacity: Int
-    private(set) var allocated: Int
-    private var head = 0
-    private(set) var count = 0
-    static let initialAllocation = 8
-
-    init(capacity: Int) {
-        precondition(capacity > 0)
-        self.capacity = capacity
-        allocated = min(capacity, ResponseQueue.initialAllocation)
-        storage = .allocate(capacity: allocated)
-    }
-
-    deinit {
-        removeAll()
-        storage.deallocate()
-    }
-
-    var isFull: Bool { count == capacity }
-
-    /// Memory the queue's storage takes.
-    var allocatedBytes: Int { allocated * MemoryLayout<PendingResponse>.stride }
-
-    private func slot(_ distance: Int) -> UnsafeMutablePointer<PendingResponse> {
-        let index = head + distance
-        return storage + (index >= allocated ? index - allocated : index)
-    }
-
-    func append(_ response: PendingResponse) {
-        precondition(!isFull)
-        if count == allocated { resize(to: min(capacity, allocated * 2)) }
-        slot(count).initialize(to: response)
-        count += 1
-    }
-
-    /// Moves the entries, oldest first, to storage of `size` entries.
-    private func resize(to size: Int) {
-        precondition(size >= count)
-        let moved = UnsafeMutablePointer<PendingResponse>.allocate(capacity: size)
-        for index in 0..<count { (moved + index).moveInitialize(from: slot(index), count: 1) }
-        storage.deallocate()
-        storage = moved
-        allocated = size
-        head = 0
-    }
-
-    /// The oldest entry is complete and may be sent.
-    var firstIsReady: Bool { count > 0 && storage[head].ready }
-
-    func removeFirst() -> PendingResponse {
-        precondition(count > 0)
-        let first = (storage + head).move()
-        head = head + 1 == allocated ? 0 : head + 1
-        count -= 1
-        if count == 0 && allocated > ResponseQueue.initialAllocation { resize(to: min(capacity, ResponseQueue.initialAllocation)) }
-        return first
-    }
-
-    /// Applies `change` to the entry with `sequence`, if it is still queued.
-    func update(sequence: UInt32, _ change: (inout PendingResponse) -> Void) -> Bool {
-        guard count > 0 else { return false }
-        let distance = Int((sequence &- storage[head].sequence) & Connection.sequenceMask)
-        guard distance >= 0 && distance < count else { return false }
-        let entry = slot(distance)
-        guard entry.pointee.sequence == sequence else { return false }
-        change(&entry.pointee)
-        return true
-    }
-
-    func removeAll() {
-        while count > 0 { _ = removeFirst() }
-    }
-}
-
-/// One client connection: its framing state, the responses it is owed, and what it is sending.
-final class Connection {
-    let slot: Int
-    let generation: UInt16
+/// One client connection: its socket operations on the loop core, the requests framed out of
+/// what it receives, the responses it is owed (in request order), what it sends, and everything
+/// that waits on its behalf. Closing it, by whatever path, ends all of that; its handle (and so
+/// its slot) is released only once nothing of it is in the ring and no storage answer is due.
+final class Connection: IOHandler {
+    unowned let server: ServerLoop
     let fd: Int32
+    /// Set right after the connection registers with the loop.
+    private(set) var handle = IOHandle.none
 
     enum State {
         case open
         /// No more reading. With `flushFirst`, responses owed are sent before the socket closes.
         case closing(flushFirst: Bool)
+        /// The handle is released; waiting for the loop to confirm nothing of it is in the ring.
+        case released
     }
-    var state = State.open
+    private(set) var state = State.open
     /// The peer shut down its sending side; requests already received are still answered.
-    var peerClosed = false
-    var socketShutDown = false
-    /// The socket is closed; the slot may still be held for storage answers in flight.
-    var descriptorClosed = false
+    private var peerClosed = false
+    private var socketShutDown = false
 
     // Receiving: requests are framed out of the received bytes (header first, then its body).
     private var framer: RequestFramer
-    /// Bytes held for a request still arriving, as of the last framing call (read this, not the
-    /// framer, while a request is being handled).
+    /// Bytes held for a request still arriving, as of the last framing call.
     private(set) var partialRequestBytes = 0
     /// The header of the request whose body is arriving, as of the last framing call.
-    private(set) var header: RequestHeader?
-    /// Bytes received while paused, parsed when the connection resumes.
+    private(set) var pendingHeader: RequestHeader?
+    /// Bytes received while paused, parsed when the connection goes on.
     let stash = ByteStore()
-    var receiveArmed = false
-    /// The log this connection appended to last and its waiting acknowledgements, so that an
-    /// append needs no table lookups (each checks that its entry is still current).
-    var appendLog: Log?
-    var appendWaiters: LogWaiters?
-    /// Set while an append waits for room in the store; the connection reads nothing meanwhile.
-    var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32)?
-    /// Logs where this connection has something waiting (acknowledgements, long-polls). Closing
-    /// the connection removes those waits, so nothing is ever answered into a later connection.
-    var waitingOn: [LogID] = []
-    /// Storage requests whose answers will come back as store events (disk reads, creates,
-    /// deletes, trims). The slot is not reused until they are back, so an answer can only ever
-    /// find the connection that asked.
-    var storageRequestsInFlight = 0
+    private var receiveArmed = false
     /// Memory budget held for the request body being assembled (its announced length).
     var assemblyReservedBytes = 0
-    /// Reads of this connection not started yet, in request order: waiting for room in the
-    /// memory budget, or for the connection's read window (results it has not collected).
+    /// The log this connection appended to last, so an append needs no table lookup.
+    var appendLog: Log?
+    /// Set while an append waits for room in the store; the connection reads nothing meanwhile.
+    var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32)?
+
+    // What waits on its behalf.
+    /// Its acknowledgements and long-polls, one `LogWait` per log (see `Waiters`).
+    var waits: [LogWait] = []
+    var lastWait: LogWait?
+    /// Storage requests whose answers come back as store events (disk reads, creates, deletes,
+    /// trims); the handle is not released until they are back.
+    var storageRequestsInFlight = 0
+    /// Reads not started yet, in request order: waiting for room in the memory budget, or for the
+    /// connection's read window.
     var parkedReads: Deque<ParkedRead> = []
     /// In the memory budget's line for room.
     var queuedForMemory = false
-    /// Bytes this connection has counted against the server's memory budget (`MemoryBudget`).
+    /// Bytes counted against the server's memory budget (`MemoryBudget`).
     var charged = 0
     /// Stopped reading because it holds more than the allowance and the memory budget is full.
     var pausedForMemory = false
 
     // Responses, in request order.
     let responses: ResponseQueue
-    private(set) var nextSequence: UInt32 = 0
+    private var nextSequence: UInt32 = 0
     /// Requests counted against the in-flight limit.
     var countedInFlight = 0
     /// Bytes reserved by reads whose responses have not reached the send queue yet.
     var reservedReadBytes = 0
     let output = SendQueue()
-    /// The connection is on the loop's list of connections with responses to flush.
+    /// On the server's list of connections with responses to write out.
     var flushScheduled = false
-    /// Operations in the ring for this connection (receive, send, shutdown); it is freed at zero.
-    var operationsInFlight = 0
+    /// Its place in the server's list of connections; -1 once it is gone.
+    var listPosition = -1
 
     // Deadlines (monotonic nanoseconds).
-    var lastActivityNanos: UInt64
-    /// When the first byte of the current, incomplete request arrived.
-    var requestStartedNanos: UInt64?
-    var headerCompletedNanos: UInt64?
-    var sendClock: SendClock
+    private(set) var lastActivityNanos: UInt64
+    /// When the first byte of the current, incomplete request arrived; when its header was whole.
+    private(set) var requestStartedNanos: UInt64?
+    private(set) var headerCompletedNanos: UInt64?
+    private(set) var sendClock: SendClock
 
-    init(slot: Int, generation: UInt16, fd: Int32, responseCapacity: Int, limits: RequestFramer.Limits, nowNanos: UInt64) {
-        framer = RequestFramer(limits: limits)
-        self.slot = slot
-        self.generation = generation
+    init(server: ServerLoop, fd: Int32, nowNanos: UInt64) {
+        self.server = server
         self.fd = fd
-        responses = ResponseQueue(capacity: responseCapacity)
+        framer = RequestFramer(limits: RequestFramer.Limits(maxAppendBodyBytes: server.configuration.storage.maxBatchBytes))
+        responses = ResponseQueue(capacity: 2 * server.configuration.maxInFlightPerConnection)
         lastActivityNanos = nowNanos
         sendClock = SendClock(nowNanos: nowNanos)
+        handle = server.loop.register(self)
     }
 
+    var isOpen: Bool { if case .open = state { true } else { false } }
     var isPaused: Bool { blockedAppend != nil }
+    var isMidRequest: Bool { pendingHeader != nil }
 
-    /// Memory this connection holds in the server: output not yet sent, a request being
-    /// assembled, reservations of reads in flight, bytes received while paused, a batch waiting
-    /// for room, and its response queue.
+    /// Memory this connection holds in the server: output kept alive by its send queue, a request
+    /// being assembled, reservations of reads in flight, bytes received while paused, a batch
+    /// waiting for room, and its response queue.
     var heldBytes: Int {
         output.heldBytes + max(partialRequestBytes, assemblyReservedBytes) + reservedReadBytes + stash.count
             + (blockedAppend?.batch.count ?? 0) + responses.allocatedBytes
     }
 
-
-    /// Notes that something waits on `log` for this connection.
-    func noteWaiting(on log: LogID) {
-        if !waitingOn.contains(log) { waitingOn.append(log) }
-    }
-
-    /// Sequence numbers count modulo 2^24 (they fit in a `ResponseContext` beside the slot and the
-    /// whole generation). They only need to tell apart the responses queued at one time, at most
-    /// twice max-in-flight, which the configuration keeps below 2^23.
-    static let sequenceMask: UInt32 = 0xFF_FFFF
+    /// Nothing in flight, nothing half-received, nothing to send.
+    var isIdle: Bool { responses.count == 0 && partialRequestBytes == 0 && output.backlogBytes == 0 }
 
     /// A sequence number for the next response queued.
     func takeSequence() -> UInt32 {
-        defer { nextSequence = (nextSequence &+ 1) & Connection.sequenceMask }
+        defer { nextSequence = (nextSequence &+ 1) & ResponseQueue.sequenceMask }
         return nextSequence
     }
 
-    /// Frames requests out of `bytes` and hands each to `deliver` (which returns false to stop).
-    /// Keeps the request deadlines' clocks: when a request started arriving, when its header was
-    /// complete. Returns the bytes consumed and the framing failure, if any.
-    func frame(
-        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, assemble: (RequestHeader) -> Bool, discarded: (RequestHeader) -> Bool,
-        deliver: (RequestHeader, UnsafeRawBufferPointer) -> Bool
-    ) -> (consumed: Int, failure: RequestFramer.Failure?) {
-        let result = framer.frame(bytes, assemble: assemble) { header in
-            requestStartedNanos = nil
-            headerCompletedNanos = nil
-            assemblyReservedBytes = 0
-            return discarded(header)
-        } deliver: { header, body in
-            requestStartedNanos = nil
-            headerCompletedNanos = nil
-            assemblyReservedBytes = 0
-            return deliver(header, body)
+    // MARK: The loop
+
+    func completed(_ completion: IOCompletion) {
+        switch completion.kind {
+        case .receiveProvided: received(completion)
+        case .sendMessage: sent(completion)
+        default: break  // the shutdown that ends pending operations
         }
-        partialRequestBytes = framer.partialBytes
-        header = framer.pendingHeader
-        if partialRequestBytes > 0 || header != nil {
-            requestStartedNanos = requestStartedNanos ?? nowNanos
-            if header != nil { headerCompletedNanos = headerCompletedNanos ?? nowNanos }
-        }
-        return result
+        finishIfDone()
     }
 
+    func released(_ handle: IOHandle) {
+        server.connectionReleased(self)
+    }
+
+    // MARK: Receiving
+
+    func armReceive() {
+        guard !receiveArmed, isOpen else { return }
+        server.loop.submit(.receiveProvided(fd: fd, bufferGroup: server.buffers.groupID, length: server.configuration.receiveBufferBytes), for: handle)
+        receiveArmed = true
+    }
+
+    private func received(_ completion: IOCompletion) {
+        receiveArmed = false
+        let buffer = completion.providedBuffer
+        defer { if let buffer { server.buffers.recycle(id: buffer) } }
+        // A closing connection reads nothing more; its receive was cancelled on purpose.
+        guard isOpen else { return }
+        guard completion.result > 0, let buffer else {
+            if completion.result == 0 {
+                // The client finished sending: answer what it sent, then close.
+                peerClosed = true
+                pump()
+            } else if completion.errno == .noBufferSpace {
+                // Every receive buffer is taken; they come back within this turn, so try again.
+                server.counters.receiveBufferShortages += 1
+                server.scheduleFlush(self)
+            } else {
+                let reason = completion.errno.map { $0.isDisconnect ? "connection reset" : "receive failed: \($0)" } ?? "receive failed"
+                beginClosing(flushFirst: false, reason: reason)
+            }
+            return
+        }
+        let now = MonotonicClock.nanos()
+        lastActivityNanos = now
+        server.counters.bytesReceived += UInt64(completion.result)
+        let bytes = server.buffers.bytes(id: buffer, count: Int(completion.result))
+        if stash.count > 0 || !server.canRead(self) {
+            stash.append(bytes)
+        } else {
+            let consumed = frame(bytes, nowNanos: now)
+            if consumed < bytes.count, isOpen { stash.append(UnsafeRawBufferPointer(rebasing: bytes[consumed...])) }
+        }
+        pump()
+    }
+
+    /// Frames and handles requests from `bytes`; returns how many bytes were used.
+    private func frame(_ bytes: UnsafeRawBufferPointer, nowNanos: UInt64) -> Int {
+        let dispatcher: RequestDispatcher = server.dispatcher
+        let (consumed, failure) = framer.frame(bytes) { header in
+            dispatcher.admitAssembly(self, header)
+        } discarded: { header in
+            requestDone()
+            return dispatcher.refuseForMemory(self, header)
+        } deliver: { header, body in
+            requestDone()
+            return dispatcher.handle(self, header, body)
+        }
+        partialRequestBytes = framer.partialBytes
+        pendingHeader = framer.pendingHeader
+        if partialRequestBytes > 0 || pendingHeader != nil {
+            requestStartedNanos = requestStartedNanos ?? nowNanos
+            if pendingHeader != nil { headerCompletedNanos = headerCompletedNanos ?? nowNanos }
+        }
+        if let failure { protocolError(failure.code, failure.body, requestID: failure.requestID, opcode: failure.opcode) }
+        return consumed
+    }
+
+    private func requestDone() {
+        requestStartedNanos = nil
+        headerCompletedNanos = nil
+        assemblyReservedBytes = 0
+    }
+
+    /// Moves the connection on as far as it can: retries a blocked append, parses stashed bytes,
+    /// and arms the next receive when it may read.
+    func pump() {
+        defer { server.recharge(self) }
+        if blockedAppend != nil { server.dispatcher.retryBlockedAppend(self) }
+        while stash.count > 0 && server.canRead(self) {
+            let consumed = frame(stash.bytes, nowNanos: MonotonicClock.nanos())
+            guard isOpen else { return }
+            stash.removeFirst(consumed)
+            if consumed == 0 { break }
+        }
+        guard stash.count == 0 else { return }
+        stash.removeAll(keepingCapacityUpTo: 4 << 10)
+        if peerClosed {
+            if blockedAppend == nil, isOpen { beginClosing(flushFirst: true, reason: "peer closed") }
+        } else if server.canRead(self) {
+            armReceive()
+        }
+    }
+
+    /// Answers with an error that ends the connection: the stream can no longer be trusted.
+    func protocolError(_ code: ErrorCode, _ body: ErrorBody, requestID: UInt64, opcode: UInt8 = 0) {
+        server.counters.countError(code)
+        server.logger.debug("protocol error", metadata: ["connection": "\(handle.slot)", "code": "\(code)", "message": "\(body.message)"])
+        var response = PendingResponse(sequence: takeSequence(), requestID: requestID, opcode: opcode, counted: false)
+        response.ready = true
+        response.status = code.rawValue
+        response.body = .error(body)
+        if !responses.isFull { responses.append(response) }
+        server.scheduleFlush(self)
+        beginClosing(flushFirst: true, reason: body.message)
+    }
+
+    // MARK: Answering
+
+    /// Completes the queued response `sequence` (dropped when it is no longer queued).
+    func answer(_ sequence: UInt32, status: UInt16 = 0, _ body: PendingResponse.Body) {
+        let found = responses.update(sequence: sequence) { response in
+            response.ready = true
+            response.status = status
+            response.body = body
+            // A read's reservation shrinks to the buffer its result holds; other bodies hold
+            // what they hold until written out.
+            let holds = response.heldBytes
+            reservedReadBytes += holds - response.reservedBytes
+            response.reservedBytes = holds
+        }
+        guard found else { return }
+        server.recharge(self)
+        server.scheduleFlush(self)
+    }
+
+    func answer(_ sequence: UInt32, code: ErrorCode, _ body: ErrorBody) {
+        server.noteError(code, body, on: self)
+        answer(sequence, status: code.rawValue, .error(body))
+    }
+
+    // MARK: Sending
+
+    /// Moves every ready response at the head of the queue into the output and sends.
+    func flush() {
+        // The send deadline counts from when output started waiting, not from the connection's
+        // last send ever: one idle for longer than the deadline is not late the moment its next
+        // response is queued.
+        let wasIdle = output.backlogBytes == 0
+        while responses.firstIsReady {
+            let response = responses.removeFirst()
+            if response.counted { countedInFlight -= 1 }
+            reservedReadBytes -= response.reservedBytes
+            response.encode(into: output.filling)
+        }
+        if wasIdle && output.backlogBytes > 0 { sendClock.outputStarted(nowNanos: MonotonicClock.nanos()) }
+        if !descriptorClosed, output.prepareSend() {
+            server.loop.submit(.sendMessage(fd: fd, message: output.message), for: handle)
+        }
+        pump()
+        server.closeIfDrained(self)
+        finishIfDone()
+    }
+
+    private func sent(_ completion: IOCompletion) {
+        guard completion.result >= 0 else {
+            output.sendFinished(bytes: 0)
+            beginClosing(flushFirst: false, reason: "send failed: \(completion.errno.map { "\($0)" } ?? "")")
+            return
+        }
+        output.sendFinished(bytes: Int(completion.result))
+        sendClock.progressed(nowNanos: MonotonicClock.nanos())
+        server.counters.bytesSent += UInt64(completion.result)
+        server.recharge(self)
+        // The client collected results: reads waiting for its read window may start.
+        if !parkedReads.isEmpty && !queuedForMemory { server.dispatcher.startParkedReads(self) }
+        server.scheduleFlush(self)
+    }
+
+    // MARK: Closing
+
+    private var descriptorClosed = false
+
+    /// Stops reading. With `flushFirst`, responses already owed are sent first; otherwise
+    /// nothing more is sent and everything that waits on the connection's behalf is dropped.
+    func beginClosing(flushFirst: Bool, reason: String) {
+        switch state {
+        case .open:
+            server.logger.debug("closing connection", metadata: ["connection": "\(handle.slot)", "reason": "\(reason)"])
+            state = .closing(flushFirst: flushFirst)
+            if receiveArmed { server.loop.cancel(.receiveProvided, of: handle) }
+            stash.removeAll(keepingCapacityUpTo: 0)
+            // Long-polls are answered now, empty: the connection is not held open for them.
+            if flushFirst { server.dispatcher.answerLongPollsNow(self) }
+            server.recharge(self)
+        case .closing(let flushing):
+            guard flushing && !flushFirst else { return }
+            state = .closing(flushFirst: false)
+        case .released:
+            return
+        }
+        if !flushFirst {
+            blockedAppend = nil
+            server.abandonWaits(self)
+            shutDownSocket()
+        }
+        finishIfDone()
+    }
+
+    private func shutDownSocket() {
+        guard server.loop.operationsInFlight(handle) > 0, !socketShutDown else { return }
+        socketShutDown = true
+        server.loop.submit(.shutdown(fd: fd), for: handle)
+    }
+
+    /// Ends a closing connection once it owes nothing (or gave up owing) and no storage answer
+    /// is due: its waits go, its socket closes, its handle is released (the loop frees the slot
+    /// when nothing of it is left in the ring).
+    func finishIfDone() {
+        guard case .closing(let flushFirst) = state else { return }
+        if flushFirst && (responses.count > 0 || output.backlogBytes > 0) { return }
+        if flushFirst {
+            state = .closing(flushFirst: false)
+            if receiveArmed { server.loop.cancel(.receiveProvided, of: handle) }
+        }
+        guard server.loop.operationsInFlight(handle) == 0 else {
+            shutDownSocket()
+            return
+        }
+        server.abandonWaits(self)
+        if !descriptorClosed {
+            descriptorClosed = true
+            server.loop.submitUnobserved(.close(fd: fd))
+        }
+        // Storage answers in flight find the connection by its handle; holding the handle until
+        // they are back means no later connection can ever be their target.
+        guard storageRequestsInFlight == 0 else { return }
+        state = .released
+        responses.removeAll()
+        output.discardAll()
+        server.loop.release(handle)
+    }
+
+    // MARK: Deadlines
+
+    /// Closes the connection if a deadline passed: a request header or body not complete in time,
+    /// responses not collected (`sendLate`), or nothing happening for the idle time.
+    func checkDeadlines(nowNanos now: UInt64, limits: DeadlineLimits) {
+        if sendClock.isLate(backlogBytes: output.backlogBytes, nowNanos: now, timeoutNanos: limits.sendNanos) {
+            server.counters.timeouts += 1
+            beginClosing(flushFirst: false, reason: "client stopped reading its responses")
+            return
+        }
+        if let pressure = limits.pressureNanos, charged >= server.budget.allowance,
+            sendClock.isLate(backlogBytes: output.backlogBytes, nowNanos: now, timeoutNanos: pressure)
+        {
+            server.counters.timeouts += 1
+            server.counters.memoryPressureCloses += 1
+            beginClosing(flushFirst: false, reason: "client stopped reading its responses while reads wait for memory")
+            return
+        }
+        guard isOpen else { return }
+        if let started = requestStartedNanos, pendingHeader == nil, now > started + limits.headerNanos {
+            server.counters.timeouts += 1
+            protocolError(.timedOut, ErrorBody(message: "request header not complete within \(limits.headerNanos / 1_000_000) ms"), requestID: 0)
+        } else if let headerDone = headerCompletedNanos, let header = pendingHeader, now > headerDone + limits.payloadNanos {
+            server.counters.timeouts += 1
+            protocolError(
+                .timedOut, ErrorBody(message: "request body not complete within \(limits.payloadNanos / 1_000_000) ms"),
+                requestID: header.requestID, opcode: header.opcode)
+        } else if let pressure = limits.pressureNanos, let header = pendingHeader, charged >= server.budget.allowance,
+            now > lastActivityNanos + pressure
+        {
+            // A body holding memory that others wait for must keep arriving.
+            server.counters.timeouts += 1
+            server.counters.memoryPressureCloses += 1
+            protocolError(
+                .timedOut, ErrorBody(message: "request body stalled for \(pressure / 1_000_000) ms while the server is short of memory"),
+                requestID: header.requestID, opcode: header.opcode)
+        } else if isIdle && now > lastActivityNanos + limits.idleNanos {
+            beginClosing(flushFirst: false, reason: "idle for \(limits.idleNanos / 1_000_000) ms")
+        }
+    }
+}
+
+/// The deadlines a sweep applies, in nanoseconds; `pressureNanos` is set while reads wait for
+/// memory (the send and body deadlines, shortened).
+struct DeadlineLimits {
+    var headerNanos: UInt64
+    var payloadNanos: UInt64
+    var idleNanos: UInt64
+    var sendNanos: UInt64
+    var pressureNanos: UInt64?
 }
 
 /// The send deadline's clock: how long output has been waiting without the socket taking any of
@@ -266,5 +422,21 @@ struct SendClock {
 
     func isLate(backlogBytes: Int, nowNanos: UInt64, timeoutNanos: UInt64) -> Bool {
         backlogBytes > 0 && nowNanos > sinceNanos + timeoutNanos
+    }
+}
+
+/// A response's place: which connection (its slot and the low 16 bits of its generation) and
+/// which queued response (its sequence number), in 24 + 16 + 24 bits. A connection's handle is not
+/// released while a storage answer carrying its context is due, so the slot still belongs to it
+/// when the answer comes.
+enum ResponseContext {
+    @inline(__always)
+    static func make(_ connection: Connection, sequence: UInt32) -> UInt64 {
+        UInt64(connection.handle.slot) << 40 | UInt64(connection.handle.generation & 0xFFFF) << 24 | UInt64(sequence & ResponseQueue.sequenceMask)
+    }
+
+    @inline(__always)
+    static func parts(_ context: UInt64) -> (slot: Int, generation: UInt16, sequence: UInt32) {
+        (Int(context >> 40), UInt16(truncatingIfNeeded: context >> 24), UInt32(truncatingIfNeeded: context) & ResponseQueue.sequenceMask)
     }
 }

@@ -1,95 +1,98 @@
-import CLiburing
 import Glibc
 import RingLogIO
 
-/// `GET /metrics` over HTTP/1.0 for Prometheus, served on the event loop's own ring like
-/// everything else. Deliberately tiny and bounded: a few clients at a time, one request each,
-/// 8 KiB of request, 5 s to finish, then the connection closes.
-final class MetricsEndpoint {
+/// `GET /metrics` over HTTP/1.0 for Prometheus, served on the loop core like everything else.
+/// Deliberately tiny and bounded: a few clients at a time, one request each, 8 KiB of request,
+/// 5 s to finish, then the connection closes. Each client is a handler with its own handle.
+final class MetricsEndpoint: IOHandler {
     static let maxClients = 16
     static let maxRequestBytes = 8 << 10
     static let deadlineNanos: UInt64 = 5_000_000_000
 
-    final class Client {
+    /// One scrape in progress.
+    final class Client: IOHandler {
+        unowned let endpoint: MetricsEndpoint
         let fd: Int32
-        let slot: Int
-        let generation: UInt16
+        private(set) var handle: IOHandle!
         let request = ByteStore()
         var response: OwnedBytes?
         var sent = 0
         let openedNanos: UInt64
-        var operations = 0
         var done = false
+        var closed = false
 
-        init(fd: Int32, slot: Int, generation: UInt16, openedNanos: UInt64) {
+        init(endpoint: MetricsEndpoint, fd: Int32, openedNanos: UInt64) {
+            self.endpoint = endpoint
             self.fd = fd
-            self.slot = slot
-            self.generation = generation
             self.openedNanos = openedNanos
+            handle = endpoint.loop.register(self)
         }
+
+        func completed(_ completion: IOCompletion) { endpoint.completed(self, completion) }
+
+        func released(_ handle: IOHandle) { endpoint.clients.removeAll { $0 === self } }
     }
 
-    private(set) var listenFD: Int32
-    private var clients: [Client?] = Array(repeating: nil, count: MetricsEndpoint.maxClients)
-    private var generations: [UInt16] = Array(repeating: 0, count: MetricsEndpoint.maxClients)
+    let loop: IOLoop
+    private var listenFD: Int32
+    private var handle: IOHandle!
+    private(set) var clients: [Client] = []
     private let exporter: @Sendable () -> [UInt8]
+    /// Brings the metrics up to date before a scrape is answered.
+    var refresh: () -> Void = {}
 
-    init(listenFD: Int32, exporter: @escaping @Sendable () -> [UInt8]) {
+    init(loop: IOLoop, listenFD: Int32, exporter: @escaping @Sendable () -> [UInt8]) {
+        self.loop = loop
         self.listenFD = listenFD
         self.exporter = exporter
+        handle = loop.register(self)
     }
 
-    func armAccept(on ring: Ring) {
+    func arm() {
         guard listenFD >= 0 else { return }
-        let entry = ring.submissionEntry()
-        io_uring_prep_multishot_accept(entry, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-        io_uring_sqe_set_data64(entry, EventLoop.userData(.metricsAccept))
+        loop.submit(.acceptMultishot(fd: listenFD), for: handle)
     }
 
-    func accepted(result: Int32, flags: UInt32, ring: Ring) {
-        if flags & IORING_CQE_F_MORE == 0 { armAccept(on: ring) }
-        guard result >= 0 else { return }
-        guard let slot = clients.firstIndex(where: { $0 == nil }) else {
-            submitClose(result, ring: ring)
+    /// The listening socket's completions: new scrapers.
+    func completed(_ completion: IOCompletion) {
+        if !completion.hasMore && listenFD >= 0 { arm() }
+        guard case .success(let fd) = completion.accepted else { return }
+        guard listenFD >= 0, clients.count < MetricsEndpoint.maxClients else {
+            loop.submitUnobserved(.close(fd: fd))
             return
         }
-        generations[slot] &+= 1
-        let client = Client(fd: result, slot: slot, generation: generations[slot], openedNanos: monotonicNanos())
-        clients[slot] = client
-        receive(client, ring: ring)
+        let client = Client(endpoint: self, fd: fd, openedNanos: MonotonicClock.nanos())
+        clients.append(client)
+        receive(client)
     }
 
-    private func receive(_ client: Client, ring: Ring) {
+    private func receive(_ client: Client) {
         let space = MetricsEndpoint.maxRequestBytes - client.request.count
-        let entry = ring.submissionEntry()
-        io_uring_prep_recv(entry, client.fd, client.request.reserve(space), space, 0)
-        io_uring_sqe_set_data64(entry, EventLoop.userData(.metricsReceive, slot: client.slot, generation: client.generation))
-        client.operations += 1
+        loop.submit(.receive(fd: client.fd, into: UnsafeMutableRawBufferPointer(start: client.request.reserve(space), count: space)), for: client.handle)
     }
 
-    /// A completion for one of this endpoint's clients; `respond` builds the body for a scrape.
-    func completed(
-        _ kind: EventLoop.Kind, slot: Int, generation: UInt16, result: Int32, ring: Ring, refresh: () -> Void
-    ) {
-        guard slot < clients.count, let client = clients[slot], client.generation == generation else { return }
-        client.operations -= 1
-        if kind == .metricsReceive {
-            guard result > 0, !client.done else { return finish(client, ring: ring) }
-            client.request.commit(Int(result))
+    fileprivate func completed(_ client: Client, _ completion: IOCompletion) {
+        switch completion.kind {
+        case .receive:
+            guard completion.result > 0, !client.done else { return finish(client) }
+            client.request.commit(Int(completion.result))
             let text = String(decoding: client.request.bytes, as: UTF8.self)
             if text.contains("\r\n\r\n") || text.contains("\n\n") {
                 refresh()
                 client.response = OwnedBytes(response(to: text))
-                sendRest(client, ring: ring)
+                sendRest(client)
             } else if client.request.count >= MetricsEndpoint.maxRequestBytes {
-                finish(client, ring: ring)
+                finish(client)
             } else {
-                receive(client, ring: ring)
+                receive(client)
             }
-        } else {
-            guard result > 0, let response = client.response else { return finish(client, ring: ring) }
-            client.sent += Int(result)
-            if client.sent < response.count { sendRest(client, ring: ring) } else { finish(client, ring: ring) }
+        case .send:
+            guard completion.result > 0, let response = client.response else { return finish(client) }
+            client.sent += Int(completion.result)
+            if client.sent < response.count { sendRest(client) } else { finish(client) }
+        default:
+            // The shutdown that ended its pending operations.
+            if client.done { finish(client) }
         }
     }
 
@@ -108,47 +111,35 @@ final class MetricsEndpoint {
         return Array(head.utf8) + body
     }
 
-    private func sendRest(_ client: Client, ring: Ring) {
+    private func sendRest(_ client: Client) {
         guard let response = client.response else { return }
-        let entry = ring.submissionEntry()
-        io_uring_prep_send(entry, client.fd, response.bytes.baseAddress! + client.sent, response.count - client.sent, Int32(MSG_NOSIGNAL))
-        io_uring_sqe_set_data64(entry, EventLoop.userData(.metricsSend, slot: client.slot, generation: client.generation))
-        client.operations += 1
+        loop.submit(.send(fd: client.fd, bytes: UnsafeRawBufferPointer(rebasing: response.bytes[client.sent...])), for: client.handle)
     }
 
-    private func finish(_ client: Client, ring: Ring) {
-        client.done = true
-        guard client.operations == 0 else {
-            let entry = ring.submissionEntry()
-            io_uring_prep_shutdown(entry, client.fd, Int32(SHUT_RDWR))
-            io_uring_sqe_set_data64(entry, EventLoop.userData(.ignored))
-            return
+    /// Ends a scrape: the socket is shut down so anything pending completes, then closed once
+    /// nothing of the client is left in the ring; the loop then releases its handle.
+    private func finish(_ client: Client) {
+        if !client.done {
+            client.done = true
+            if loop.operationsInFlight(client.handle) > 0 { loop.submit(.shutdown(fd: client.fd), for: client.handle) }
         }
-        submitClose(client.fd, ring: ring)
-        clients[client.slot] = nil
+        guard loop.operationsInFlight(client.handle) == 0, !client.closed else { return }
+        client.closed = true
+        loop.submitUnobserved(.close(fd: client.fd))
+        loop.release(client.handle)
     }
 
     /// Ends clients past their deadline.
-    func sweep(now: UInt64, ring: Ring) {
-        for case let client? in clients where !client.done && now > client.openedNanos + MetricsEndpoint.deadlineNanos {
-            finish(client, ring: ring)
-        }
+    func sweep(now: UInt64) {
+        for client in clients where !client.done && now > client.openedNanos + MetricsEndpoint.deadlineNanos { finish(client) }
     }
 
-    /// Stops accepting (at shutdown).
-    func close(ring: Ring) {
+    /// Stops accepting (at shutdown) and ends every scrape.
+    func close() {
         guard listenFD >= 0 else { return }
-        let entry = ring.submissionEntry()
-        io_uring_prep_cancel64(entry, EventLoop.userData(.metricsAccept), 0)
-        io_uring_sqe_set_data64(entry, EventLoop.userData(.ignored))
-        submitClose(listenFD, ring: ring)
+        loop.cancel(.acceptMultishot, of: handle)
+        loop.submitUnobserved(.close(fd: listenFD))
         listenFD = -1
-        for case let client? in clients { finish(client, ring: ring) }
-    }
-
-    private func submitClose(_ fd: Int32, ring: Ring) {
-        let entry = ring.submissionEntry()
-        io_uring_prep_close(entry, fd)
-        io_uring_sqe_set_data64(entry, EventLoop.userData(.ignored))
+        for client in clients { finish(client) }
     }
 }

@@ -2,6 +2,7 @@ import CLiburing
 import Dispatch
 import Glibc
 import Logging
+import RingLogDiskIO
 import RingLogIO
 import RingLogStorage
 import Synchronization
@@ -103,7 +104,7 @@ public final class Server: Sendable {
     ) {
         let ring: Ring
         let store: LogStore
-        let loop: EventLoop
+        let loop: ServerLoop
         let bound: SocketAddress
         var metricsBound: SocketAddress?
         do throws(ServerStartError) {
@@ -132,7 +133,7 @@ public final class Server: Sendable {
                 }
             }
             do {
-                loop = try EventLoop(
+                loop = try ServerLoop(
                     configuration: configuration, ring: ring, store: store, listenFD: listener.fd, metricsFD: metricsFD, wakeup: wakeup,
                     control: control, logger: logger)
             } catch {
@@ -163,30 +164,12 @@ public final class Server: Sendable {
         } catch {
             throw ServerStartError(error.description)
         }
-        let missing = ring.unsupportedOperations(EventLoop.requiredOperations)
+        let missing = ring.unsupportedOperations(RingOperation.ringOpcodes(ServerLoop.requiredOperations))
         if !missing.isEmpty {
             throw ServerStartError(
                 "this kernel's io_uring lacks operations ringlogd needs: \(missing.joined(separator: ", ")). "
                     + "Run on Linux 6.0 or newer.")
         }
         return ring
-    }
-}
-
-extension EventLoop {
-    /// Closes every descriptor the store holds (releasing the data directory's lock) and waits for
-    /// the ring to finish what is still in it, so the loop's memory can go.
-    func release() {
-        var pending = disk.count
-        for fd in store.closeAllDescriptors() {
-            submitClose(fd)
-            pending += 1
-        }
-        let deadline = monotonicNanos() + 2_000_000_000
-        var finished = 0
-        while finished < pending && monotonicNanos() < deadline {
-            ring.submitAndWait(count: 1, timeoutNanos: 100_000_000)
-            finished += ring.drainCompletions { _, _, _ in }
-        }
     }
 }

@@ -1,3 +1,4 @@
+import RingLogDiskIO
 import RingLogIO
 import RingLogStorage
 

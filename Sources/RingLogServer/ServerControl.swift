@@ -76,12 +76,12 @@ struct ServerCounters {
     mutating func countError(_ code: ErrorCode) { errorsByCode[code.rawValue, default: 0] += 1 }
 }
 
-extension EventLoop {
+extension ServerLoop {
     func serverStats() -> ServerStats {
         var allocator: (inUse: UInt64, mapped: UInt64, free: UInt64) = (0, 0, 0)
         ringlog_allocator_stats(&allocator.inUse, &allocator.mapped, &allocator.free)
         var entries: [(String, UInt64)] = [
-            ("connections_open", UInt64(openConnections)),
+            ("connections_open", UInt64(connections.count)),
             ("connections_accepted_total", counters.connectionsAccepted),
             ("connections_rejected_total", counters.connectionsRejected),
             ("requests_total", counters.requests),
@@ -90,8 +90,8 @@ extension EventLoop {
             ("appends_blocked_total", counters.appendsBlocked),
             ("reads_total", counters.reads),
             ("read_bytes_total", counters.readBytes),
-            ("long_polls_waiting", UInt64(waiters.values.reduce(0) { $0 + $1.readers.count })),
-            ("acks_waiting", UInt64(waiters.values.reduce(0) { $0 + $1.durable.count + $1.written.count })),
+            ("long_polls_waiting", UInt64(waiters.longPollsWaiting)),
+            ("acks_waiting", UInt64(waiters.acksWaiting)),
             ("long_polls_expired_total", counters.longPollsExpired),
             ("fdatasyncs_total", UInt64(store.statistics.fdatasyncs)),
             ("segment_writes_total", UInt64(store.statistics.writes)),

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Glibc
+import RingLogDiskIO
 import RingLogIO
 import RingLogStorage
 import RingLogWire
@@ -33,32 +34,44 @@ struct Common: ParsableArguments {
     }
 }
 
-/// Drives a store on one ring until `done` says stop: appends are offered by `offer` whenever
-/// there is room, completions are fed back, and the store is flushed every turn.
-final class Runner {
+/// Drives a store on the loop core as the server does: appends are offered by the caller
+/// whenever there is room, completions are fed back, and the store is flushed every turn.
+final class Runner: IOLoopDriver {
     let store: LogStore
-    let ring: Ring
-    let executor = RingDiskExecutor()
+    let loop: IOLoop
+    let executor: DiskExecutor
 
     init(store: LogStore) throws {
         self.store = store
-        ring = try Ring(entries: 256, completionEntries: 4096)
+        loop = IOLoop(ring: try Ring(entries: 256, completionEntries: 4096))
+        executor = DiskExecutor(loop: loop, store: store)
     }
 
-    private var nextMaintenance = 0.0
+    private var nextMaintenance: UInt64 = 0
 
-    /// One loop turn, as the server runs it: time-driven work (checkpoints) ten times a second,
-    /// then the store's I/O.
-    func turn(wait: Bool) {
-        let now = monotonicSeconds()
+    func beforeWait(_ loop: IOLoop) {
+        let now = MonotonicClock.nanos()
         if now >= nextMaintenance {
             store.maintain()
-            nextMaintenance = now + 0.1
+            nextMaintenance = now + 100_000_000
         }
         store.flush()
-        executor.prepareQueued(from: store, on: ring, tag: 1)
-        if wait && executor.count > 0 { ring.submitAndWait(count: 1, timeoutNanos: 100_000_000) } else { ring.submit() }
-        ring.drainCompletions { userData, result, _ in executor.complete(userData: userData, result: result, store: store) }
+        executor.submitQueued()
+    }
+
+    func afterCompletions(_ loop: IOLoop) {}
+
+    func nextDeadline(_ loop: IOLoop) -> UInt64? { nextMaintenance }
+
+    /// One loop turn, as the server runs it; without `wait`, only what is already complete.
+    func turn(wait: Bool) {
+        if wait && executor.count > 0 {
+            loop.turn(driver: self)
+        } else {
+            beforeWait(loop)
+            loop.flushSubmissions()
+            loop.dispatchCompletions()
+        }
     }
 
     /// Creates `name` and returns its id.

@@ -1,4 +1,5 @@
 import Glibc
+import RingLogDiskIO
 import RingLogIO
 import RingLogTesting
 @testable import RingLogServer
@@ -223,20 +224,5 @@ import Testing
         let after = try control.stats()
         #expect(after["long_polls_waiting"] == 0)
         #expect(after["acks_waiting"] == 0)
-    }
-
-    /// Contexts carry the whole 16-bit generation: two owners of one slot whose generations agree
-    /// in their low 12 bits are still told apart.
-    @Test func responseContextsCarryTheWholeGeneration() {
-        let limits = RequestFramer.Limits(maxAppendBodyBytes: 1 << 20)
-        let first = Connection(slot: 70_000, generation: 0x0123, fd: -1, responseCapacity: 4, limits: limits, nowNanos: 0)
-        let later = Connection(slot: 70_000, generation: 0x1123, fd: -1, responseCapacity: 4, limits: limits, nowNanos: 0)
-        let context = ResponseContext.make(first, sequence: 0xAB_CDEF)
-        let parts = ResponseContext.parts(context)
-        #expect(parts.slot == 70_000)
-        #expect(parts.generation == 0x0123)
-        #expect(parts.sequence == 0xAB_CDEF)
-        #expect(ResponseContext.belongs(context, to: first))
-        #expect(!ResponseContext.belongs(context, to: later))
     }
 }

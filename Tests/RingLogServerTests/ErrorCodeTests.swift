@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import RingLogDiskIO
 import RingLogIO
 import RingLogTesting
 import RingLogServer

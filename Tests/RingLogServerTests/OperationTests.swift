@@ -1,6 +1,7 @@
 import CRingLogSupport
 import Foundation
 import Glibc
+import RingLogDiskIO
 import RingLogIO
 import RingLogTesting
 import RingLogServer

@@ -1,58 +1,8 @@
 import CLiburing
 import Glibc
 import RingLogIO
+import RingLogStorage
 import Synchronization
-
-extension DiskOperation {
-    /// Fills a submission entry with this operation. Pointers inside must stay valid until the
-    /// completion arrives.
-    public func prepare(_ entry: UnsafeMutablePointer<io_uring_sqe>) {
-        switch self {
-        case .open(let path, let flags, let mode):
-            io_uring_prep_openat(entry, AT_FDCWD, path.pointer, flags, mode)
-        case .close(let fd):
-            io_uring_prep_close(entry, fd)
-        case .read(let fd, let position, let buffer, let uncached):
-            io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(position))
-            if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
-        case .write(let fd, let position, let bytes, let uncached):
-            io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(position))
-            if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
-        case .fdatasync(let fd):
-            io_uring_prep_fsync(entry, fd, IORING_FSYNC_DATASYNC)
-        case .fsync(let fd):
-            io_uring_prep_fsync(entry, fd, 0)
-        case .fallocate(let fd, let length):
-            io_uring_prep_fallocate(entry, fd, 0, 0, off_t(length))
-        case .syncFileRange(let fd, let position, let length):
-            io_uring_prep_sync_file_range(entry, fd, UInt32(length), UInt64(position), Int32(RINGLOG_SYNC_FILE_RANGE_WRITE_AND_WAIT))
-        case .rename(let from, let to):
-            io_uring_prep_renameat(entry, AT_FDCWD, from.pointer, AT_FDCWD, to.pointer, 0)
-        case .unlink(let path, let isDirectory):
-            io_uring_prep_unlinkat(entry, AT_FDCWD, path.pointer, isDirectory ? AT_REMOVEDIR : 0)
-        case .mkdir(let path, let mode):
-            io_uring_prep_mkdirat(entry, AT_FDCWD, path.pointer, mode)
-        }
-    }
-
-    /// The same write or read asking for half as many bytes (at least one), for fault injection.
-    func halved() -> DiskOperation {
-        switch self {
-        case .write(let fd, let position, let bytes, let uncached):
-            .write(fd: fd, position: position, bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<max(1, bytes.count / 2)]), uncached: uncached)
-        case .read(let fd, let position, let buffer, let uncached):
-            .read(fd: fd, position: position, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<max(1, buffer.count / 2)]), uncached: uncached)
-        default: self
-        }
-    }
-
-    /// The io_uring operations the storage engine issues, for probing the kernel at start-up.
-    public static let ringOperations: [(name: String, code: io_uring_op)] = [
-        ("openat", IORING_OP_OPENAT), ("close", IORING_OP_CLOSE), ("read", IORING_OP_READ), ("write", IORING_OP_WRITE),
-        ("fsync", IORING_OP_FSYNC), ("fallocate", IORING_OP_FALLOCATE), ("sync_file_range", IORING_OP_SYNC_FILE_RANGE), ("renameat", IORING_OP_RENAMEAT),
-        ("unlinkat", IORING_OP_UNLINKAT), ("mkdirat", IORING_OP_MKDIRAT),
-    ]
-}
 
 /// The real disk for start-up work: each operation goes through its own small io_uring and is
 /// waited for. The server's data path does not use this; it submits to its event loop's ring.
@@ -65,7 +15,7 @@ public final class RingDisk: DiskIO {
 
     public func perform(_ operation: DiskOperation) -> DiskResult {
         let entry = ring.submissionEntry()
-        operation.prepare(entry)
+        operation.ringOperation.prepare(entry)
         io_uring_sqe_set_data64(entry, 1)
         var result: DiskResult = -Int64(EIO)
         while true {
@@ -109,62 +59,66 @@ public final class RingDisk: DiskIO {
     }
 }
 
-/// Carries a store's disk requests out on an io_uring, asynchronously: the server's event loop and
-/// the storage benchmark use it. It keeps each request (and the paths and buffers it points at)
-/// alive until its completion arrives.
-public final class RingDiskExecutor {
-    private var inFlight: [UInt64: DiskRequest] = [:]
-    private var injected: [UInt64: Int32] = [:]
+/// Carries a store's disk requests out on the loop core, asynchronously: the server's loop and
+/// the storage benchmark use it. Each request in flight has its own handle on the loop (its
+/// context is the store's token) and stays alive, with the paths and buffers it points at, until
+/// its completion arrives; then the result goes back to the store.
+public final class DiskExecutor: IOHandler {
+    private let loop: IOLoop
+    private let store: LogStore
+    /// By the store's token.
+    private var inFlight: [UInt64: (request: DiskRequest, injected: Int32?)] = [:]
     /// Requests kept back by `DiskFaults.hold`, submitted once released.
     private var held: [DiskRequest] = []
     private let faults: DiskFaults?
-    /// Bits of user data below this mark carry the store's token; the caller's tag goes above.
-    public static let tokenBits: UInt64 = 56
 
-    public init(faults: DiskFaults? = nil) {
+    public init(loop: IOLoop, store: LogStore, faults: DiskFaults? = nil) {
+        self.loop = loop
+        self.store = store
         self.faults = faults
     }
 
+    /// Requests issued and not completed.
     public var count: Int { inFlight.count }
 
-    /// Queues every request the store has waiting as submission entries on `ring`, with user data
-    /// `tag << 56 | token`. The caller submits.
-    public func prepareQueued(from store: LogStore, on ring: Ring, tag: UInt64) {
+    /// Submits every request the store has queued.
+    public func submitQueued() {
         if !held.isEmpty, let faults {
             let released = held.filter { !faults.isHeld($0.operation) }
             held.removeAll { !faults.isHeld($0.operation) }
-            for request in released { prepare(request, on: ring, tag: tag) }
+            for request in released { submit(request) }
         }
         while let request = store.takeRequest() {
             if let faults, faults.isHeld(request.operation) {
                 held.append(request)
                 continue
             }
-            prepare(request, on: ring, tag: tag)
+            submit(request)
         }
     }
 
-    private func prepare(_ request: DiskRequest, on ring: Ring, tag: UInt64) {
-        precondition(request.token < (1 << RingDiskExecutor.tokenBits), "disk request tokens ran out of bits")
-        let entry = ring.submissionEntry()
+    private func submit(_ request: DiskRequest) {
+        let handle = loop.register(self, context: request.token)
+        var injected: Int32?
         switch faults?.injection(for: request.operation) {
         case .fail(let errno)?:
-            io_uring_prep_nop(entry)
-            injected[request.token] = -errno
+            injected = -errno
+            // Still one ring operation, so the failure arrives in its turn like a real one.
+            loop.submit(.nop, for: handle)
         case .shorten?:
-            request.operation.halved().prepare(entry)
+            loop.submit(request.operation.halved().ringOperation, for: handle)
         case nil:
-            request.operation.prepare(entry)
+            loop.submit(request.operation.ringOperation, for: handle)
         }
-        io_uring_sqe_set_data64(entry, tag << RingDiskExecutor.tokenBits | request.token)
-        inFlight[request.token] = request
+        inFlight[request.token] = (request, injected)
+        loop.release(handle)
     }
 
-    /// Hands a completion back to the store; `userData` is what the ring returned.
-    public func complete(userData: UInt64, result: Int32, store: LogStore) {
-        let token = userData & ((1 << RingDiskExecutor.tokenBits) - 1)
-        guard inFlight.removeValue(forKey: token) != nil else { preconditionFailure("completion for unknown disk request \(token)") }
-        store.complete(token: token, result: DiskResult(injected.removeValue(forKey: token) ?? result))
+    public func completed(_ completion: IOCompletion) {
+        guard let entry = inFlight.removeValue(forKey: completion.context) else {
+            preconditionFailure("completion for unknown disk request \(completion.context)")
+        }
+        store.complete(token: completion.context, result: DiskResult(entry.injected ?? completion.result))
     }
 }
 
