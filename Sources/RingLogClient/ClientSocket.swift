@@ -6,13 +6,13 @@ import RingLogWire
 
 /// A response as it arrived. `body` is valid only during the callback unless `owner` is set, in
 /// which case it stays valid as long as `owner` is kept.
-public struct ClientResponse {
-    public let header: ResponseHeader
-    public let body: UnsafeRawBufferPointer
-    public let owner: OwnedBytes?
+package struct ClientResponse {
+    package let header: ResponseHeader
+    package let body: UnsafeRawBufferPointer
+    package let owner: OwnedBytes?
 
     /// The server's error, when the status says so.
-    public var serverError: ServerError? {
+    package var serverError: ServerError? {
         guard header.status != 0 else { return nil }
         let code = ErrorCode(rawValue: header.status) ?? .internalError
         let decoded = try? ErrorBody.decode(body)
@@ -22,32 +22,32 @@ public struct ClientResponse {
 
 extension Result where Success == ClientResponse, Failure == RingLogError {
     /// The response when the server answered with success; its error otherwise.
-    public func checkingServerError() -> Result<ClientResponse, RingLogError> {
+    package func checkingServerError() -> Result<ClientResponse, RingLogError> {
         flatMap { response in response.serverError.map { .failure(RingLogError($0)) } ?? .success(response) }
     }
 }
 
-/// One connection to ringlogd, living on a `LoopCore`. Requests are pipelined: each is written to
-/// the send queue at once and its handler runs when its response (matched in order) arrives.
-public final class ClientSocket {
-    public typealias Handler = (Result<ClientResponse, RingLogError>) -> Void
+/// One connection to ringlogd, a handler on the loop core. Requests are pipelined: each is written
+/// to the send queue at once and its handler runs when its response (matched in order) arrives.
+package final class ClientSocket: IOHandler {
+    package typealias Handler = (Result<ClientResponse, RingLogError>) -> Void
 
-    public let id: Int
-    public let generation: UInt64
-    public let address: SocketAddress
+    /// Its handle on the loop; also how async callers find it again (`LoopCore.socket`).
+    package private(set) var handle = IOHandle.none
+    package let address: SocketAddress
     unowned let core: LoopCore
     private var fd: Int32 = -1
     private var onConnected: ((Result<ClientSocket, RingLogError>) -> Void)?
     private var addressStorage = sockaddr_storage()
     private(set) var closed: RingLogError?
     /// Called once when the connection ends (by either side).
-    public var onClose: ((RingLogError) -> Void)?
+    package var onClose: ((RingLogError) -> Void)?
 
     private let sendQueue = SendQueue()
     var flushScheduled = false
     private var pending: Deque<(requestID: UInt64, handler: Handler)> = []
     private var nextRequestID: UInt64 = 1
-    private var operationsInFlight = 0
+    private var released = false
 
     private let received = ByteStore()
     private var receiveArmed = false
@@ -61,19 +61,26 @@ public final class ClientSocket {
     static let receiveChunk = 256 << 10
     static let largeBodyThreshold = 128 << 10
 
-    init(core: LoopCore, id: Int, generation: UInt64, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
+    init(core: LoopCore, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
         self.core = core
-        self.id = id
-        self.generation = generation
         self.address = address
         self.onConnected = onConnected
+        handle = core.io.register(self)
     }
 
     /// Requests sent and not yet answered.
-    public var requestsInFlight: Int { pending.count }
-    public var isOpen: Bool { closed == nil && onConnected == nil }
+    package var requestsInFlight: Int { pending.count }
+    package var isOpen: Bool { closed == nil && onConnected == nil }
 
-    private func userData(_ kind: LoopCore.Kind) -> UInt64 { LoopCore.userData(kind, socket: id, generation: generation) }
+    package func completed(_ completion: IOCompletion) {
+        switch completion.kind {
+        case .connect: connected(result: completion.result)
+        case .receive: received(result: completion.result)
+        case .sendMessage: sent(result: completion.result)
+        default: break  // the shutdown that ends pending operations
+        }
+        releaseIfDone()
+    }
 
     // MARK: Connecting
 
@@ -90,16 +97,12 @@ public final class ClientSocket {
             withUnsafeMutableBytes(of: &addressStorage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: Int(length))) }
             return length
         }
-        let entry = core.ring.submissionEntry()
         withUnsafeMutablePointer(to: &addressStorage) { storage in
-            storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { io_uring_prep_connect(entry, fd, $0, length) }
+            storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { core.io.submit(.connect(fd: fd, address: $0, length: length), for: handle) }
         }
-        io_uring_sqe_set_data64(entry, userData(.connect))
-        operationsInFlight += 1
     }
 
-    func connected(result: Int32) {
-        operationsInFlight -= 1
+    private func connected(result: Int32) {
         guard result == 0 else {
             fail(connecting: String(cString: strerror(-result)))
             return
@@ -114,16 +117,14 @@ public final class ClientSocket {
         let callback = onConnected
         onConnected = nil
         closed = .connectFailed(address: address.description, reason: reason)
-        if fd >= 0 { Glibc.close(fd) }
-        fd = -1
-        core.release(self)
         callback?(.failure(.connectFailed(address: address.description, reason: reason)))
+        releaseIfDone()
     }
 
     // MARK: Sending
 
     /// Queues a request whose body is copied now; `handler` runs with its response.
-    public func send(_ opcode: Opcode, body: UnsafeRawBufferPointer, logID: LogID = .none, flags: UInt32 = 0, handler: @escaping Handler) {
+    package func send(_ opcode: Opcode, body: UnsafeRawBufferPointer, logID: LogID = .none, flags: UInt32 = 0, handler: @escaping Handler) {
         guard let id = admit(handler) else { return }
         let header = RequestHeader(opcode: opcode, bodyLength: body.count, requestID: id, logID: logID, flags: flags)
         sendQueue.filling.appendInline(count: WireProtocol.headerBytes + body.count) { pointer in
@@ -134,7 +135,7 @@ public final class ClientSocket {
     }
 
     /// Queues an append of a complete batch without copying it.
-    public func sendAppend(logID: LogID, mode: AckMode, batch: OwnedBytes, handler: @escaping Handler) {
+    package func sendAppend(logID: LogID, mode: AckMode, batch: OwnedBytes, handler: @escaping Handler) {
         guard let id = admit(handler) else { return }
         let header = RequestHeader(opcode: .append, bodyLength: batch.count, requestID: id, logID: logID, flags: mode.rawValue)
         sendQueue.filling.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
@@ -155,14 +156,10 @@ public final class ClientSocket {
 
     func flush() {
         guard closed == nil, fd >= 0, sendQueue.prepareSend() else { return }
-        let entry = core.ring.submissionEntry()
-        io_uring_prep_sendmsg(entry, fd, sendQueue.message, UInt32(MSG_NOSIGNAL))
-        io_uring_sqe_set_data64(entry, userData(.send))
-        operationsInFlight += 1
+        core.io.submit(.sendMessage(fd: fd, message: sendQueue.message), for: handle)
     }
 
-    func sent(result: Int32) {
-        operationsInFlight -= 1
+    private func sent(result: Int32) {
         guard result >= 0 else {
             sendQueue.sendFinished(bytes: 0)
             close(reason: "send failed: \(String(cString: strerror(-result)))")
@@ -170,7 +167,6 @@ public final class ClientSocket {
         }
         sendQueue.sendFinished(bytes: Int(result))
         core.markDirty(self)
-        releaseIfDone()
     }
 
     // MARK: Receiving
@@ -186,20 +182,13 @@ public final class ClientSocket {
             target = received.reserve(ClientSocket.receiveChunk)
             length = ClientSocket.receiveChunk
         }
-        let entry = core.ring.submissionEntry()
-        io_uring_prep_recv(entry, fd, target, length, 0)
-        io_uring_sqe_set_data64(entry, userData(.receive))
+        core.io.submit(.receive(fd: fd, into: UnsafeMutableRawBufferPointer(start: target, count: length)), for: handle)
         receiveArmed = true
-        operationsInFlight += 1
     }
 
-    func received(result: Int32) {
+    private func received(result: Int32) {
         receiveArmed = false
-        operationsInFlight -= 1
-        guard closed == nil else {
-            releaseIfDone()
-            return
-        }
+        guard closed == nil else { return }
         guard result > 0 else {
             close(reason: result == 0 ? "the server closed the connection" : "receive failed: \(String(cString: strerror(-result)))")
             return
@@ -275,15 +264,11 @@ public final class ClientSocket {
     // MARK: Closing
 
     /// Ends the connection: every request still waiting fails with `connectionClosed`.
-    public func close(reason: String = "closed by the client", violation: Bool = false) {
+    package func close(reason: String = "closed by the client", violation: Bool = false) {
         guard closed == nil else { return }
         let error: RingLogError = violation ? .protocolViolation(reason) : .connectionClosed(reason)
         closed = error
-        if fd >= 0 {
-            let entry = core.ring.submissionEntry()
-            io_uring_prep_shutdown(entry, fd, Int32(SHUT_RDWR))
-            io_uring_sqe_set_data64(entry, LoopCore.userData(.ignored))
-        }
+        if fd >= 0 && core.io.operationsInFlight(handle) > 0 { core.io.submit(.shutdown(fd: fd), for: handle) }
         let waiting = pending
         pending.removeAll()
         for request in waiting { request.handler(.failure(error)) }
@@ -292,12 +277,13 @@ public final class ClientSocket {
         releaseIfDone()
     }
 
+    /// Once closed and nothing of it is in the ring: the descriptor closes and the handle goes.
     private func releaseIfDone() {
-        guard closed != nil, operationsInFlight == 0, fd >= 0 else { return }
-        let entry = core.ring.submissionEntry()
-        io_uring_prep_close(entry, fd)
-        io_uring_sqe_set_data64(entry, LoopCore.userData(.ignored))
+        guard closed != nil, !released, core.io.operationsInFlight(handle) == 0 else { return }
+        released = true
+        if fd >= 0 { core.io.submitUnobserved(.close(fd: fd)) }
         fd = -1
-        core.release(self)
+        core.forget(self)
+        core.io.release(handle)
     }
 }

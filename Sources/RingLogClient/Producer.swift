@@ -24,8 +24,8 @@ public struct ProducerConfiguration: Sendable {
 /// The batching logic of a producer, on the loop thread: records accumulate into a batch that is
 /// sent when full or when its linger time passes; each record's completion runs with its
 /// position once the batch is acknowledged. The bench drives this directly.
-public final class ProducerCore {
-    public typealias Completion = (Result<RecordPosition, RingLogError>) -> Void
+package final class ProducerCore {
+    package typealias Completion = (Result<RecordPosition, RingLogError>) -> Void
 
     let socket: ClientSocket
     let log: LogID
@@ -34,11 +34,11 @@ public final class ProducerCore {
     private var completions: [Completion] = []
     private var lingerTimer: UInt64?
     private var waiting: Deque<(batch: OwnedBytes, completions: [Completion])> = []
-    public private(set) var batchesInFlight = 0
+    package private(set) var batchesInFlight = 0
     /// Runs whenever a batch's acknowledgement arrives (for callers that pace themselves).
-    public var onBatchAcknowledged: ((Int) -> Void)?
+    package var onBatchAcknowledged: ((Int) -> Void)?
 
-    public init(socket: ClientSocket, log: LogID, configuration: ProducerConfiguration) {
+    package init(socket: ClientSocket, log: LogID, configuration: ProducerConfiguration) {
         self.socket = socket
         self.log = log
         self.configuration = configuration
@@ -46,9 +46,9 @@ public final class ProducerCore {
     }
 
     /// Records waiting in the open batch or in sealed batches not yet sent.
-    public var recordsWaiting: Int { completions.count + waiting.reduce(0) { $0 + $1.completions.count } }
+    package var recordsWaiting: Int { completions.count + waiting.reduce(0) { $0 + $1.completions.count } }
 
-    public func add(_ record: UnsafeRawBufferPointer, completion: @escaping Completion) {
+    package func add(_ record: UnsafeRawBufferPointer, completion: @escaping Completion) {
         if !builder.isEmpty && builder.sizeAdding(recordBytes: record.count) > configuration.batchBytes { seal() }
         builder.add(record)
         completions.append(completion)
@@ -63,7 +63,7 @@ public final class ProducerCore {
     }
 
     /// Sends the open batch now.
-    public func seal() {
+    package func seal() {
         if let lingerTimer { socket.core.cancelTimer(lingerTimer) }
         lingerTimer = nil
         guard !builder.isEmpty else { return }

@@ -13,16 +13,14 @@ import RingLogWire
 public final class RingLogClient: Sendable {
     public let address: SocketAddress
     let loop: ClientLoop
-    let socketID: Int
-    let socketGeneration: UInt64
+    let socket: IOHandle
     /// What the server reported in its hello: version and limits.
     public let server: HelloResponse
 
-    private init(address: SocketAddress, loop: ClientLoop, socketID: Int, socketGeneration: UInt64, server: HelloResponse) {
+    private init(address: SocketAddress, loop: ClientLoop, socket: IOHandle, server: HelloResponse) {
         self.address = address
         self.loop = loop
-        self.socketID = socketID
-        self.socketGeneration = socketGeneration
+        self.socket = socket
         self.server = server
     }
 
@@ -30,15 +28,15 @@ public final class RingLogClient: Sendable {
     public static func connect(to address: String = "127.0.0.1:7400", loop: ClientLoop = .shared) async throws(RingLogError) -> RingLogClient {
         let parsed: SocketAddress
         do { parsed = try SocketAddress(parsing: address) } catch { throw .invalidArgument(error.description) }
-        let (id, generation): (Int, UInt64) = try await withLoop(loop) { core, resume in
-            core.connect(to: parsed) { result in resume(result.map { ($0.id, $0.generation) }) }
+        let socket: IOHandle = try await withLoop(loop) { core, resume in
+            core.connect(to: parsed) { result in resume(result.map(\.handle)) }
         }
         let provisional = RingLogClient(
-            address: parsed, loop: loop, socketID: id, socketGeneration: generation,
+            address: parsed, loop: loop, socket: socket,
             server: HelloResponse(version: 1, maxBatchBytes: 0, maxReadBytes: 0, maxInFlight: 0, maxWaitMillis: 0, serverName: ""))
         do {
             let hello = try await provisional.call(.hello, HelloRequest().encoded(), as: HelloResponse.self)
-            return RingLogClient(address: parsed, loop: loop, socketID: id, socketGeneration: generation, server: hello)
+            return RingLogClient(address: parsed, loop: loop, socket: socket, server: hello)
         } catch {
             provisional.close()
             throw error
@@ -47,9 +45,8 @@ public final class RingLogClient: Sendable {
 
     /// Closes the connection; calls still waiting fail with `connectionClosed`.
     public func close() {
-        let id = socketID
-        let generation = socketGeneration
-        loop.execute { core in core.socket(id, generation: generation)?.close() }
+        let handle = socket
+        loop.execute { core in core.socket(handle)?.close() }
     }
 
     // MARK: Operations
@@ -152,10 +149,9 @@ public final class RingLogClient: Sendable {
     func withSocket<T: Sendable>(
         _ start: @escaping @Sendable (ClientSocket, LoopCore, @escaping (Result<T, RingLogError>) -> Void) -> Void
     ) async throws(RingLogError) -> T {
-        let id = socketID
-        let generation = socketGeneration
+        let handle = self.socket
         return try await withLoop(loop) { core, resume in
-            guard let socket = core.socket(id, generation: generation) else {
+            guard let socket = core.socket(handle) else {
                 resume(.failure(.connectionClosed("the connection is closed")))
                 return
             }
@@ -182,7 +178,7 @@ func decodeBody<Message: WireMessage>(_ body: UnsafeRawBufferPointer, as: Messag
 
 /// A response decoded as `Message`, or the server's error, or a protocol violation when the body
 /// does not decode.
-public func decodeResponse<Message: WireMessage>(_ result: Result<ClientResponse, RingLogError>, as: Message.Type) -> Result<Message, RingLogError> {
+package func decodeResponse<Message: WireMessage>(_ result: Result<ClientResponse, RingLogError>, as: Message.Type) -> Result<Message, RingLogError> {
     result.checkingServerError().flatMap { response in
         do throws(RingLogError) { return .success(try decodeBody(response.body, as: Message.self)) } catch { return .failure(error) }
     }

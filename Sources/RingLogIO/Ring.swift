@@ -62,6 +62,18 @@ public final class Ring {
         completionBatch = .allocate(capacity: Int(Ring.completionBatchSize))
     }
 
+    /// A ring for an event loop: completions processed only when the loop asks for them
+    /// (`IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`), without those flags on kernels
+    /// that lack them. Create it on the thread that runs the loop.
+    public static func forEventLoop(entries: Int, completionEntries: Int) throws(RingError) -> Ring {
+        do {
+            return try Ring(
+                entries: UInt32(entries), completionEntries: UInt32(completionEntries), flags: IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
+        } catch where error.errno == EINVAL {
+            return try Ring(entries: UInt32(entries), completionEntries: UInt32(completionEntries))
+        }
+    }
+
     deinit {
         io_uring_queue_exit(raw)
         raw.deallocate()

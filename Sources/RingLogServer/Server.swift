@@ -153,17 +153,8 @@ public final class Server: Sendable {
     /// A ring with the set-up flags the loop benefits from, falling back for older kernels, and a
     /// check that every operation the server issues is supported.
     private static func makeRing(entries: Int) throws(ServerStartError) -> Ring {
-        let preferred = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
         let ring: Ring
-        do {
-            do {
-                ring = try Ring(entries: UInt32(entries), completionEntries: UInt32(entries * 4), flags: preferred)
-            } catch where error.errno == EINVAL {
-                ring = try Ring(entries: UInt32(entries), completionEntries: UInt32(entries * 4))
-            }
-        } catch {
-            throw ServerStartError(error.description)
-        }
+        do { ring = try Ring.forEventLoop(entries: entries, completionEntries: entries * 4) } catch { throw ServerStartError(error.description) }
         let missing = ring.unsupportedOperations(RingOperation.ringOpcodes(ServerLoop.requiredOperations))
         if !missing.isEmpty {
             throw ServerStartError(
