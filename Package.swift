@@ -144,6 +144,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "RingLogIOTests",
+            dependencies: ["RingLogIO", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "RingLogWireTests",
             dependencies: ["RingLogWire"],
             swiftSettings: strict

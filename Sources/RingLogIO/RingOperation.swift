@@ -94,10 +94,10 @@ public enum RingOperation {
         case .shutdown(let fd):
             io_uring_prep_shutdown(entry, fd, Int32(SHUT_RDWR))
         case .read(let fd, let position, let buffer, let uncached):
-            io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(position))
+            io_uring_prep_read(entry, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(bitPattern: position))
             if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
         case .write(let fd, let position, let bytes, let uncached):
-            io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(position))
+            io_uring_prep_write(entry, fd, bytes.baseAddress, UInt32(bytes.count), UInt64(bitPattern: position))
             if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
         case .sync(let fd, let dataOnly):
             io_uring_prep_fsync(entry, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)

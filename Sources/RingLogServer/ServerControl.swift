@@ -82,6 +82,7 @@ extension ServerLoop {
         ringlog_allocator_stats(&allocator.inUse, &allocator.mapped, &allocator.free)
         var entries: [(String, UInt64)] = [
             ("connections_open", UInt64(connections.count)),
+            ("loop_handles_in_use", UInt64(loop.handlesInUse)),
             ("connections_accepted_total", counters.connectionsAccepted),
             ("connections_rejected_total", counters.connectionsRejected),
             ("requests_total", counters.requests),

@@ -112,9 +112,19 @@ import Testing
 
         b.reset()
         try Self.waitUntil("every connection but control is gone") { try control.stats()["connections_open"] == idle["connections_open"] }
+        try Self.expectIdle(control, like: idle)
+    }
+
+    /// Nothing waits, no handle and no pooled read buffer is held, no memory is charged: the
+    /// counts are back to what they were before the test's connections.
+    static func expectIdle(_ control: RawClient, like idle: [String: UInt64]) throws {
+        try waitUntil("the loop's handles are back to idle") { try control.stats()["loop_handles_in_use"] == idle["loop_handles_in_use"] }
         let after = try control.stats()
         #expect(after["long_polls_waiting"] == 0)
         #expect(after["acks_waiting"] == 0)
+        #expect(after["reads_waiting"] == 0)
+        #expect(after["read_buffers_in_use_bytes"] == idle["read_buffers_in_use_bytes"])
+        #expect(after["buffered_bytes"] == idle["buffered_bytes"])
     }
 
     /// The same for an acknowledgement: A's durable append waits for an fdatasync held back by
@@ -171,8 +181,7 @@ import Testing
         #expect(try control.readAll(y).map(\.payload) == [Array("B's batch".utf8)])
         b.reset()
         try Self.waitUntil("every connection but control is gone") { try control.stats()["connections_open"] == idle["connections_open"] }
-        #expect(try control.stats()["acks_waiting"] == 0)
-        #expect(try control.stats()["long_polls_waiting"] == 0)
+        try Self.expectIdle(control, like: idle)
     }
 
     /// A graceful stop answers every waiting long-poll with SHUTTING_DOWN, finishes and
@@ -221,8 +230,6 @@ import Testing
             return try control.stats()["connections_open"] == idle["connections_open"]
         }
         for client in clients { #expect(client.waitForClose()) }
-        let after = try control.stats()
-        #expect(after["long_polls_waiting"] == 0)
-        #expect(after["acks_waiting"] == 0)
+        try Self.expectIdle(control, like: idle)
     }
 }

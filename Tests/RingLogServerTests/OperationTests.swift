@@ -118,45 +118,70 @@ import Testing
         #expect((values["fdatasyncs_total"] ?? 0) >= 1)
     }
 
-    /// Batches at or over `uncachedBatchBytes` go out with RWF_DONTCACHE on the real ring (counted
-    /// only when the kernel took the flag); small ones never do; every byte reads back either way.
-    @Test func largeBatchesAreWrittenUncachedWhereTheKernelCan() throws {
-        let server = try TestServer {
-            $0.storage.uncachedBatchBytes = 64 << 10
-            $0.storage.zeroAheadBytes = 0
-        }
+    /// Whether pwritev2 accepts RWF_DONTCACHE here (Linux 6.14+, and the file system must
+    /// support it): the tests of what the kernel does with the flag run only where it does.
+    static let kernelTakesUncachedWrites: Bool = {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let path = directory + "/uncached-probe"
+        let fd = open(path, O_CREAT | O_RDWR, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
+        defer { close(fd) }
+        var byte: UInt8 = 1
+        return ringlog_pwrite_with_flags(fd, &byte, 1, 0, 0x80) == 1
+    }()
+
+    /// Appends 8 small batches and 3 of 200 KiB to a log `bulk` with uncached writes from 64 KiB;
+    /// returns the payloads and the count of uncached writes after each group.
+    private func appendSmallThenLarge(_ server: TestServer) throws -> (payloads: [[UInt8]], afterSmall: UInt64, afterLarge: UInt64) {
         let client = try server.client()
         let log = try client.createLog("bulk").logID
-        func uncachedWrites() throws -> UInt64 {
-            let stats = try client.call(.serverStats).decode(ServerStats.self)
-            return stats.entries.first { $0.name == "uncached_segment_writes_total" }?.value ?? .max
-        }
+        func uncachedWrites() throws -> UInt64 { try client.stats()["uncached_segment_writes_total"] ?? .max }
         var payloads = (0..<8).map { payload(1_000, seed: $0) }
         for data in payloads { _ = try client.append(log, data).decode(AppendResponse.self) }
-        #expect(try uncachedWrites() == 0, "small batches were written uncached")
+        let afterSmall = try uncachedWrites()
         for seed in 0..<3 {
             let data = payload(200 << 10, seed: 100 + seed)
             _ = try client.append(log, data).decode(AppendResponse.self)
             payloads.append(data)
         }
-        if kernelTakesUncachedWrites(in: server.directory) {
-            #expect(try uncachedWrites() >= 3)
-            // The flag reached the kernel: the small batches' pages are still cached, the large
-            // ones' were dropped once written back. (Zero-ahead is off: pages it zeroed are
-            // already cached, and the kernel keeps a cached page an uncached write lands in.)
-            let smallEnd = 8 * (1_000 + Batch.headerBytes)
-            let resident = try residentPages(segmentOf: "bulk", in: server.directory)
-            let largeEnd = smallEnd + 3 * ((200 << 10) + Batch.headerBytes)
-            let smallPages = resident[0..<smallEnd / 4096]
-            let largePages = resident[(smallEnd + 4095) / 4096..<largeEnd / 4096]
-            #expect(smallPages.allSatisfy { $0 })
-            // Dropping is best effort in the kernel (a page it cannot lock stays); without the flag
-            // all of them stay.
-            #expect(largePages.filter { $0 }.count < largePages.count / 4, "\(largePages.filter { $0 }.count) of \(largePages.count) pages still cached")
-        } else {
-            #expect(try uncachedWrites() == 0)
-        }
         #expect(try client.readAll(log).map(\.payload) == payloads)
+        return (payloads, afterSmall, try uncachedWrites())
+    }
+
+    /// Batches at or over `uncachedBatchBytes` go out with RWF_DONTCACHE on the real ring; small
+    /// ones never do. Where the kernel takes the flag, the large batches' pages leave the page
+    /// cache once written back and the small ones' stay.
+    @Test(.enabled(if: OperationTests.kernelTakesUncachedWrites, "needs RWF_DONTCACHE (Linux 6.14+)"))
+    func largeBatchesAreWrittenUncached() throws {
+        let server = try TestServer {
+            $0.storage.uncachedBatchBytes = 64 << 10
+            $0.storage.zeroAheadBytes = 0
+        }
+        let (_, afterSmall, afterLarge) = try appendSmallThenLarge(server)
+        #expect(afterSmall == 0, "small batches were written uncached")
+        #expect(afterLarge >= 3)
+        // The small batches' pages are still cached, the large ones' were dropped once written
+        // back. (Zero-ahead is off: pages it zeroed are already cached, and the kernel keeps a
+        // cached page an uncached write lands in.)
+        let smallEnd = 8 * (1_000 + Batch.headerBytes)
+        let resident = try residentPages(segmentOf: "bulk", in: server.directory)
+        let largeEnd = smallEnd + 3 * ((200 << 10) + Batch.headerBytes)
+        let smallPages = resident[0..<smallEnd / 4096]
+        let largePages = resident[(smallEnd + 4095) / 4096..<largeEnd / 4096]
+        #expect(smallPages.allSatisfy { $0 })
+        // Dropping is best effort in the kernel (a page it cannot lock stays); without the flag
+        // all of them stay.
+        #expect(largePages.filter { $0 }.count < largePages.count / 4, "\(largePages.filter { $0 }.count) of \(largePages.count) pages still cached")
+    }
+
+    /// On a kernel that refuses the flag, every write goes out the ordinary way and nothing is lost.
+    @Test(.disabled(if: OperationTests.kernelTakesUncachedWrites, "this kernel takes RWF_DONTCACHE"))
+    func withoutUncachedWritesEveryWriteIsOrdinary() throws {
+        let server = try TestServer { $0.storage.uncachedBatchBytes = 64 << 10 }
+        let (_, afterSmall, afterLarge) = try appendSmallThenLarge(server)
+        #expect(afterSmall == 0)
+        #expect(afterLarge == 0)
     }
 
     private func firstSegmentPath(of log: String, in directory: String) throws -> String {
@@ -178,9 +203,10 @@ import Testing
         return vector.map { $0 & 1 == 1 }
     }
 
-    /// Reads from the disk are uncached where the kernel can: pages a read had to bring in are
-    /// dropped after, pages that were cached stay cached, and the bytes are right either way.
-    @Test func coldReadsDoNotStayCachedAndCachedPagesDo() throws {
+    /// Reads from the disk are uncached: pages a read had to bring in are dropped after, pages
+    /// that were cached stay cached, and the bytes are right.
+    @Test(.enabled(if: OperationTests.kernelTakesUncachedWrites, "needs RWF_DONTCACHE (Linux 6.14+)"))
+    func coldReadsDoNotStayCachedAndCachedPagesDo() throws {
         let server = try TestServer { $0.storage.zeroAheadBytes = 0 }
         let client = try server.client()
         let log = try client.createLog("history").logID
@@ -204,24 +230,9 @@ import Testing
         #expect(read.batches.count >= 9)
         let after = try residentPages(segmentOf: "history", in: server.directory)
         #expect(after[256..<512].allSatisfy { $0 }, "cached pages were dropped")
-        if kernelTakesUncachedWrites(in: server.directory) {
-            let kept = after[0..<256].filter { $0 }.count
-            #expect(kept < 64, "\(kept) of the 256 pages read from disk stayed cached")
-        }
+        let kept = after[0..<256].filter { $0 }.count
+        #expect(kept < 64, "\(kept) of the 256 pages read from disk stayed cached")
         #expect(try client.readAll(log).map(\.payload) == payloads)
-    }
-
-    /// Whether pwritev2 accepts RWF_DONTCACHE (Linux 6.14+, and the file system must support it).
-    private func kernelTakesUncachedWrites(in directory: String) -> Bool {
-        let path = directory + "/uncached-probe"
-        let fd = open(path, O_CREAT | O_RDWR, 0o644)
-        precondition(fd >= 0, "cannot create \(path)")
-        defer {
-            close(fd)
-            unlink(path)
-        }
-        var byte: UInt8 = 1
-        return ringlog_pwrite_with_flags(fd, &byte, 1, 0, 0x80) == 1
     }
 
     @Test func responsesComeBackInRequestOrderWithTheirIDs() throws {

@@ -132,12 +132,21 @@ import Testing
     @Test func idleBuffersStayWithinTheBoundAndSmallOnesAreNotPooled() {
         let pool = BufferPool(maxPooledBytes: 2 << 20)
         var held = (0..<3).map { _ in pool.take(count: 1 << 20) }
+        #expect(pool.inUseBytes == 3 << 20)
+        let addresses = Set(held.map { UInt(bitPattern: $0.buffer.baseAddress) })
         held.removeAll()
+        #expect(pool.inUseBytes == 0)
         #expect(pool.idleByteCount == 2 << 20, "the third 1 MiB buffer is freed, not kept")
-        var small: OwnedBytes? = pool.take(count: 1000)
-        small = nil
-        #expect(small == nil)
-        #expect(pool.idleByteCount == 2 << 20)
+        let again = pool.take(count: 1 << 20)
+        #expect(addresses.contains(UInt(bitPattern: again.buffer.baseAddress)), "a kept buffer is handed out again")
+        #expect(pool.idleByteCount == 1 << 20)
+        do {
+            let small = pool.take(count: 1000)
+            #expect(small.count == 1000)
+            #expect(pool.inUseBytes == 1 << 20, "a small buffer is not the pool's")
+        }
+        #expect(pool.idleByteCount == 1 << 20, "a small buffer released is not kept")
+        withExtendedLifetime(again) {}
     }
 
     @Test func aCopyHoldsTheBytesWhateverItsSize() {
