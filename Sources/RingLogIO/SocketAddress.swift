@@ -1,3 +1,4 @@
+import CLiburing  // in a whole-module build, SOCK_STREAM and friends belong to the C module that includes sys/socket.h first: CLiburing's shim
 import Glibc
 
 /// An IPv4 or IPv6 address and port, parsed from `host:port` or `[v6host]:port`.
