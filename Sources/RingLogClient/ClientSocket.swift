@@ -35,7 +35,8 @@ package final class ClientSocket: IOHandler {
     /// Its handle on the loop; also how async callers find it again (`LoopCore.socket`).
     package private(set) var handle = IOHandle.none
     package let address: SocketAddress
-    unowned let core: LoopCore
+    /// The loop core owns its sockets (through their slots) and outlives them.
+    unowned(unsafe) let core: LoopCore
     private var fd: Int32 = -1
     private var onConnected: ((Result<ClientSocket, RingLogError>) -> Void)?
     private var addressStorage = sockaddr_storage()

@@ -62,10 +62,17 @@ public final class IOLoop {
         var releasing = false
     }
 
-    private var slots: [Slot] = []
+    /// The slot table, grown by doubling and written in place. Not an Array: every submit and
+    /// completion writes to it, and an in-place write to an Array of references that a class
+    /// holds costs a uniqueness check and a runtime exclusivity check each time. Each access here
+    /// is a plain load of the pointer, which the compiler can prove never overlaps another.
+    private var slots: UnsafeMutablePointer<Slot>
+    private var slotCount = 0
+    private var slotCapacity = 64
     private var freeSlots: [Int] = []
     /// Operations that found the submission queue full, oldest first.
     private var unqueued: Deque<(operation: RingOperation, userData: UInt64)> = []
+    private var unqueuedOperations = 0
 
     private struct Timer: Comparable {
         var deadlineNanos: UInt64
@@ -92,12 +99,27 @@ public final class IOLoop {
 
     public init(ring: Ring) {
         self.ring = ring
+        slots = .allocate(capacity: slotCapacity)
         internalHandler.loop = self
-        slots.append(Slot(handler: internalHandler))
+        appendSlot(Slot(handler: internalHandler))
     }
 
     deinit {
         for wakeup in wakeups { wakeup.counter.deallocate() }
+        slots.deinitialize(count: slotCount)
+        slots.deallocate()
+    }
+
+    private func appendSlot(_ slot: Slot) {
+        if slotCount == slotCapacity {
+            let grown = UnsafeMutablePointer<Slot>.allocate(capacity: slotCapacity * 2)
+            grown.moveInitialize(from: slots, count: slotCount)
+            slots.deallocate()
+            slots = grown
+            slotCapacity *= 2
+        }
+        (slots + slotCount).initialize(to: slot)
+        slotCount += 1
     }
 
     // MARK: Handles
@@ -108,9 +130,9 @@ public final class IOLoop {
         if let reused = freeSlots.popLast() {
             slot = reused
         } else {
-            precondition(slots.count < 1 << 24, "more than 16 million handles on one loop")
-            slots.append(Slot())
-            slot = slots.count - 1
+            precondition(slotCount < 1 << 24, "more than 16 million handles on one loop")
+            appendSlot(Slot())
+            slot = slotCount - 1
         }
         slots[slot].handler = handler
         slots[slot].context = context
@@ -130,13 +152,13 @@ public final class IOLoop {
     /// Whether `handle` still names its slot's owner.
     @inline(__always)
     public func isCurrent(_ handle: IOHandle) -> Bool {
-        handle.slot < slots.count && slots[handle.slot].generation == handle.generation && slots[handle.slot].handler != nil
+        handle.slot < slotCount && slots[handle.slot].generation == handle.generation && slots[handle.slot].handler != nil
     }
 
     /// The handler holding `slot` and the slot's whole generation, if the slot is in use.
     @inline(__always)
     public func handler(at slot: Int) -> (handler: IOHandler, generation: UInt32)? {
-        guard slot > IOLoop.internalSlot, slot < slots.count, let handler = slots[slot].handler else { return nil }
+        guard slot > IOLoop.internalSlot, slot < slotCount, let handler = slots[slot].handler else { return nil }
         return (handler, slots[slot].generation)
     }
 
@@ -144,7 +166,7 @@ public final class IOLoop {
     public func operationsInFlight(_ handle: IOHandle) -> Int { isCurrent(handle) ? slots[handle.slot].inFlight : 0 }
 
     /// Handles given out and not yet free (the loop's own slot excluded).
-    public var handlesInUse: Int { slots.count - 1 - freeSlots.count }
+    public var handlesInUse: Int { slotCount - 1 - freeSlots.count }
 
     private func finishReleaseIfIdle(_ slot: Int) {
         guard slots[slot].releasing, slots[slot].inFlight == 0, let handler = slots[slot].handler else { return }
@@ -185,8 +207,10 @@ public final class IOLoop {
 
     @inline(__always)
     private func enqueue(_ operation: RingOperation, userData: UInt64) {
-        guard unqueued.isEmpty, let entry = nextEntry() else {
+        // The count, not the queue, on this path: the queue's accesses are checked at run time.
+        guard unqueuedOperations == 0, let entry = nextEntry() else {
             unqueued.append((operation, userData))
+            unqueuedOperations += 1
             return
         }
         operation.prepare(entry)
@@ -204,15 +228,16 @@ public final class IOLoop {
 
     /// Moves waiting operations into the submission queue, in order, while it has room.
     private func submitUnqueued() {
-        while let first = unqueued.first, let entry = nextEntry() {
+        while unqueuedOperations > 0, let first = unqueued.first, let entry = nextEntry() {
             unqueued.removeFirst()
+            unqueuedOperations -= 1
             first.operation.prepare(entry)
             io_uring_sqe_set_data64(entry, first.userData)
         }
     }
 
     /// Operations waiting for room in the submission queue.
-    public var unqueuedCount: Int { unqueued.count }
+    public var unqueuedCount: Int { unqueuedOperations }
 
     // MARK: Completions
 
@@ -225,7 +250,7 @@ public final class IOLoop {
     @inline(__always)
     private func dispatch(userData: UInt64, result: Int32, flags: UInt32) {
         let slot = Int(userData & 0xFF_FFFF)
-        guard let kind = RingOperation.Kind(rawValue: UInt8(truncatingIfNeeded: userData >> 56)), slot < slots.count,
+        guard let kind = RingOperation.Kind(rawValue: UInt8(truncatingIfNeeded: userData >> 56)), slot < slotCount,
             slots[slot].generation & 0xFF_FFFF == UInt32((userData >> 24) & 0xFF_FFFF), let handler = slots[slot].handler
         else {
             preconditionFailure("a completion for no operation in flight (user data \(userData))")
@@ -287,7 +312,8 @@ public final class IOLoop {
     private func wakeupCompleted(index: Int) {
         guard index < wakeups.count else { return }
         if !stopRequested { armWakeup(index: index) }
-        wakeups[index].action()
+        let action = wakeups[index].action
+        action()
     }
 
     // MARK: Running
@@ -329,13 +355,25 @@ public final class IOLoop {
     /// completions to their handlers; for shutting down.
     public func drain(timeoutNanos: UInt64) {
         let deadline = MonotonicClock.nanos() + timeoutNanos
-        while slots.contains(where: { $0.inFlight > 0 && $0.handler !== internalHandler }) || !unqueued.isEmpty,
+        while hasOperationsInFlight() || !unqueued.isEmpty,
             MonotonicClock.nanos() < deadline
         {
             submitUnqueued()
             ring.submitAndWait(count: 1, timeoutNanos: 100_000_000)
             dispatchCompletions()
         }
+    }
+
+    /// Whether any handler but the loop's own has an operation in the ring.
+    private func hasOperationsInFlight() -> Bool {
+        for index in 0..<slotCount where index != Self.internalSlot && slots[index].inFlight > 0 { return true }
+        return false
+    }
+
+    /// Lets go of every handler, for an owner whose handlers hold it strongly, once the loop has
+    /// ended and drained: nothing is dispatched after this.
+    public func forgetHandlers() {
+        for index in 0..<slotCount where index != Self.internalSlot { slots[index].handler = nil }
     }
 
     /// Whether this kernel's io_uring has every operation in `kinds`; the names of those it lacks.

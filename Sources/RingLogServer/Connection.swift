@@ -9,7 +9,10 @@ import RingLogWire
 /// that waits on its behalf. Closing it, by whatever path, ends all of that; its handle (and so
 /// its slot) is released only once nothing of it is in the ring and no storage answer is due.
 final class Connection: IOHandler {
-    unowned let server: ServerLoop
+    /// A strong reference, as a load through an unowned one costs a retain and a release on
+    /// every use: the cycle ends when the server lets the connection go (`connectionReleased`,
+    /// or `ServerLoop.release` for any left when the loop ends).
+    let server: ServerLoop
     let fd: Int32
     /// Set right after the connection registers with the loop.
     private(set) var handle = IOHandle.none

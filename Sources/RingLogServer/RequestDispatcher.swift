@@ -5,7 +5,9 @@ import RingLogWire
 /// What each request does: decode its body, check it, ask the store, and answer, now or when
 /// the store's event arrives. One method per operation; answers go back through the connection.
 final class RequestDispatcher {
-    unowned let server: ServerLoop
+    /// Its owner, held strongly for the same reason as `Connection.server`; `ServerLoop.release`
+    /// ends the cycle.
+    let server: ServerLoop
     private let configuration: ServerConfiguration
     private let store: LogStore
 

@@ -380,6 +380,14 @@ final class ServerLoop: IOLoopDriver {
         for fd in store.closeAllDescriptors() { loop.submitUnobserved(.close(fd: fd)) }
         loop.flushSubmissions()
         loop.drain(timeoutNanos: 2_000_000_000)
+        // Connections and the dispatcher hold the server strongly (and waits their connection):
+        // let go of them so it can go.
+        for connection in connections { waiters.remove(connection) }
+        connections.removeAll()
+        flushQueue.removeAll()
+        blockedConnections.removeAll()
+        dispatcher = nil
+        loop.forgetHandlers()
     }
 
     // MARK: Metrics

@@ -18,13 +18,23 @@ struct LongPoll {
     var maxBytes: Int
 }
 
+/// The waits on one log that have something waiting, in no order. Every `LogWait` of the log
+/// keeps a reference to it, so joining and leaving it looks nothing up.
+final class WaitList {
+    fileprivate var waits: [LogWait] = []
+}
+
 /// What one connection waits for on one log: acknowledgements of its appends, in offset order,
 /// and its long-polls. The connection owns it; while something waits, the log's list in `Waiters`
 /// holds it too, and closing the connection takes it out of there (`Waiters.remove`), so nothing
 /// that waits can outlive its connection or be answered into another.
 final class LogWait {
-    unowned let connection: Connection
+    /// Strong, though the connection owns the wait: a load through an unowned reference costs a
+    /// retain and a release, once per acknowledgement. `Waiters.remove` ends the cycle when the
+    /// connection closes (long-poll deadlines hold waits weakly).
+    let connection: Connection
     let logID: LogID
+    fileprivate let list: WaitList
     var durable: Deque<PendingAck> = []
     var written: Deque<PendingAck> = []
     /// By the response's sequence number.
@@ -32,9 +42,10 @@ final class LogWait {
     /// Where it sits in its log's list, or -1 when it is not there (nothing waits).
     fileprivate var position = -1
 
-    init(connection: Connection, logID: LogID) {
+    fileprivate init(connection: Connection, logID: LogID, list: WaitList) {
         self.connection = connection
         self.logID = logID
+        self.list = list
     }
 
     var isEmpty: Bool { durable.isEmpty && written.isEmpty && longPolls.isEmpty }
@@ -44,7 +55,8 @@ final class LogWait {
 /// something waiting there, and the long-polls' deadlines. Answers go back through the
 /// connection that owns each wait.
 final class Waiters {
-    private var byLog: [LogID: [LogWait]] = [:]
+    /// A log's list lives while some connection has a wait on the log (`remove` drops it).
+    private var byLog: [LogID: WaitList] = [:]
 
     private struct Deadline: Comparable {
         var nanos: UInt64
@@ -64,7 +76,12 @@ final class Waiters {
     func wait(of connection: Connection, on log: LogID) -> LogWait {
         if let last = connection.lastWait, last.logID == log { return last }
         let found = connection.waits.first { $0.logID == log } ?? {
-            let made = LogWait(connection: connection, logID: log)
+            let list = byLog[log] ?? {
+                let made = WaitList()
+                byLog[log] = made
+                return made
+            }()
+            let made = LogWait(connection: connection, logID: log, list: list)
             connection.waits.append(made)
             return made
         }()
@@ -87,21 +104,32 @@ final class Waiters {
 
     private func attach(_ wait: LogWait) {
         guard wait.position < 0 else { return }
-        wait.position = byLog[wait.logID, default: []].count
-        byLog[wait.logID, default: []].append(wait)
+        wait.position = wait.list.waits.count
+        wait.list.waits.append(wait)
     }
 
     private func detachIfEmpty(_ wait: LogWait) {
         guard wait.isEmpty, wait.position >= 0 else { return }
         let position = wait.position
         wait.position = -1
-        guard var list = byLog.removeValue(forKey: wait.logID) else { return }
-        let last = list.removeLast()
+        let last = wait.list.waits.removeLast()
         if last !== wait {
-            list[position] = last
+            wait.list.waits[position] = last
             last.position = position
         }
-        if !list.isEmpty { byLog[wait.logID] = list }
+    }
+
+    /// Visits the waits of `log` that have something waiting. `body` may detach the wait it is
+    /// given (or others: a closing connection takes its waits out); the visit goes backwards, so
+    /// a detached wait's place is taken by one already visited.
+    private func forEachWait(on log: LogID, _ body: (LogWait) -> Void) {
+        guard let list = byLog[log] else { return }
+        var index = list.waits.count
+        while index > 0 {
+            index = min(index, list.waits.count) - 1
+            guard index >= 0 else { return }
+            body(list.waits[index])
+        }
     }
 
     /// Takes everything `connection` waits for out of the logs' lists: it will never be answered.
@@ -114,8 +142,13 @@ final class Waiters {
             wait.longPolls.removeAll()
             detachIfEmpty(wait)
         }
+        let logs = connection.waits.map(\.logID)
         connection.waits.removeAll()
         connection.lastWait = nil
+        // A list no other connection's wait refers to goes, so lists do not pile up with logs.
+        for log in logs where byLog[log]?.waits.isEmpty == true {
+            if isKnownUniquelyReferenced(&byLog[log]!) { byLog[log] = nil }
+        }
     }
 
     // MARK: Answering
@@ -123,8 +156,7 @@ final class Waiters {
     /// Acknowledges the appends to `log` that end at or below `end`: written-mode ones always,
     /// durable ones when `durable`.
     func acknowledge(_ log: LogID, upTo end: LogOffset, durable: Bool, committedEnd: LogOffset) {
-        guard let list = byLog[log] else { return }
-        for wait in list {
+        forEachWait(on: log) { wait in
             while let first = wait.written.first, first.end <= end {
                 wait.written.removeFirst()
                 acksWaiting -= 1
@@ -144,9 +176,8 @@ final class Waiters {
     /// Fails the appends to `log` at and after `offset` (their reservations were undone, or the
     /// log is gone or failed).
     func failAcknowledgements(_ log: LogID, from offset: LogOffset, error: StorageError) {
-        guard let list = byLog[log] else { return }
         let (code, body) = RequestDispatcher.wireError(error)
-        for wait in list {
+        forEachWait(on: log) { wait in
             for durable in [true, false] {
                 while let last = durable ? wait.durable.last : wait.written.last, last.offset >= offset {
                     if durable { wait.durable.removeLast() } else { wait.written.removeLast() }
@@ -160,9 +191,9 @@ final class Waiters {
 
     /// Takes the long-polls of `log` that new data past their offset can answer; the caller reads.
     func takeReadersToWake(_ log: LogID, committedEnd: LogOffset) -> [(Connection, UInt32, LongPoll)] {
-        guard let list = byLog[log] else { return [] }
         var ready: [(Connection, UInt32, LongPoll)] = []
-        for wait in list where !wait.longPolls.isEmpty {
+        forEachWait(on: log) { wait in
+            guard !wait.longPolls.isEmpty else { return }
             for (sequence, poll) in wait.longPolls where poll.offset < committedEnd {
                 wait.longPolls[sequence] = nil
                 longPollsWaiting -= 1
@@ -175,9 +206,9 @@ final class Waiters {
 
     /// Answers every long-poll of `log` with `error` (the log was deleted).
     func failReaders(_ log: LogID, error: StorageError) {
-        guard let list = byLog[log] else { return }
         let (code, body) = RequestDispatcher.wireError(error)
-        for wait in list where !wait.longPolls.isEmpty {
+        forEachWait(on: log) { wait in
+            guard !wait.longPolls.isEmpty else { return }
             for sequence in wait.longPolls.keys { wait.connection.answer(sequence, code: code, body) }
             longPollsWaiting -= wait.longPolls.count
             wait.longPolls.removeAll()
@@ -213,14 +244,15 @@ final class Waiters {
     /// Takes every long-poll (the server is stopping).
     func takeAllLongPolls() -> [(Connection, UInt32)] {
         var all: [(Connection, UInt32)] = []
-        for list in byLog.values {
-            for wait in list where !wait.longPolls.isEmpty {
+        for log in Array(byLog.keys) {
+            forEachWait(on: log) { wait in
+                guard !wait.longPolls.isEmpty else { return }
                 all += wait.longPolls.keys.map { (wait.connection, $0) }
                 longPollsWaiting -= wait.longPolls.count
                 wait.longPolls.removeAll()
+                detachIfEmpty(wait)
             }
         }
-        for list in byLog.values { for wait in list { detachIfEmpty(wait) } }
         deadlines = Heap()
         return all
     }
