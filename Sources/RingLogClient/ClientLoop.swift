@@ -89,6 +89,10 @@ package final class LoopCore: IOLoopDriver {
         io.run(driver: self)
         for handle in openSockets { (io.handler(at: handle.slot)?.handler as? ClientSocket)?.close(reason: "the client loop stopped") }
         io.flushSubmissions()
+        io.drain(timeoutNanos: 1_000_000_000)
+        // Sockets hold the core strongly; whatever is left goes with the loop.
+        io.forgetHandlers()
+        dirtySockets.removeAll()
     }
 
     private var openSockets: [IOHandle] = []

@@ -10,6 +10,9 @@ package struct ClientResponse {
     package let header: ResponseHeader
     package let body: UnsafeRawBufferPointer
     package let owner: OwnedBytes?
+    /// When the receive that completed it was handled (monotonic nanoseconds): one clock read
+    /// for every response that arrived together.
+    package let receivedNanos: UInt64
 
     /// The server's error, when the status says so.
     package var serverError: ServerError? {
@@ -35,8 +38,10 @@ package final class ClientSocket: IOHandler {
     /// Its handle on the loop; also how async callers find it again (`LoopCore.socket`).
     package private(set) var handle = IOHandle.none
     package let address: SocketAddress
-    /// The loop core owns its sockets (through their slots) and outlives them.
-    unowned(unsafe) let core: LoopCore
+    /// Strong: a load through an unowned reference costs a retain and a release on every use.
+    /// The cycle ends when the socket's handle is released, or when the loop ends
+    /// (`LoopCore.run` lets go of every handler).
+    let core: LoopCore
     private var fd: Int32 = -1
     private var onConnected: ((Result<ClientSocket, RingLogError>) -> Void)?
     private var addressStorage = sockaddr_storage()
@@ -46,11 +51,21 @@ package final class ClientSocket: IOHandler {
 
     private let sendQueue = SendQueue()
     var flushScheduled = false
-    private var pending: Deque<(requestID: UInt64, handler: Handler)> = []
+    /// A struct, not a tuple: a closure inside a tuple in a generic container is stored through a
+    /// reabstraction thunk, allocated once per request.
+    private struct PendingRequest {
+        var requestID: UInt64
+        /// Nil: the socket's `onResponse` answers it.
+        var handler: Handler?
+    }
+    /// Touched only on the loop thread, and no access overlaps another (a handler runs after its
+    /// request has left the queue), so no runtime exclusivity check on every request.
+    @exclusivity(unchecked) private var pending: Deque<PendingRequest> = []
     private var nextRequestID: UInt64 = 1
     private var released = false
 
     private let received = ByteStore()
+    private var receivedNanos: UInt64 = 0
     private var receiveArmed = false
     /// A large response body being received straight into its own buffer.
     private var largeBody: (header: ResponseHeader, buffer: OwnedBytes, length: Int, filled: Int)?
@@ -61,6 +76,8 @@ package final class ClientSocket: IOHandler {
     private var spareLargeBuffer: OwnedBytes?
     static let receiveChunk = 256 << 10
     static let largeBodyThreshold = 128 << 10
+    /// Batches up to this size are copied into the send buffer rather than referenced.
+    static let copiedBatchBytes = 2 << 10
 
     init(core: LoopCore, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
         self.core = core
@@ -132,26 +149,41 @@ package final class ClientSocket: IOHandler {
             header.encode(into: pointer)
             if body.count > 0 { (pointer + WireProtocol.headerBytes).copyMemory(from: body.baseAddress!, byteCount: body.count) }
         }
-        core.markDirty(self)
+        if !flushScheduled { core.markDirty(self) }
     }
 
-    /// Queues an append of a complete batch without copying it.
-    package func sendAppend(logID: LogID, mode: AckMode, batch: OwnedBytes, handler: @escaping Handler) {
+    /// Answers the requests sent without a handler of their own: a caller that sends many alike
+    /// sets it once instead of storing (and retaining) a closure per request.
+    package var onResponse: Handler = { _ in }
+
+    /// Queues an append of a complete batch. A small batch is copied into the send buffer (cheaper
+    /// than holding a reference to it until the send is done); a larger one is sent from where it
+    /// is, not copied.
+    package func sendAppend(logID: LogID, mode: AckMode, batch: OwnedBytes, handler: Handler? = nil) {
         guard let id = admit(handler) else { return }
         let header = RequestHeader(opcode: .append, bodyLength: batch.count, requestID: id, logID: logID, flags: mode.rawValue)
-        sendQueue.filling.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
-        sendQueue.filling.appendExternal(batch, 0..<batch.count)
-        core.markDirty(self)
+        let output = sendQueue.filling
+        if batch.count <= ClientSocket.copiedBatchBytes {
+            let bytes = batch.bytes
+            output.appendInline(count: WireProtocol.headerBytes + bytes.count) { pointer in
+                header.encode(into: pointer)
+                (pointer + WireProtocol.headerBytes).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            }
+        } else {
+            output.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
+            output.appendExternal(batch, 0..<batch.count)
+        }
+        if !flushScheduled { core.markDirty(self) }
     }
 
-    private func admit(_ handler: @escaping Handler) -> UInt64? {
+    private func admit(_ handler: Handler?) -> UInt64? {
         if let closed {
-            handler(.failure(closed))
+            (handler ?? onResponse)(.failure(closed))
             return nil
         }
         let id = nextRequestID
         nextRequestID += 1
-        pending.append((id, handler))
+        pending.append(PendingRequest(requestID: id, handler: handler))
         return id
     }
 
@@ -194,6 +226,7 @@ package final class ClientSocket: IOHandler {
             close(reason: result == 0 ? "the server closed the connection" : "receive failed: \(String(cString: strerror(-result)))")
             return
         }
+        receivedNanos = MonotonicClock.nanos()
         if largeBody != nil {
             largeBody!.filled += Int(result)
             if largeBody!.filled == largeBody!.length { deliverLargeBody() }
@@ -202,6 +235,12 @@ package final class ClientSocket: IOHandler {
         }
         parseResponses()
         if closed == nil { armReceive() }
+        // What the responses' handlers queued goes out now, not at the end of the turn: the
+        // server starts on this connection's next requests while the others are handled.
+        if flushScheduled {
+            flush()
+            core.io.flushSubmissions()
+        }
     }
 
     /// Hands out every complete response in the receive buffer; starts a direct receive for a
@@ -250,16 +289,16 @@ package final class ClientSocket: IOHandler {
     }
 
     private func deliver(_ header: ResponseHeader, body: UnsafeRawBufferPointer, owner: OwnedBytes?) {
-        guard let first = pending.first else {
+        guard let expected = pending.first?.requestID else {
             close(reason: "a response arrived with no request waiting (id \(header.requestID))", violation: true)
             return
         }
-        guard first.requestID == header.requestID || (header.requestID == 0 && header.status != 0) else {
-            close(reason: "response for request \(header.requestID) arrived while \(first.requestID) was next", violation: true)
+        guard expected == header.requestID || (header.requestID == 0 && header.status != 0) else {
+            close(reason: "response for request \(header.requestID) arrived while \(expected) was next", violation: true)
             return
         }
-        pending.removeFirst()
-        first.handler(.success(ClientResponse(header: header, body: body, owner: owner)))
+        let response = ClientResponse(header: header, body: body, owner: owner, receivedNanos: receivedNanos)
+        if let handler = pending.removeFirst().handler { handler(.success(response)) } else { onResponse(.success(response)) }
     }
 
     // MARK: Closing
@@ -272,7 +311,7 @@ package final class ClientSocket: IOHandler {
         if fd >= 0 && core.io.operationsInFlight(handle) > 0 { core.io.submit(.shutdown(fd: fd), for: handle) }
         let waiting = pending
         pending.removeAll()
-        for request in waiting { request.handler(.failure(error)) }
+        for request in waiting { (request.handler ?? onResponse)(.failure(error)) }
         onClose?(error)
         onClose = nil
         releaseIfDone()

@@ -14,7 +14,9 @@ public final class RingDisk: DiskIO {
     }
 
     public func perform(_ operation: DiskOperation) -> DiskResult {
-        let entry = ring.submissionEntry()
+        // One operation at a time on its own ring: the queue has room unless the kernel is
+        // refusing submissions, which is reported like any failed operation.
+        guard let entry = ring.submissionEntry() else { return -Int64(EBUSY) }
         operation.ringOperation.prepare(entry)
         io_uring_sqe_set_data64(entry, 1)
         var result: DiskResult = -Int64(EIO)

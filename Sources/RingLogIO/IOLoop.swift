@@ -89,7 +89,9 @@ public final class IOLoop {
     /// Slots reserved for the loop's own operations (wake-up reads, fire-and-forget closes).
     private static let internalSlot = 0
     private final class InternalHandler: IOHandler {
-        weak var loop: IOLoop?
+        /// Not weak: a weak reference gives the loop a side table, and every retain and release
+        /// of it takes the runtime's slow path. The loop owns this handler and outlives it.
+        unowned(unsafe) var loop: IOLoop?
         func completed(_ completion: IOCompletion) {
             guard completion.kind == .readCounter, let loop else { return }
             loop.wakeupCompleted(index: Int(completion.tag))
@@ -208,7 +210,7 @@ public final class IOLoop {
     @inline(__always)
     private func enqueue(_ operation: RingOperation, userData: UInt64) {
         // The count, not the queue, on this path: the queue's accesses are checked at run time.
-        guard unqueuedOperations == 0, let entry = nextEntry() else {
+        guard unqueuedOperations == 0, let entry = ring.submissionEntry() else {
             unqueued.append((operation, userData))
             unqueuedOperations += 1
             return
@@ -217,18 +219,9 @@ public final class IOLoop {
         io_uring_sqe_set_data64(entry, userData)
     }
 
-    /// A free submission entry, submitting what is queued to make room; nil when the kernel takes
-    /// nothing more right now (the operation then waits in `unqueued`).
-    @inline(__always)
-    private func nextEntry() -> UnsafeMutablePointer<io_uring_sqe>? {
-        if let entry = io_uring_get_sqe(ring.raw) { return entry }
-        _ = ring.submit()
-        return io_uring_get_sqe(ring.raw)
-    }
-
     /// Moves waiting operations into the submission queue, in order, while it has room.
     private func submitUnqueued() {
-        while unqueuedOperations > 0, let first = unqueued.first, let entry = nextEntry() {
+        while unqueuedOperations > 0, let first = unqueued.first, let entry = ring.submissionEntry() {
             unqueued.removeFirst()
             unqueuedOperations -= 1
             first.operation.prepare(entry)

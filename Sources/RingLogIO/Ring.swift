@@ -80,13 +80,13 @@ public final class Ring {
         completionBatch.deallocate()
     }
 
-    /// A free submission entry, submitting what is queued first when the queue is full.
+    /// A free submission entry, submitting what is queued first when the queue is full; nil when
+    /// the kernel takes nothing more right now (the caller keeps the operation and retries).
     @inline(__always)
-    public func submissionEntry() -> UnsafeMutablePointer<io_uring_sqe> {
+    public func submissionEntry() -> UnsafeMutablePointer<io_uring_sqe>? {
         if let entry = io_uring_get_sqe(raw) { return entry }
         _ = submit()
-        guard let entry = io_uring_get_sqe(raw) else { fatalError("io_uring submission queue still full after submit") }
-        return entry
+        return io_uring_get_sqe(raw)
     }
 
     /// Submits queued entries; returns the number submitted or `-errno`.

@@ -167,6 +167,14 @@ struct Measurements {
         requests += 1
     }
 
+    mutating func add(_ other: Measurements) {
+        latency.add(other.latency)
+        records += other.records
+        payloadBytes += other.payloadBytes
+        requests += other.requests
+        errors += other.errors
+    }
+
     mutating func reset() { self = Measurements() }
 }
 
@@ -303,16 +311,25 @@ enum BenchRunner {
 }
 
 /// Timing and reporting shared by the workloads: warm-up, progress lines, the end, CPU.
+///
+/// A run lives as long as its client loop (`BenchRunner` keeps it there), so the callbacks it
+/// registers hold it strongly: a weak reference would give it a side table, and every retain and
+/// release of it would then take the runtime's slow path. Everything runs on the loop thread and
+/// no access to the figures overlaps another, so the hot ones skip the runtime exclusivity check.
 class Measured {
     let core: LoopCore
     let options: BenchOptions
     let report: (Result<BenchSummary, RingLogError>) -> Void
+    /// Each response is recorded once, in `recent`, which is folded into the progress line's
+    /// `interval` and (while measuring) the run's `total` every second and when measuring starts
+    /// or stops.
+    @exclusivity(unchecked) var recent = Measurements()
     var interval = Measurements()
     var total = Measurements()
     var endToEnd = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     var intervalEndToEnd = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    var measuring = false
-    var running = true
+    @exclusivity(unchecked) var measuring = false
+    @exclusivity(unchecked) var running = true
     var startedNanos: UInt64 = 0
     var measureStartNanos: UInt64 = 0
     var measureEndNanos: UInt64 = 0
@@ -333,21 +350,23 @@ class Measured {
     func startClock() {
         startedNanos = core.nowNanos
         let warmup = UInt64(options.warmup * 1e9)
-        if warmup == 0 { beginMeasuring() } else { core.schedule(afterNanos: warmup) { [weak self] in self?.beginMeasuring() } }
+        if warmup == 0 { beginMeasuring() } else { core.schedule(afterNanos: warmup) { [self] in self.beginMeasuring() } }
         scheduleProgress()
     }
 
     private func beginMeasuring() {
+        fold()
         measuring = true
         measureStartNanos = core.nowNanos
         clientCPUStart = cpuSeconds(pid: nil) ?? 0
         serverCPUStart = cpuSeconds(pid: options.serverPid)
-        core.schedule(afterNanos: UInt64(options.duration * 1e9)) { [weak self] in self?.stopLoad() }
+        core.schedule(afterNanos: UInt64(options.duration * 1e9)) { [self] in self.stopLoad() }
     }
 
     private func scheduleProgress() {
-        core.schedule(afterNanos: 1_000_000_000) { [weak self] in
-            guard let self, self.running else { return }
+        core.schedule(afterNanos: 1_000_000_000) { [self] in
+            guard self.running else { return }
+            self.fold()
             if !self.options.quiet {
                 let seconds = Double(self.core.nowNanos - self.startedNanos) / 1e9
                 let latency = percentiles(self.interval.latency)
@@ -366,8 +385,14 @@ class Measured {
     }
 
     func record(latencyNanos: UInt64, records: Int, bytes: Int) {
-        interval.add(latencyNanos: latencyNanos, records: records, bytes: bytes)
-        if measuring { total.add(latencyNanos: latencyNanos, records: records, bytes: bytes) }
+        recent.add(latencyNanos: latencyNanos, records: records, bytes: bytes)
+    }
+
+    private func fold() {
+        guard recent.requests > 0 else { return }
+        interval.add(recent)
+        if measuring { total.add(recent) }
+        recent.reset()
     }
 
     func recordEndToEnd(nanos: UInt64) {
@@ -384,12 +409,14 @@ class Measured {
 
     /// Called when the measured period is over; subclasses stop generating load, then call `finish`.
     func stopLoad() {
+        fold()
         measuring = false
         measureEndNanos = core.nowNanos
     }
 
     func finish() {
         guard running else { return }
+        fold()
         running = false
         if measureEndNanos == 0 { measureEndNanos = core.nowNanos }
         if measureStartNanos == 0 { measureStartNanos = startedNanos }
@@ -411,8 +438,8 @@ class Measured {
         var sockets: [ClientSocket] = []
         var failed = false
         for _ in 0..<count {
-            core.connect(to: parsed) { [weak self] result in
-                guard let self, !failed else { return }
+            core.connect(to: parsed) { [self] result in
+                guard !failed else { return }
                 switch result {
                 case .failure(let error):
                     failed = true
@@ -428,9 +455,9 @@ class Measured {
     /// Looks a log up by name on `socket`.
     func lookUp(_ log: String, on socket: ClientSocket, _ found: @escaping (LogDescription) -> Void) {
         LogNameRequest(name: log).encoded().withUnsafeBytes { body in
-            socket.send(.logInfo, body: body) { [weak self] result in
+            socket.send(.logInfo, body: body) { [self] result in
                 switch decodeResponse(result, as: LogDescription.self) {
-                case .failure(let error): self?.report(.failure(error))
+                case .failure(let error): self.report(.failure(error))
                 case .success(let description): found(description)
                 }
             }
@@ -457,20 +484,18 @@ struct ProducePlan: Sendable {
 final class ProduceRun: Measured, BenchRun {
     let address: String
     let plan: ProducePlan
-    private var workers: [Worker] = []
+    @exclusivity(unchecked) private var workers: [Worker] = []
     private var logID = LogID.none
-    private var sentRecords = 0
+    @exclusivity(unchecked) private var sentRecords = 0
     private var pacer: UInt64?
 
     final class Worker {
         let socket: ClientSocket
-        var batch: OwnedBytes
+        /// The batch every request sends (a new one per request when records carry their send time).
+        let batch: OwnedBytes
         /// When each request in flight was due (open loop) or sent (closed loop), oldest first.
-        var dueTimes: Deque<UInt64> = []
+        @exclusivity(unchecked) var dueTimes: Deque<UInt64> = []
         var nextDueNanos: UInt64 = 0
-        /// Made once per worker and reused by every request: a closure made per request (with its
-        /// weak capture) cost an allocation and a weak-reference side table each time.
-        var onAcknowledged: ClientSocket.Handler = { _ in }
         init(socket: ClientSocket, batch: OwnedBytes) {
             self.socket = socket
             self.batch = batch
@@ -484,8 +509,7 @@ final class ProduceRun: Measured, BenchRun {
     }
 
     func start() {
-        connect(address, count: plan.connections) { [weak self] sockets in
-            guard let self else { return }
+        connect(address, count: plan.connections) { [self] sockets in
             self.lookUp(self.plan.log, on: sockets[0]) { description in
                 self.logID = description.logID
                 self.begin(sockets)
@@ -504,7 +528,8 @@ final class ProduceRun: Measured, BenchRun {
     private func begin(_ sockets: [ClientSocket]) {
         workers = sockets.map { Worker(socket: $0, batch: makeBatch(stampedAt: 0)) }
         for worker in workers {
-            worker.onAcknowledged = { [weak self, unowned worker] result in self?.acknowledged(worker, result) }
+            // One handler per connection, not a closure stored with every request.
+            worker.socket.onResponse = { [self, worker] result in self.acknowledged(worker, result) }
         }
         startClock()
         let now = core.nowNanos
@@ -528,24 +553,29 @@ final class ProduceRun: Measured, BenchRun {
                 worker.nextDueNanos += intervalNanos
             }
         }
-        pacer = core.schedule(afterNanos: min(intervalNanos, 200_000)) { [weak self] in self?.pace(intervalNanos: intervalNanos) }
+        pacer = core.schedule(afterNanos: min(intervalNanos, 200_000)) { [self] in self.pace(intervalNanos: intervalNanos) }
     }
 
     private var countReached: Bool { plan.count.map { sentRecords >= $0 } ?? false }
 
     private func send(_ worker: Worker, due: UInt64) {
         guard running, !countReached else { return }
-        if plan.stampRecords { worker.batch = makeBatch(stampedAt: core.nowNanos) }
         worker.dueTimes.append(due)
         sentRecords += plan.recordsPerBatch
-        worker.socket.sendAppend(logID: logID, mode: plan.mode, batch: worker.batch, handler: worker.onAcknowledged)
+        let batch = plan.stampRecords ? makeBatch(stampedAt: core.nowNanos) : worker.batch
+        worker.socket.sendAppend(logID: logID, mode: plan.mode, batch: batch)
     }
 
     private func acknowledged(_ worker: Worker, _ result: Result<ClientResponse, RingLogError>) {
-        let now = core.nowNanos
+        let now = if case .success(let response) = result { response.receivedNanos } else { core.nowNanos }
         let due = worker.dueTimes.popFirst() ?? now
-        switch result.checkingServerError() {
-        case .success: record(latencyNanos: now - min(now, due), records: plan.recordsPerBatch, bytes: plan.recordsPerBatch * plan.recordBytes)
+        switch result {
+        case .success(let response):
+            if let error = response.serverError {
+                recordError(RingLogError(error))
+            } else {
+                record(latencyNanos: now - min(now, due), records: plan.recordsPerBatch, bytes: plan.recordsPerBatch * plan.recordBytes)
+            }
         case .failure(let error): recordError(error)
         }
         if case .failure(.connectionClosed) = result {
@@ -564,7 +594,7 @@ final class ProduceRun: Measured, BenchRun {
         stopped = true
         pacer = 0
         if workers.allSatisfy({ $0.dueTimes.isEmpty }) { finish() }
-        core.schedule(afterNanos: 10_000_000_000) { [weak self] in self?.finish() }
+        core.schedule(afterNanos: 10_000_000_000) { [self] in self.finish() }
     }
 }
 
@@ -589,8 +619,7 @@ final class ConsumeRun: Measured, BenchRun {
     }
 
     func start() {
-        connect(address, count: 1) { [weak self] sockets in
-            guard let self else { return }
+        connect(address, count: 1) { [self] sockets in
             self.socket = sockets[0]
             self.lookUp(self.log, on: sockets[0]) { description in
                 self.logID = description.logID
@@ -611,7 +640,7 @@ final class ConsumeRun: Measured, BenchRun {
         let sentAt = core.nowNanos
         let target = offset
         ReadRequest(offset: target, maxBytes: UInt32(readBytes)).encoded().withUnsafeBytes { body in
-            socket.send(.read, body: body, logID: logID) { [weak self] result in self?.received(result, from: target, sentAt: sentAt) }
+            socket.send(.read, body: body, logID: logID) { [self] result in self.received(result, from: target, sentAt: sentAt) }
         }
     }
 
@@ -666,7 +695,7 @@ final class EndToEndRun: Measured, BenchRun {
         producer = ProduceRun(core: core, address: address, plan: plan, options: quietProducer) { sink.result = $0 }
         super.init(core: core, options: options, workload: "end-to-end", report: report)
         tracksEndToEnd = true
-        sink.forward = { [weak self] result in self?.producerFinished(result) }
+        sink.forward = { [self] result in self.producerFinished(result) }
     }
 
     /// Holds the producer's result until this run ends.
@@ -678,8 +707,7 @@ final class EndToEndRun: Measured, BenchRun {
     }
 
     func start() {
-        connect(address, count: 1) { [weak self] sockets in
-            guard let self else { return }
+        connect(address, count: 1) { [self] sockets in
             self.consumer = sockets[0]
             self.lookUp(self.plan.log, on: sockets[0]) { description in
                 self.logID = description.logID
@@ -695,7 +723,7 @@ final class EndToEndRun: Measured, BenchRun {
         guard running, let consumer else { return }
         let target = offset
         ReadRequest(offset: target, maxBytes: 1 << 20, maxWaitMillis: 1_000).encoded().withUnsafeBytes { body in
-            consumer.send(.read, body: body, logID: logID) { [weak self] result in self?.delivered(result, from: target) }
+            consumer.send(.read, body: body, logID: logID) { [self] result in self.delivered(result, from: target) }
         }
     }
 
