@@ -45,7 +45,7 @@ package final class ClientSocket: IOHandler {
     private var fd: Int32 = -1
     private var onConnected: ((Result<ClientSocket, RingLogError>) -> Void)?
     private var addressStorage = sockaddr_storage()
-    private(set) var closed: RingLogError?
+    @exclusivity(unchecked) private(set) var closed: RingLogError?
     /// Called once when the connection ends (by either side).
     package var onClose: ((RingLogError) -> Void)?
 
@@ -58,10 +58,11 @@ package final class ClientSocket: IOHandler {
         /// Nil: the socket's `onResponse` answers it.
         var handler: Handler?
     }
-    /// Touched only on the loop thread, and no access overlaps another (a handler runs after its
-    /// request has left the queue), so no runtime exclusivity check on every request.
+    /// This and the other `@exclusivity(unchecked)` properties are on every request's path. They
+    /// are touched only on the loop thread and no access to them overlaps another (a handler runs
+    /// after its request has left the queue), so they skip the runtime exclusivity check.
     @exclusivity(unchecked) private var pending: Deque<PendingRequest> = []
-    private var nextRequestID: UInt64 = 1
+    @exclusivity(unchecked) private var nextRequestID: UInt64 = 1
     private var released = false
 
     private let received = ByteStore()
@@ -154,7 +155,7 @@ package final class ClientSocket: IOHandler {
 
     /// Answers the requests sent without a handler of their own: a caller that sends many alike
     /// sets it once instead of storing (and retaining) a closure per request.
-    package var onResponse: Handler = { _ in }
+    @exclusivity(unchecked) package var onResponse: Handler = { _ in }
 
     /// Queues an append of a complete batch. A small batch is copied into the send buffer (cheaper
     /// than holding a reference to it until the send is done); a larger one is sent from where it
@@ -235,12 +236,6 @@ package final class ClientSocket: IOHandler {
         }
         parseResponses()
         if closed == nil { armReceive() }
-        // What the responses' handlers queued goes out now, not at the end of the turn: the
-        // server starts on this connection's next requests while the others are handled.
-        if flushScheduled {
-            flush()
-            core.io.flushSubmissions()
-        }
     }
 
     /// Hands out every complete response in the receive buffer; starts a direct receive for a
