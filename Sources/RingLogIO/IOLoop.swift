@@ -385,4 +385,6 @@ public enum MonotonicClock {
     }
 
     public static func micros() -> UInt64 { nanos() / 1000 }
+    public static func millis() -> Int { Int(nanos() / 1_000_000) }
+    public static func seconds() -> Double { Double(nanos()) / 1e9 }
 }

@@ -301,7 +301,7 @@ public final class Log {
             recentSyncBytes = (recentSyncBytes * 7 + segment.syncedEnd.distance(to: written)) / 8
             segment.syncInFlight = true
             segment.syncIssuedEnd = written
-            segment.syncIssuedNanos = monotonicNanos()
+            segment.syncIssuedNanos = MonotonicClock.nanos()
             store.issue(.fdatasync(fd: segment.fd), for: .segmentSync(self, segment))
         }
     }

@@ -80,7 +80,7 @@ struct LogRecovery {
     }
 
     static func recover(directory: CPath, store: LogStore, disk: DiskIO) -> Result<(Log, RecoveryReport), StorageError> {
-        let startedMicros = monotonicMicros()
+        let startedMicros = MonotonicClock.micros()
         let meta: LogMeta
         switch disk.readSmallFile(directory.appending(LogFileNames.meta)) {
         case .failure(let error): return .failure(error)
@@ -92,7 +92,7 @@ struct LogRecovery {
         }
         var recovery = LogRecovery(directory: directory, disk: disk, configuration: store.configuration, meta: meta)
         return recovery.run(meta: meta, store: store).map { log in
-            recovery.report.durationMicros = monotonicMicros() - startedMicros
+            recovery.report.durationMicros = MonotonicClock.micros() - startedMicros
             store.logger.info("recovered log", metadata: ["report": "\(recovery.report)"])
             return (log, recovery.report)
         }
@@ -493,10 +493,3 @@ struct LogRecovery {
     }
 }
 
-func monotonicMicros() -> UInt64 { monotonicNanos() / 1000 }
-
-func monotonicNanos() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}

@@ -431,7 +431,7 @@ public final class LogStore {
             afterOperation(on: log)
         case .segmentSync(let log, let segment):
             log.operationsInFlight -= 1
-            statistics.noteSync(nanos: monotonicNanos() &- segment.syncIssuedNanos)
+            statistics.noteSync(nanos: MonotonicClock.nanos() &- segment.syncIssuedNanos)
             log.syncFinished(segment, result: result)
             afterOperation(on: log)
         case .segmentRead(let log, let run, let uncached):

@@ -240,12 +240,6 @@ public func payload(_ length: Int, seed: Int) -> [UInt8] {
     (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ 1) }
 }
 
-public func monotonicMillis() -> Int {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return now.tv_sec * 1000 + now.tv_nsec / 1_000_000
-}
-
 /// TCP sockets on the machine whose local port is `port`, by kernel state (`/proc/net/tcp*`
 /// codes: 01 established, 08 close-wait, 0A listen, ...). A server socket stuck in close-wait is a
 /// descriptor the server never closed.

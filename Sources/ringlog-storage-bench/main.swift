@@ -90,12 +90,6 @@ func openStore(_ common: Common, checkpointBytes: Int = 256 << 20) throws -> Log
     try LogStore.open(path: common.dir, configuration: common.configuration(checkpointBytes: checkpointBytes), disk: try RingDisk()).get()
 }
 
-func monotonicSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-}
-
 struct Append: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Append batches of one size as fast as the engine commits them.")
 
@@ -111,10 +105,10 @@ struct Append: ParsableCommand {
         let runner = try Runner(store: openStore(common))
         let id = try runner.createLog("bench-\(batchBytes)-\(getpid())")
         let batch = Batch.make(payload: [UInt8](repeating: 0x5A, count: batchBytes))
-        let started = monotonicSeconds()
+        let started = MonotonicClock.seconds()
         var placed = 0
         var blocked = false
-        while monotonicSeconds() - started < seconds {
+        while MonotonicClock.seconds() - started < seconds {
             blocked = false
             for _ in 0..<4096 {
                 let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
@@ -124,7 +118,7 @@ struct Append: ParsableCommand {
             runner.store.events.removeAll(keepingCapacity: true)
         }
         while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
-        let elapsed = monotonicSeconds() - started
+        let elapsed = MonotonicClock.seconds() - started
         let committedBytes = runner.store.log(id)!.committedEnd.rawValue
         let committedBatches = Int(committedBytes) / batch.count
         let syncs = runner.store.statistics.fdatasyncs
@@ -210,9 +204,9 @@ struct Recover: ParsableCommand {
 
     func run() throws {
         raiseOpenFileLimit()
-        let started = monotonicSeconds()
+        let started = MonotonicClock.seconds()
         let store = try openStore(common)
-        let elapsed = monotonicSeconds() - started
+        let elapsed = MonotonicClock.seconds() - started
         for report in store.recoveryReports {
             print(report)
             let rate = Double(report.scannedBytes) / elapsed / 1e6

@@ -68,9 +68,9 @@ import Testing
     }
 
     static func waitUntil(_ what: String, timeoutMillis: Int = 5_000, _ condition: () throws -> Bool) throws {
-        let deadline = monotonicMillis() + timeoutMillis
+        let deadline = MonotonicClock.millis() + timeoutMillis
         while try !condition() {
-            if monotonicMillis() > deadline { throw TestFailure("timed out waiting until \(what)") }
+            if MonotonicClock.millis() > deadline { throw TestFailure("timed out waiting until \(what)") }
             usleep(20_000)
         }
     }

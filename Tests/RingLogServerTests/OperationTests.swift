@@ -66,9 +66,9 @@ import Testing
         let log = try client.createLog("fast").logID
         let ack = try client.append(log, payload(64, seed: 3), mode: .written).decode(AppendResponse.self)
         #expect(ack.offset == .zero)
-        let deadline = monotonicMillis() + 5_000
+        let deadline = MonotonicClock.millis() + 5_000
         var read = try client.read(log, from: .zero).batches()
-        while read.batches.isEmpty && monotonicMillis() < deadline {
+        while read.batches.isEmpty && MonotonicClock.millis() < deadline {
             read = try client.read(log, from: .zero, waitMillis: 100).batches()
         }
         #expect(read.batches.map(\.payload) == [payload(64, seed: 3)])

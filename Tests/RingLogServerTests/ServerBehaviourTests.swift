@@ -70,10 +70,10 @@ import Testing
         let requestID = reader.takeRequestID()
         try reader.send(reader.encode(.read, ReadRequest(offset: .zero, maxBytes: 4096, maxWaitMillis: 10_000).encoded(), logID: log, requestID: requestID))
         usleep(200_000)
-        let appended = monotonicMillis()
+        let appended = MonotonicClock.millis()
         _ = try writer.append(log, payload(77, seed: 1)).decode(AppendResponse.self)
         let response = try reader.receive()
-        let waited = monotonicMillis() - appended
+        let waited = MonotonicClock.millis() - appended
         #expect(response.header.requestID == requestID)
         #expect(try response.batches().batches.map(\.payload) == [payload(77, seed: 1)])
         #expect(waited < 2_000, "answered on commit, not at the 10 s deadline (took \(waited) ms)")
@@ -83,9 +83,9 @@ import Testing
         let server = try TestServer()
         let client = try server.client()
         let log = try client.createLog("quiet").logID
-        let started = monotonicMillis()
+        let started = MonotonicClock.millis()
         let response = try client.read(log, from: .zero, waitMillis: 300)
-        let waited = monotonicMillis() - started
+        let waited = MonotonicClock.millis() - started
         let read = try response.batches()
         #expect(read.batches.isEmpty)
         #expect(read.head.committedEnd == .zero)
@@ -96,9 +96,9 @@ import Testing
         let server = try TestServer { $0.maxWaitMillis = 200 }
         let client = try server.client()
         let log = try client.createLog("capped").logID
-        let started = monotonicMillis()
+        let started = MonotonicClock.millis()
         _ = try client.read(log, from: .zero, waitMillis: 60_000).batches()
-        #expect(monotonicMillis() - started < 2_000)
+        #expect(MonotonicClock.millis() - started < 2_000)
     }
 }
 
@@ -122,9 +122,9 @@ import Testing
         let honest = try server.client()
         var offsets: [LogOffset] = []
         for seed in 2..<22 {
-            let started = monotonicMillis()
+            let started = MonotonicClock.millis()
             offsets.append(try honest.append(log, payload(100, seed: seed)).decode(AppendResponse.self).offset)
-            #expect(monotonicMillis() - started < 1_000, "an honest append waited behind a stalled one")
+            #expect(MonotonicClock.millis() - started < 1_000, "an honest append waited behind a stalled one")
         }
         let all = try honest.readAll(log)
         #expect(all.map(\.payload) == [payload(10, seed: 0)] + (2..<22).map { payload(100, seed: $0) })
