@@ -58,7 +58,7 @@ let package = Package(
         .target(
             name: "RingLogIO",
             dependencies: [
-                "CLiburing", "CRingLogSupport",
+                "CLiburing", "CRingLogSupport", "RingLogWire",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "RingLogStorage",
             dependencies: [
-                "RingLogWire", "RingLogIO",
+                "RingLogWire",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -81,7 +81,7 @@ let package = Package(
         ),
         .target(
             name: "RingLogSimulation",
-            dependencies: ["RingLogStorage", "RingLogWire"],
+            dependencies: ["RingLogStorage", "RingLogWire", "RingLogTestKit"],
             swiftSettings: strict
         ),
         .target(
@@ -107,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "ringlogd",
             dependencies: [
-                "RingLogServer", "RingLogStorage", "RingLogIO",
+                "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -120,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "ringlog",
             dependencies: [
-                "RingLogClient", "RingLogWire", "RingLogIO",
+                "RingLogClient", "RingLogTestKit", "RingLogWire", "RingLogIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -130,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "ringlog-torture",
             dependencies: [
-                "RingLogClient", "RingLogWire", "RingLogIO",
+                "RingLogClient", "RingLogTestKit", "RingLogWire", "RingLogIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -153,27 +153,36 @@ let package = Package(
             dependencies: ["RingLogWire"],
             swiftSettings: strict
         ),
+        // Test helpers that need no server or storage: failures, payloads, the seeded generator, a
+        // checking batch walker, a raw protocol client and ringlogd child processes. The storage
+        // tests, the server tests and the torture tool all use this one copy.
+        .target(
+            name: "RingLogTestKit",
+            dependencies: ["RingLogWire", "RingLogIO"],
+            swiftSettings: strict
+        ),
+        // An in-process server for tests.
         .target(
             name: "RingLogTesting",
             dependencies: [
-                "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO",
+                "RingLogTestKit", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RingLogServerTests",
-            dependencies: ["RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CRingLogSupport"],
+            dependencies: ["RingLogTesting", "RingLogTestKit", "RingLogServer", "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CRingLogSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RingLogClientTests",
-            dependencies: ["RingLogClient", "RingLogTesting", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
+            dependencies: ["RingLogClient", "RingLogTesting", "RingLogTestKit", "RingLogServer", "RingLogStorage", "RingLogWire", "RingLogIO"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RingLogStorageTests",
-            dependencies: ["RingLogStorage", "RingLogSimulation", "RingLogWire", "RingLogIO"],
+            dependencies: ["RingLogStorage", "RingLogSimulation", "RingLogTestKit", "RingLogWire", "RingLogIO"],
             swiftSettings: strict
         ),
     ]

@@ -34,26 +34,7 @@ public enum BatchReader {
         in bytes: UnsafeRawBufferPointer, startingAt offset: LogOffset,
         _ body: (LogOffset, BatchHeader, UnsafeRawBufferPointer) throws(RingLogError) -> Void
     ) throws(RingLogError) {
-        var index = 0
-        var position = offset
-        while index < bytes.count {
-            guard bytes.count - index >= Batch.headerBytes else {
-                throw .corruptBatch(offset: position, next: nil, reason: "the response ends inside a batch header")
-            }
-            let batch = bytes.baseAddress! + index
-            let header: BatchHeader
-            switch Batch.verifyStoredHeader(batch, expectedOffset: position, maxPayloadBytes: bytes.count - index - Batch.headerBytes) {
-            case .failure(let error): throw .corruptBatch(offset: position, next: nil, reason: error.description)
-            case .success(let verified): header = verified
-            }
-            if let error = Batch.verifyPayload(batch, header: header) {
-                // The header verified, so its length is right: the next batch follows it.
-                throw .corruptBatch(offset: position, next: position.advanced(by: header.totalBytes), reason: error.description)
-            }
-            try body(position, header, UnsafeRawBufferPointer(start: batch + Batch.headerBytes, count: Int(header.payloadLength)))
-            index += header.totalBytes
-            position = position.advanced(by: header.totalBytes)
-        }
+        try StoredBatches.forEach(in: bytes, startingAt: offset, damaged: { RingLogError.corruptBatch(offset: $0.offset, next: $0.next, reason: $0.reason) }, body)
     }
 
     /// The records of one verified batch's payload.

@@ -62,14 +62,15 @@ public final class RingDisk: DiskIO {
 }
 
 /// Carries a store's disk requests out on the loop core, asynchronously: the server's loop and
-/// the storage benchmark use it. Each request in flight has its own handle on the loop (its
-/// context is the store's token) and stays alive, with the paths and buffers it points at, until
-/// its completion arrives; then the result goes back to the store.
+/// the storage benchmark use it. Each request in flight has its own handle on the loop whose
+/// context is the store's token; the store, not this, remembers the request (and so keeps the
+/// paths and buffers it points at alive) until the completion hands the result back.
 public final class DiskExecutor: IOHandler {
     private let loop: IOLoop
     private let store: LogStore
-    /// By the store's token.
-    private var inFlight: [UInt64: (request: DiskRequest, injected: Int32?)] = [:]
+    /// Results to report instead of the kernel's, by the store's token: failures `DiskFaults`
+    /// injected. Empty unless a test set faults.
+    private var injected: [UInt64: Int32] = [:]
     /// Requests kept back by `DiskFaults.hold`, submitted once released.
     private var held: [DiskRequest] = []
     private let faults: DiskFaults?
@@ -79,9 +80,6 @@ public final class DiskExecutor: IOHandler {
         self.store = store
         self.faults = faults
     }
-
-    /// Requests issued and not completed.
-    public var count: Int { inFlight.count }
 
     /// Submits every request the store has queued.
     public func submitQueued() {
@@ -101,10 +99,9 @@ public final class DiskExecutor: IOHandler {
 
     private func submit(_ request: DiskRequest) {
         let handle = loop.register(self, context: request.token)
-        var injected: Int32?
         switch faults?.injection(for: request.operation) {
         case .fail(let errno)?:
-            injected = -errno
+            injected[request.token] = -errno
             // Still one ring operation, so the failure arrives in its turn like a real one.
             loop.submit(.nop, for: handle)
         case .shorten?:
@@ -112,15 +109,12 @@ public final class DiskExecutor: IOHandler {
         case nil:
             loop.submit(request.operation.ringOperation, for: handle)
         }
-        inFlight[request.token] = (request, injected)
         loop.release(handle)
     }
 
     public func completed(_ completion: IOCompletion) {
-        guard let entry = inFlight.removeValue(forKey: completion.context) else {
-            preconditionFailure("completion for unknown disk request \(completion.context)")
-        }
-        store.complete(token: completion.context, result: DiskResult(entry.injected ?? completion.result))
+        let result = injected.isEmpty ? completion.result : injected.removeValue(forKey: completion.context) ?? completion.result
+        store.complete(token: completion.context, result: DiskResult(result))
     }
 }
 

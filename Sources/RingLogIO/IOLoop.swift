@@ -374,17 +374,3 @@ public final class IOLoop {
         ring.unsupportedOperations(RingOperation.ringOpcodes(kinds))
     }
 }
-
-/// The one monotonic clock: nanoseconds since some fixed point, never going back.
-public enum MonotonicClock {
-    @inline(__always)
-    public static func nanos() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-    }
-
-    public static func micros() -> UInt64 { nanos() / 1000 }
-    public static func millis() -> Int { Int(nanos() / 1_000_000) }
-    public static func seconds() -> Double { Double(nanos()) / 1e9 }
-}

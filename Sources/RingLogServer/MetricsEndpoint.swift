@@ -1,5 +1,6 @@
 import Glibc
 import RingLogIO
+import RingLogWire
 
 /// `GET /metrics` over HTTP/1.0 for Prometheus, served on the loop core like everything else.
 /// Deliberately tiny and bounded: a few clients at a time, one request each, 8 KiB of request,

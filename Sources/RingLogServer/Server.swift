@@ -114,7 +114,7 @@ public final class Server: Sendable {
             ring = try makeRing(entries: configuration.ringEntries)
             let disk: RingDisk
             do { disk = try RingDisk() } catch { throw ServerStartError(error.description) }
-            switch LogStore.open(path: configuration.dataDirectory, configuration: configuration.storage, disk: disk, logger: logger) {
+            switch LogStore.open(path: configuration.dataDirectory, configuration: configuration.storage, disk: disk, environment: .system, logger: logger) {
             case .failure(let error): throw ServerStartError("cannot open data directory \(configuration.dataDirectory): \(error)")
             case .success(let opened): store = opened
             }

@@ -261,7 +261,7 @@ final class ServerLoop: IOLoopDriver {
     // MARK: Store events
 
     private func applyStoreEvents() {
-        while let event = store.events.popFirst() {
+        while let event = store.nextEvent() {
             switch event {
             case .written(let id):
                 guard let log = store.log(id) else { continue }

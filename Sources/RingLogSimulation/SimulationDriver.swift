@@ -1,4 +1,5 @@
 import RingLogStorage
+import RingLogTestKit
 
 /// Drives a `LogStore` over a `SimulatedDisk` the way the server drives it over io_uring, except
 /// that requests in flight are carried out and completed in a random order, and at random times,
@@ -8,13 +9,15 @@ public final class SimulationDriver {
     public let path: String
     public let configuration: StoreConfiguration
     public private(set) var store: LogStore
-    private let clock = VirtualClock()
+    private let world: SimulatedWorld
     /// Virtual wall clock in microseconds; tests move it forward.
     public var nowMicros: UInt64 {
-        get { clock.nowMicros }
-        set { clock.nowMicros = newValue }
+        get { world.nowMicros }
+        set { world.nowMicros = newValue }
     }
     public var generator: SeededGenerator
+    /// The clocks and random source the store reads: virtual, and seeded.
+    public var environment: StorageEnvironment { world.environment }
     /// Requests taken from the store and not yet carried out.
     private var pending: [DiskRequest] = []
     /// Events drained from the store, oldest first.
@@ -28,11 +31,12 @@ public final class SimulationDriver {
         self.path = path
         self.configuration = configuration
         generator = SeededGenerator(seed: seed)
-        store = try SimulationDriver.openStore(path: path, configuration: configuration, disk: disk, clock: clock)
+        world = SimulatedWorld(seed: seed)
+        store = try SimulationDriver.openStore(path: path, configuration: configuration, disk: disk, world: world)
     }
 
-    private static func openStore(path: String, configuration: StoreConfiguration, disk: SimulatedDisk, clock: VirtualClock) throws -> LogStore {
-        try LogStore.open(path: path, configuration: configuration, disk: disk, clock: { clock.nowMicros }).get()
+    private static func openStore(path: String, configuration: StoreConfiguration, disk: SimulatedDisk, world: SimulatedWorld) throws -> LogStore {
+        try LogStore.open(path: path, configuration: configuration, disk: disk, environment: world.environment).get()
     }
 
     /// Takes newly queued requests, then carries out and completes up to `count` of the requests in
@@ -77,7 +81,7 @@ public final class SimulationDriver {
         pending.removeAll()
         disk.crash(using: &generator)
         events.removeAll()
-        store = try SimulationDriver.openStore(path: path, configuration: configuration, disk: disk, clock: clock)
+        store = try SimulationDriver.openStore(path: path, configuration: configuration, disk: disk, world: world)
         collectEvents()
         return store
     }
@@ -107,26 +111,20 @@ public final class SimulationDriver {
     }
 
     private func collectEvents() {
-        while let event = store.events.popFirst() { events.append(event) }
+        while let event = store.nextEvent() { events.append(event) }
     }
 }
 
-/// Time that moves only when a test says so.
-final class VirtualClock {
-    var nowMicros: UInt64 = 1_700_000_000_000_000
-}
+/// The outside world as the store sees it in a simulation: time that moves only when a test says
+/// so, and random numbers from the run's seed, so the run repeats exactly. One thread uses it.
+public final class SimulatedWorld: @unchecked Sendable {
+    public var nowMicros: UInt64 = 1_700_000_000_000_000
+    private var random: SeededGenerator
 
-/// SplitMix64: small, fast, and the same sequence for the same seed everywhere.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    public init(seed: UInt64) { random = SeededGenerator(seed: seed ^ 0x5EED_0F_1D5) }
 
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
+    public var environment: StorageEnvironment {
+        StorageEnvironment(
+            wallMicros: { [self] in nowMicros }, monotonicNanos: { [self] in nowMicros &* 1000 }, random: { [self] in random.next() })
     }
 }

@@ -1,5 +1,5 @@
-import RingLogIO
 import Glibc
+import RingLogWire
 
 /// A fixed sequence of disk operations, each started when the one before it succeeds.
 ///
@@ -8,14 +8,15 @@ import Glibc
 /// request queue; start-up and tests run the same scripts synchronously with `run(on:)`.
 /// A failed step ends the script; descriptors it opened and had not closed are closed.
 final class DiskScript {
-    /// A descriptor known now, or the one an earlier `open` step will return.
+    /// A descriptor known now, or the one the earlier `open` step of that name will return.
     enum File {
         case fd(Int32)
-        case openedBy(step: Int)
+        case opened(String)
     }
 
     enum Step {
-        case open(CPath, flags: Int32, mode: UInt32)
+        /// Opens `path`; later steps refer to the descriptor by `name`.
+        case open(CPath, flags: Int32, mode: UInt32, as: String)
         case close(File)
         case write(File, position: Int64, OwnedBytes)
         case read(File, position: Int64, OwnedBytes)
@@ -34,26 +35,41 @@ final class DiskScript {
     }
 
     let steps: [Step]
+    /// The step index of each named `open`.
+    private let openSteps: [String: Int]
     private(set) var results: [Int64]
     private var current = 0
     /// Bytes of the current write or read step already done (short transfers continue).
     private var transferred = 0
 
+    /// Every name a step refers to belongs to an earlier `open`, and no two opens share a name:
+    /// a script that breaks this is a programming error, caught when it is made.
     init(_ steps: [Step]) {
+        precondition(!steps.isEmpty, "a disk script has at least one step")
+        var openSteps: [String: Int] = [:]
+        for (index, step) in steps.enumerated() {
+            if let name = step.file.flatMap({ if case .opened(let name) = $0 { name } else { nil } }) {
+                precondition(openSteps[name] != nil, "step \(index) uses \"\(name)\", which no earlier step opens")
+            }
+            if case .open(_, _, _, let name) = step {
+                precondition(openSteps[name] == nil, "two steps open \"\(name)\"")
+                openSteps[name] = index
+            }
+        }
         self.steps = steps
+        self.openSteps = openSteps
         results = Array(repeating: -1, count: steps.count)
     }
 
-    /// The descriptor an `open` step returned.
-    func openedDescriptor(step: Int) -> Int32 {
-        precondition(results[step] >= 0, "step \(step) has not opened anything")
+    /// The descriptor the `open` step called `name` returned.
+    func openedDescriptor(_ name: String) -> Int32 {
+        guard let step = openSteps[name] else { preconditionFailure("no step opens \"\(name)\"") }
+        precondition(results[step] >= 0, "\"\(name)\" has not been opened")
         return Int32(results[step])
     }
 
     /// The first operation to issue.
-    func start() -> Progress {
-        steps.isEmpty ? .finished : .next(operation(for: steps[0]))
-    }
+    func start() -> DiskOperation { operation(for: steps[0]) }
 
     /// Feeds back the current operation's result; returns what to do next.
     func complete(_ result: DiskResult) -> Progress {
@@ -87,7 +103,7 @@ final class DiskScript {
         for index in 0..<current {
             switch steps[index] {
             case .open: if results[index] >= 0 { open[index] = Int32(results[index]) }
-            case .close(.openedBy(let step)): open[step] = nil
+            case .close(.opened(let name)): open[openSteps[name]!] = nil
             default: break
             }
         }
@@ -96,7 +112,7 @@ final class DiskScript {
 
     /// Runs every step now on a synchronous disk.
     func run(on disk: DiskIO) -> Result<Void, StorageError> {
-        var progress = start()
+        var progress = Progress.next(start())
         while true {
             switch progress {
             case .finished: return .success(())
@@ -118,13 +134,13 @@ final class DiskScript {
     private func descriptor(_ file: File) -> Int32 {
         switch file {
         case .fd(let fd): fd
-        case .openedBy(let step): openedDescriptor(step: step)
+        case .opened(let name): openedDescriptor(name)
         }
     }
 
     private func operation(for step: Step) -> DiskOperation {
         switch step {
-        case .open(let path, let flags, let mode): .open(path: path, flags: flags, mode: mode)
+        case .open(let path, let flags, let mode, _): .open(path: path, flags: flags, mode: mode)
         case .close(let file): .close(fd: descriptor(file))
         case .write(let file, let position, let bytes):
             .write(
@@ -140,6 +156,16 @@ final class DiskScript {
         case .rename(let from, let to): .rename(from: from, to: to)
         case .unlink(let path, let isDirectory, _): .unlink(path: path, isDirectory: isDirectory)
         case .mkdir(let path, _): .mkdir(path: path, mode: 0o755)
+        }
+    }
+}
+
+extension DiskScript.Step {
+    /// The descriptor the step works on, if it works on one.
+    var file: DiskScript.File? {
+        switch self {
+        case .close(let file), .write(let file, _, _), .read(let file, _, _), .fdatasync(let file), .fsync(let file), .fallocate(let file, _): file
+        case .open, .rename, .unlink, .mkdir: nil
         }
     }
 }

@@ -1,4 +1,3 @@
-import RingLogIO
 import Glibc
 import RingLogWire
 
@@ -79,8 +78,8 @@ struct LogRecovery {
         var fileBytes: Int
     }
 
-    static func recover(directory: CPath, store: LogStore, disk: DiskIO) -> Result<(Log, RecoveryReport), StorageError> {
-        let startedMicros = MonotonicClock.micros()
+    static func recover(directory: CPath, context: LogContext, disk: DiskIO) -> Result<(Log, RecoveryReport), StorageError> {
+        let startedNanos = context.environment.monotonicNanos()
         let meta: LogMeta
         switch disk.readSmallFile(directory.appending(LogFileNames.meta)) {
         case .failure(let error): return .failure(error)
@@ -90,15 +89,15 @@ struct LogRecovery {
             }
             meta = decoded
         }
-        var recovery = LogRecovery(directory: directory, disk: disk, configuration: store.configuration, meta: meta)
-        return recovery.run(meta: meta, store: store).map { log in
-            recovery.report.durationMicros = MonotonicClock.micros() - startedMicros
-            store.logger.info("recovered log", metadata: ["report": "\(recovery.report)"])
+        var recovery = LogRecovery(directory: directory, disk: disk, configuration: context.configuration, meta: meta)
+        return recovery.run(meta: meta, context: context).map { log in
+            recovery.report.durationMicros = (context.environment.monotonicNanos() &- startedNanos) / 1000
+            context.logger.info("recovered log", metadata: ["report": "\(recovery.report)"])
             return (log, recovery.report)
         }
     }
 
-    private mutating func run(meta: LogMeta, store: LogStore) -> Result<Log, StorageError> {
+    private mutating func run(meta: LogMeta, context: LogContext) -> Result<Log, StorageError> {
         let checkpoint: Checkpoint?
         switch readCheckpoint(meta: meta) {
         case .failure(let error): return .failure(error)
@@ -138,21 +137,23 @@ struct LogRecovery {
         for segment in tailSegments {
             if case .failure(let error) = disk.run(.fdatasync(fd: segment.fd)) { return .failure(error) }
         }
-        return makeLog(meta: meta, store: store, segments: segments, startOffset: startOffset, scanFrom: scanFrom,
+        return makeLog(meta: meta, context: context, segments: segments, startOffset: startOffset, scanFrom: scanFrom,
             epoch: max(checkpoint?.epoch ?? 0, maxEpoch) + 1)
     }
 
     private mutating func makeLog(
-        meta: LogMeta, store: LogStore, segments: [Segment], startOffset: LogOffset, scanFrom: LogOffset, epoch: UInt32
+        meta: LogMeta, context: LogContext, segments: [Segment], startOffset: LogOffset, scanFrom: LogOffset, epoch: UInt32
     ) -> Result<Log, StorageError> {
         let opened = disk.perform(.open(path: directory, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0))
         guard opened >= 0 else { return .failure(.io(operation: "open", errno: Int32(-opened), detail: directory.string)) }
         let end = segments[segments.count - 1].dataEnd
-        let log = Log(
-            meta: meta, directory: directory, directoryFD: Int32(opened), store: store, segments: segments, epoch: epoch,
-            startOffset: startOffset, end: end, checkpointOffset: scanFrom, nowMicros: store.clock())
+        let state = LogState(
+            meta: meta, epoch: epoch, directory: directory, directoryFD: Int32(opened), segments: segments,
+            positions: LogPositions(start: startOffset, end: end))
+        let now = context.environment.wallMicros()
+        let log = Log(state: state, context: context, checkpointOffset: scanFrom, nowMicros: now)
         // Persist the new epoch and move the checkpoint to the verified, now synced, end.
-        let plan = CheckpointPlan(log: log, nowMicros: store.clock(), clean: false)
+        let plan = CheckpointPlan(state: state, desiredStart: startOffset, nowMicros: now, clean: false)
         if case .failure(let error) = plan.script.run(on: disk) { return .failure(error) }
         log.checkpointFinished(plan, .success(()))
         report.epoch = epoch

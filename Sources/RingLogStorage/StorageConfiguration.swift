@@ -1,4 +1,3 @@
-import RingLogIO
 import RingLogWire
 
 /// Settings that belong to one log, fixed when it is created and kept in its `log.meta` file.

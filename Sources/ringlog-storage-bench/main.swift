@@ -65,7 +65,7 @@ final class Runner: IOLoopDriver {
 
     /// One loop turn, as the server runs it; without `wait`, only what is already complete.
     func turn(wait: Bool) {
-        if wait && executor.count > 0 {
+        if wait && store.requestsInFlight > 0 {
             loop.turn(driver: self)
         } else {
             beforeWait(loop)
@@ -79,7 +79,7 @@ final class Runner: IOLoopDriver {
         store.createLog(named: name, context: 1)
         while true {
             turn(wait: true)
-            while let event = store.events.popFirst() {
+            while let event = store.nextEvent() {
                 if case .created(_, let result) = event { return try result.get().id }
             }
         }
@@ -87,7 +87,7 @@ final class Runner: IOLoopDriver {
 }
 
 func openStore(_ common: Common, checkpointBytes: Int = 256 << 20) throws -> LogStore {
-    try LogStore.open(path: common.dir, configuration: common.configuration(checkpointBytes: checkpointBytes), disk: try RingDisk()).get()
+    try LogStore.open(path: common.dir, configuration: common.configuration(checkpointBytes: checkpointBytes), disk: try RingDisk(), environment: .system).get()
 }
 
 struct Append: ParsableCommand {
@@ -115,7 +115,7 @@ struct Append: ParsableCommand {
                 if case .placed = outcome { placed += 1 } else { blocked = true; break }
             }
             runner.turn(wait: blocked)
-            runner.store.events.removeAll(keepingCapacity: true)
+            runner.store.discardEvents()
         }
         while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
         let elapsed = MonotonicClock.seconds() - started
@@ -149,7 +149,7 @@ struct FillTail: ParsableCommand {
         while placed * batch.count < bytes {
             let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
             if case .placed = outcome { placed += 1 } else { runner.turn(wait: true) }
-            runner.store.events.removeAll(keepingCapacity: true)
+            runner.store.discardEvents()
         }
         while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
         print("filled \(runner.store.log(id)!.committedEnd) bytes in \(placed) batches; exiting without a checkpoint")
@@ -180,7 +180,7 @@ struct FillSegments: ParsableCommand {
         while placed < segments {
             let outcome = batch.withUnsafeBytes { runner.store.append(to: id, batch: $0) }
             if case .placed = outcome { placed += 1 } else { runner.turn(wait: true) }
-            runner.store.events.removeAll(keepingCapacity: true)
+            runner.store.discardEvents()
         }
         while runner.store.log(id)!.committedEnd < runner.store.log(id)!.reservedEnd { runner.turn(wait: true) }
         let count = runner.store.log(id)!.info.segmentCount
@@ -189,7 +189,7 @@ struct FillSegments: ParsableCommand {
             var finished = false
             while !finished {
                 runner.turn(wait: true)
-                while let event = runner.store.events.popFirst() { if case .shutdownComplete = event { finished = true } }
+                while let event = runner.store.nextEvent() { if case .shutdownComplete = event { finished = true } }
             }
         }
         print("filled \(count) segments; \(clean ? "stopped cleanly" : "exiting without a clean checkpoint")")

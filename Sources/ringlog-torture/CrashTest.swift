@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RingLogClient
 import RingLogIO
+import RingLogTestKit
 import RingLogWire
 import Synchronization
 
@@ -25,10 +26,10 @@ struct Crash: AsyncParsableCommand {
     @Option(help: "Random seed (default: from the clock).") var seed: UInt64?
 
     func run() async throws {
-        let directory = temporaryDirectory("ringlog-crash")
+        let directory = makeTemporaryDirectory(prefix: "ringlog-crash")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
-        var generator = SplitMix(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         let deadline = Date().addingTimeInterval(Double(maxSeconds))
         let ledger = Ledger()
         var readerPosition = LogOffset.zero
@@ -37,8 +38,8 @@ struct Crash: AsyncParsableCommand {
         var strangers = 0
         log("crash test: \(cycles) cycles, \(writers) writers, seed \(seed), data \(directory)")
         for cycle in 1...cycles {
-            guard Date() < deadline else { throw TortureError("out of time after \(cycle - 1) cycles") }
-            let daemon = try DaemonProcess(path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory, arguments: ["--segment-bytes", "16MiB"])
+            guard Date() < deadline else { throw TestFailure("out of time after \(cycle - 1) cycles") }
+            let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: ["--segment-bytes", "16MiB"])
             let client = try await RingLogClient.connect(to: daemon.address.description)
             let log = cycle == 1 ? try await client.createLog("crash").logID : try await client.info("crash").logID
             let check = try await verify(client, log, ledger: ledger, readerPosition: readerPosition)
@@ -56,14 +57,14 @@ struct Crash: AsyncParsableCommand {
             }
         }
         // One last start to check what the final kill left.
-        let daemon = try DaemonProcess(path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory, arguments: [])
+        let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: [])
         let client = try await RingLogClient.connect(to: daemon.address.description)
         let check = try await verify(client, try await client.info("crash").logID, ledger: ledger, readerPosition: readerPosition)
         verifiedTotal += check.verified
         lost += check.lost
         strangers += check.strangers
         client.close()
-        daemon.kill(SIGTERM)
+        daemon.stop()
         print("cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)  seed \(seed)")
         if lost > 0 || strangers > 0 { throw ExitCode(1) }
     }
@@ -120,7 +121,7 @@ struct Crash: AsyncParsableCommand {
 
     /// Writers append durably while a reader tails, until the daemon is killed. Returns where the
     /// reader got to.
-    func load(_ daemon: DaemonProcess, log: LogID, cycle: Int, ledger: Ledger, from position: LogOffset, millis: UInt64) async throws -> LogOffset {
+    func load(_ daemon: Daemon, log: LogID, cycle: Int, ledger: Ledger, from position: LogOffset, millis: UInt64) async throws -> LogOffset {
         let address = daemon.address.description
         let readerEnd = Shared(position)
         let writerCount = writers
@@ -183,7 +184,7 @@ final class Ledger: Sendable {
 
 /// Records unique to (cycle, writer, lane, sequence), of varied sizes.
 func makeRecords(cycle: Int, writer: Int, lane: Int, sequence: Int) -> [[UInt8]] {
-    var generator = SplitMix(seed: UInt64(cycle) << 40 ^ UInt64(writer) << 32 ^ UInt64(lane) << 28 ^ UInt64(sequence))
+    var generator = SeededGenerator(seed: UInt64(cycle) << 40 ^ UInt64(writer) << 32 ^ UInt64(lane) << 28 ^ UInt64(sequence))
     let count = Int.random(in: 1...5, using: &generator)
     return (0..<count).map { index in
         var record = Array("c\(cycle) w\(writer) l\(lane) s\(sequence) r\(index) ".utf8)
@@ -197,16 +198,4 @@ func fingerprint(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325
     for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
     return hash
-}
-
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
-    }
 }

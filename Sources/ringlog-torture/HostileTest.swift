@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RingLogClient
 import RingLogIO
+import RingLogTestKit
 import RingLogWire
 import Synchronization
 
@@ -28,15 +29,13 @@ struct Hostile: AsyncParsableCommand {
     @Option(help: "Path to ringlogd (default: next to this program).") var ringlogd: String?
 
     func run() async throws {
-        let directory = temporaryDirectory("ringlog-hostile")
+        let directory = makeTemporaryDirectory(prefix: "ringlog-hostile")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let daemon = try DaemonProcess(
-            path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory,
-            arguments: [
+        let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: [
                 "--segment-bytes", "64MiB", "--max-connections", "\(maxConnections)", "--header-timeout-ms", "2000",
                 "--payload-timeout-ms", "2000", "--send-timeout-ms", "4000",
             ])
-        defer { daemon.kill(SIGTERM) }
+        defer { daemon.stop() }
         let address = daemon.address
         let setup = try await RingLogClient.connect(to: address.description)
         let log = try await setup.createLog("honest").logID
@@ -51,7 +50,7 @@ struct Hostile: AsyncParsableCommand {
         let pid = daemon.pid
         let sampler = spawnThread {
             while !stop.isSet {
-                memoryPeak.raise(to: DaemonProcess.residentBytes(pid: pid))
+                memoryPeak.raise(to: Daemon.residentBytes(pid: pid))
                 usleep(100_000)
             }
         }
@@ -219,7 +218,7 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
 
 /// Loops over kinds of bad input, one connection each, until told to stop.
 func sendGarbage(_ address: SocketAddress, log: LogID, seed: UInt64, stop: Stop, counters: GarbageCounters) {
-    var generator = SplitMix(seed: seed)
+    var generator = SeededGenerator(seed: seed)
     var kind = Int(seed)
     while !stop.isSet {
         kind += 1

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RingLogClient
 import RingLogIO
+import RingLogTestKit
 import RingLogWire
 import Synchronization
 
@@ -49,12 +50,10 @@ struct MemoryAttack: AsyncParsableCommand {
     static var boundAtRest: Int { cacheBytes + receivePoolBytes + idleReadBufferBytes + runtimeBytes }
 
     func run() async throws {
-        let directory = temporaryDirectory("ringlog-memory")
+        let directory = makeTemporaryDirectory(prefix: "ringlog-memory")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let daemon = try DaemonProcess(
-            path: ringlogd ?? DaemonProcess.defaultPath(), dataDirectory: directory,
-            arguments: ["--max-connections", "\(Self.maxConnections)", "--send-timeout-ms", "5000", "--segment-bytes", "256MiB"])
-        defer { daemon.kill(SIGTERM) }
+        let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: ["--max-connections", "\(Self.maxConnections)", "--send-timeout-ms", "5000", "--segment-bytes", "256MiB"])
+        defer { daemon.stop() }
         let address = daemon.address
         let setup = try await RingLogClient.connect(to: address.description)
         let log = try await setup.createLog("big").logID
@@ -69,7 +68,7 @@ struct MemoryAttack: AsyncParsableCommand {
         let pid = daemon.pid
         var threads = [spawnThread {
             while !stop.isSet {
-                peak.raise(to: DaemonProcess.residentBytes(pid: pid))
+                peak.raise(to: Daemon.residentBytes(pid: pid))
                 usleep(100_000)
             }
         }]
@@ -249,7 +248,7 @@ let pollReadHangUp: Int16 = 0x2000
 /// then resets or closes; about 500 times a second (a connection flood is the hostile test's
 /// business, not this one's).
 func sendHugeBodies(_ address: SocketAddress, log: LogID, stop: Stop, count: Counter) {
-    var generator = SplitMix(seed: 12)
+    var generator = SeededGenerator(seed: 12)
     let chunk = [UInt8](repeating: 0x42, count: 256 << 10)
     var round = 0
     while !stop.isSet {

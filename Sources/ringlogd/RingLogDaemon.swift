@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import RingLogIO
+import RingLogWire
 import RingLogServer
 import RingLogStorage
 import ServiceLifecycle

@@ -77,15 +77,7 @@ func decodeAsResponses(_ bytes: UnsafeRawBufferPointer) {
 
 /// A reader's walk over stored batches, as the client library does it.
 func walkStoredBatches(_ bytes: UnsafeRawBufferPointer) {
-    var index = 0
-    while bytes.count - index >= Batch.headerBytes {
-        let candidate = BatchHeader(unchecked: bytes.baseAddress! + index)
-        guard case .success(let header) = Batch.verifyStoredHeader(
-            bytes.baseAddress! + index, expectedOffset: candidate.offset, maxPayloadBytes: bytes.count - index - Batch.headerBytes)
-        else { return }
-        guard Batch.verifyPayload(bytes.baseAddress! + index, header: header) == nil else { return }
-        let payload = UnsafeRawBufferPointer(start: bytes.baseAddress! + index + Batch.headerBytes, count: Int(header.payloadLength))
+    try? StoredBatches.forEach(in: bytes, startingAt: nil, damaged: { $0 }) { _, header, payload throws(StoredBatches.Damage) in
         _ = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount))
-        index += header.totalBytes
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import RingLogTestKit
 import RingLogTesting
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import RingLogClient
 import RingLogIO
 import RingLogServer
+import RingLogTestKit
 import RingLogTesting
 import RingLogWire
 import Testing

@@ -1,4 +1,4 @@
-import RingLogIO
+import RingLogWire
 import Testing
 
 /// Sizes in flags and config files: what operators type, and what `--help` shows back.

@@ -1,6 +1,7 @@
 import Glibc
 import RingLogDiskIO
 import RingLogIO
+import RingLogTestKit
 import RingLogTesting
 @testable import RingLogServer
 import RingLogStorage

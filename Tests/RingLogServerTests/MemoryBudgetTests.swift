@@ -1,5 +1,6 @@
 import Glibc
 import RingLogIO
+import RingLogTestKit
 import RingLogTesting
 @testable import RingLogServer
 import RingLogStorage

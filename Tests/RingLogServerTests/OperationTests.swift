@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RingLogDiskIO
 import RingLogIO
+import RingLogTestKit
 import RingLogTesting
 import RingLogServer
 import RingLogStorage

@@ -3,6 +3,7 @@ import Glibc
 import RingLogIO
 import RingLogServer
 import RingLogStorage
+import RingLogTestKit
 import RingLogTesting
 import RingLogWire
 import Synchronization

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import RingLogIO
+import RingLogTestKit
 import RingLogTesting
 @testable import RingLogServer
 import RingLogStorage
@@ -168,7 +169,7 @@ import Testing
         try reader.send(reader.encode(.read, ReadRequest(offset: .zero, maxBytes: 4 << 20).encoded(), logID: log))
         usleep(400_000)  // several sweeps run while the response waits in the server
         let response = try reader.receive()
-        let batches = try parseBatches(Array(response.body[ReadResponseHead.encodedBytes...]), firstOffset: .zero)
+        let batches = try storedBatches(Array(response.body[ReadResponseHead.encodedBytes...]), from: .zero)
         #expect(batches.map(\.payload) == payloads)
     }
 }

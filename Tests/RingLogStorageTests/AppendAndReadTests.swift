@@ -1,5 +1,6 @@
 import RingLogSimulation
 @testable import RingLogStorage
+import RingLogTestKit
 import RingLogWire
 import Testing
 
@@ -262,7 +263,7 @@ import Testing
 
     @Test func aSecondStoreCannotOpenALockedDataDirectory() throws {
         let harness = try Harness()
-        let second = LogStore.open(path: "/data", configuration: .small(), disk: harness.disk)
+        let second = LogStore.open(path: "/data", configuration: .small(), disk: harness.disk, environment: harness.driver.environment)
         guard case .failure(.dataDirectoryInUse(let path)) = second else {
             Issue.record("second open was not refused: \(second)")
             return
@@ -273,7 +274,7 @@ import Testing
     @Test func badConfigurationIsRefusedNamingTheSetting() {
         var configuration = StoreConfiguration.small()
         configuration.tailCacheBytes = 1000
-        let opened = LogStore.open(path: "/x", configuration: configuration, disk: SimulatedDisk())
+        let opened = LogStore.open(path: "/x", configuration: configuration, disk: SimulatedDisk(), environment: SimulatedWorld(seed: 1).environment)
         guard case .failure(.badSettings(let problems)) = opened else {
             Issue.record("accepted: \(opened)")
             return

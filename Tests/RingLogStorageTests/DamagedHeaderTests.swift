@@ -1,6 +1,7 @@
 import Glibc
 import RingLogSimulation
 @testable import RingLogStorage
+import RingLogTestKit
 import RingLogWire
 import Testing
 

@@ -1,6 +1,7 @@
 import Glibc
 import RingLogSimulation
 import RingLogStorage
+import RingLogTestKit
 import RingLogWire
 import Testing
 

@@ -1,5 +1,6 @@
 import RingLogSimulation
 import RingLogStorage
+import RingLogTestKit
 import RingLogWire
 import Testing
 
@@ -14,11 +15,6 @@ extension StoreConfiguration {
             indexIntervalBytes: 1 << 10, checkpointIntervalBytes: 32 << 10, checkpointIntervalMicros: 1_000_000, maxWriteBytes: 8 << 10,
             zeroAheadBytes: 16 << 10, zeroChunkBytes: 4 << 10, zeroAheadMaxSyncBytes: 64 << 10)
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// A store over a simulated disk with synchronous helpers: each call drives the store until the
@@ -110,19 +106,7 @@ final class Harness {
     /// The payloads of the batches a read returned, with their offsets; checks each batch as a
     /// client would (header, offset, CRC) on the way.
     func batches(_ result: ReadResult) throws -> [(offset: LogOffset, payload: [UInt8])] {
-        try result.withUnsafeBytes { bytes in
-            var found: [(LogOffset, [UInt8])] = []
-            var offset = result.offset
-            var index = 0
-            while index < bytes.count {
-                let header = try Batch.verifyStoredHeader(bytes.baseAddress! + index, expectedOffset: offset, maxPayloadBytes: bytes.count).get()
-                if let error = Batch.verifyPayload(bytes.baseAddress! + index, header: header) { throw error }
-                found.append((offset, Array(bytes[(index + Batch.headerBytes)..<(index + header.totalBytes)])))
-                index += header.totalBytes
-                offset = offset.advanced(by: header.totalBytes)
-            }
-            return found
-        }
+        try result.withUnsafeBytes { try storedBatches($0, from: result.offset) }
     }
 
     /// Every batch from the log's start to its committed end, reading as a consumer would.
@@ -164,8 +148,4 @@ final class Harness {
     func segmentFiles(_ name: String) -> [String] {
         disk.names(in: "/data/logs/\(name)").filter { $0.hasSuffix(".seg") }
     }
-}
-
-func payload(_ length: Int, seed: Int) -> [UInt8] {
-    (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ 1) }
 }

@@ -1,5 +1,6 @@
 import RingLogSimulation
 @testable import RingLogStorage
+import RingLogTestKit
 import RingLogWire
 import Testing
 

@@ -1,5 +1,6 @@
 @testable import RingLogStorage
 import RingLogSimulation
+import RingLogTestKit
 import RingLogWire
 import Glibc
 import Testing
