@@ -38,9 +38,16 @@ final class SegmentFiles {
     /// otherwise rotates into the spare (once everything reserved is written, so undoing a failed
     /// write never reaches back across a segment boundary). Returns nil when the batch can go in,
     /// else why it must wait or fail.
+    @inline(__always)
     func makeRoom(for length: Int, fullyWritten: Bool, nowMicros: UInt64, for log: Log) -> AppendOutcome? {
         let active = state.activeSegment
         guard active.base.distance(to: state.positions.reserved) + length > active.fileBytes else { return nil }
+        return rotate(fullyWritten: fullyWritten, nowMicros: nowMicros, for: log)
+    }
+
+    /// The active segment is full: rotate into the spare, or wait for one.
+    private func rotate(fullyWritten: Bool, nowMicros: UInt64, for log: Log) -> AppendOutcome? {
+        let active = state.activeSegment
         guard fullyWritten else { return waitForSpace() }
         switch spare {
         case .ready(let fd, let spareName):
@@ -75,6 +82,7 @@ final class SegmentFiles {
     }
 
     /// Starts preparing the spare once the active segment is filled past `preallocateAtFill`.
+    @inline(__always)
     func prepareSpareIfDue(for log: Log) {
         guard case .none = spare else { return }
         let active = state.activeSegment

@@ -40,8 +40,12 @@ final class TailBuffer {
         return start
     }
 
+    /// Where `sequence` sits; it must still be resident (handed out, not yet overwritten): a
+    /// range the ring has moved past is never read or written again.
+    @inline(__always)
     func pointer(_ sequence: UInt64) -> UnsafeMutableRawPointer {
-        memory + Int(sequence % UInt64(capacity))
+        precondition(sequence < head && sequence >= oldestResident, "tail cache sequence \(sequence) is not resident (head \(head))")
+        return memory + Int(sequence % UInt64(capacity))
     }
 }
 

@@ -91,6 +91,7 @@ public final class BufferPool {
     /// Whether `buffer` was kept; the caller frees it otherwise.
     fileprivate func keep(_ buffer: UnsafeMutableRawBufferPointer) -> Bool {
         inUseBytes -= buffer.count
+        assert(idle[buffer.count]?.contains { $0.baseAddress == buffer.baseAddress } != true, "a buffer went back to the pool twice")
         guard idleBytes + buffer.count <= maxPooledBytes else { return false }
         idle[buffer.count, default: []].append(buffer)
         idleBytes += buffer.count
