@@ -1,3 +1,4 @@
+import Glibc
 import RingLogIO
 import RingLogWire
 
@@ -24,24 +25,68 @@ public final class RingLogClient: Sendable {
         self.server = server
     }
 
-    /// Connects and exchanges hellos. `address` is `host:port` or `[v6]:port`.
+    /// Connects and exchanges hellos. `address` is `host:port` or `[v6]:port`; a host name is
+    /// resolved (off the loop thread) and each of its addresses tried in the resolver's order
+    /// until one accepts.
     public static func connect(to address: String = "127.0.0.1:7400", loop: ClientLoop = .shared) async throws(RingLogError) -> RingLogClient {
-        let parsed: SocketAddress
-        do { parsed = try SocketAddress(parsing: address) } catch { throw .invalidArgument(error.description) }
+        var lastFailure: RingLogError?
+        for candidate in try await resolve(address) {
+            do {
+                return try await connect(to: candidate, loop: loop)
+            } catch {
+                guard case .connectFailed = error else { throw error }
+                lastFailure = error
+            }
+        }
+        throw lastFailure ?? .connectFailed(address: address, reason: "no address to try")
+    }
+
+    /// Connects to one address and exchanges hellos.
+    public static func connect(to address: SocketAddress, loop: ClientLoop = .shared) async throws(RingLogError) -> RingLogClient {
         let socket: IOHandle = try await withLoop(loop) { core, resume in
-            core.connect(to: parsed) { result in resume(result.map(\.handle)) }
+            core.connect(to: address) { result in resume(result.map(\.handle)) }
         }
         let provisional = RingLogClient(
-            address: parsed, loop: loop, socket: socket,
+            address: address, loop: loop, socket: socket,
             server: HelloResponse(version: 1, maxBatchBytes: 0, maxReadBytes: 0, maxInFlight: 0, maxWaitMillis: 0, serverName: ""))
         do {
             let hello = try await provisional.call(.hello, HelloRequest().encoded(), as: HelloResponse.self)
-            return RingLogClient(address: parsed, loop: loop, socket: socket, server: hello)
+            return RingLogClient(address: address, loop: loop, socket: socket, server: hello)
         } catch {
             provisional.close()
+            // Something answered, but not in RingLog's protocol (an HTTP port, say).
+            switch error {
+            case .protocolViolation(let reason): throw .notRingLog(address: address.description, reason: reason)
+            case .connectionClosed: throw .notRingLog(address: address.description, reason: "it closed the connection without answering the hello")
+            default: break
+            }
             throw error
         }
     }
+
+    /// The addresses `text` names: a literal at once, a host name through getaddrinfo on a
+    /// thread of its own (it may wait for DNS).
+    static func resolve(_ text: String) async throws(RingLogError) -> [SocketAddress] {
+        let split: (host: String, port: UInt16)
+        do { split = try SocketAddress.split(text) } catch { throw .invalidArgument(error.description) }
+        if let literal = try? SocketAddress(host: split.host, port: split.port) { return [literal] }
+        let resolved: Result<[SocketAddress], AddressError> = await withCheckedContinuation { continuation in
+            let thread = spawnThread {
+                do throws(AddressError) { continuation.resume(returning: .success(try SocketAddress.resolve(text))) } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+            pthread_detach(thread)
+        }
+        switch resolved {
+        case .success(let addresses): return addresses
+        case .failure(let error): throw .connectFailed(address: text, reason: error.description)
+        }
+    }
+
+    /// The largest record one batch can carry on this server: its largest batch, less the batch
+    /// header and one record's framing.
+    public var maxRecordBytes: Int { Int(server.maxBatchBytes) - Batch.headerBytes - RecordFraming.overheadBytes }
 
     /// Closes the connection; calls still waiting fail with `connectionClosed`.
     public func close() {
@@ -103,6 +148,23 @@ public final class RingLogClient: Sendable {
             socket.sendAppend(logID: log, mode: mode, batch: owned) { result in
                 resume(decodeResponse(result, as: AppendResponse.self))
             }
+        }
+    }
+
+    /// Sends an append at once, without waiting: appends sent this way from one thread or task go
+    /// out, and are answered, in the order of the calls. `completion` runs on the client's loop
+    /// thread with the acknowledgement.
+    public func sendAppend(
+        to log: LogID, batch: [UInt8], mode: AckMode = .durable, completion: @escaping @Sendable (Result<AppendResponse, RingLogError>) -> Void
+    ) {
+        let owned = OwnedBytes(batch)
+        let handle = socket
+        loop.execute { core in
+            guard let socket = core.socket(handle) else {
+                completion(.failure(.connectionClosed("the connection is closed")))
+                return
+            }
+            socket.sendAppend(logID: log, mode: mode, batch: owned) { result in completion(decodeResponse(result, as: AppendResponse.self)) }
         }
     }
 

@@ -42,6 +42,9 @@ public enum RingLogError: Error, Equatable, Sendable, CustomStringConvertible {
     case corruptBatch(offset: LogOffset, next: LogOffset?, reason: String)
     /// The server sent bytes that break the protocol.
     case protocolViolation(String)
+    /// Something listens at the address but did not answer the hello in RingLog's protocol (an
+    /// HTTP port, another service).
+    case notRingLog(address: String, reason: String)
     case invalidArgument(String)
 
     public var description: String {
@@ -52,6 +55,7 @@ public enum RingLogError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruptBatch(let offset, let next, let reason):
             "corrupt batch at offset \(offset): \(reason)" + (next.map { "; the next batch starts at \($0)" } ?? "")
         case .protocolViolation(let reason): "protocol violation from the server: \(reason)"
+        case .notRingLog(let address, let reason): "\(address) does not look like a RingLog server (\(reason))"
         case .invalidArgument(let reason): "invalid argument: \(reason)"
         }
     }

@@ -25,23 +25,11 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Parses `127.0.0.1:7400`, `[::1]:7400`, or `localhost:7400` (taken as 127.0.0.1).
+    /// Parses `127.0.0.1:7400`, `[::1]:7400`, or `localhost:7400` (taken as 127.0.0.1): for
+    /// addresses to listen on. Clients resolve host names with `resolve`.
     public init(parsing text: String) throws(AddressError) {
-        let host: Substring
-        let portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw AddressError("\(text) is not [address]:port")
-            }
-            host = text[text.index(after: text.startIndex)..<close]
-            portText = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { throw AddressError("\(text) has no port (expected host:port)") }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
-        guard let port = UInt16(portText) else { throw AddressError("\(portText) is not a port number (0-65535)") }
-        try self.init(host: host == "localhost" ? "127.0.0.1" : String(host), port: port)
+        let (host, port) = try SocketAddress.split(text)
+        try self.init(host: host == "localhost" ? "127.0.0.1" : host, port: port)
     }
 
     public var description: String { family == .v6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -142,5 +130,58 @@ public enum Sockets {
             inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
             return try SocketAddress(host: Sockets.string(text), port: UInt16(bigEndian: address.sin_port))
         }
+    }
+}
+
+extension SocketAddress {
+    /// Splits `host:port` or `[v6host]:port` without looking the host up.
+    public static func split(_ text: String) throws(AddressError) -> (host: String, port: UInt16) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw AddressError("\(text) is not [address]:port")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw AddressError("\(text) has no port (expected host:port)") }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty else { throw AddressError("\(text) has no host (expected host:port)") }
+        guard let port = UInt16(portText) else { throw AddressError("\(portText) is not a port number (0-65535)") }
+        return (String(host), port)
+    }
+
+    /// Every address `host:port` names, in the resolver's order (`localhost` may give ::1 before
+    /// 127.0.0.1): an address literal as itself, a host name through getaddrinfo, IPv4 and IPv6.
+    /// getaddrinfo blocks (DNS): call this off any event loop thread.
+    public static func resolve(_ text: String) throws(AddressError) -> [SocketAddress] {
+        let (host, port) = try split(text)
+        if let literal = try? SocketAddress(host: host, port: port) { return [literal] }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, nil, &hints, &list)
+        guard status == 0 else { throw AddressError("cannot resolve \(host): \(String(cString: gai_strerror(status)))") }
+        defer { freeaddrinfo(list) }
+        var found: [SocketAddress] = []
+        var entry = list
+        while let current = entry {
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+            if current.pointee.ai_family == AF_INET6 {
+                var raw = UnsafeRawPointer(current.pointee.ai_addr).assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_addr
+                inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
+            } else if current.pointee.ai_family == AF_INET {
+                var raw = UnsafeRawPointer(current.pointee.ai_addr).assumingMemoryBound(to: sockaddr_in.self).pointee.sin_addr
+                inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
+            }
+            if let address = try? SocketAddress(host: Sockets.string(text), port: port), !found.contains(address) { found.append(address) }
+            entry = current.pointee.ai_next
+        }
+        guard !found.isEmpty else { throw AddressError("\(host) has no IPv4 or IPv6 address") }
+        return found
     }
 }

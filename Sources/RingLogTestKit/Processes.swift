@@ -138,24 +138,120 @@ public struct Daemon {
 
 /// Runs a built binary with `arguments` (and `input` on its standard input) to completion.
 public func runTool(_ name: String, _ arguments: [String], input: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
-    let process = Process()
-    process.executableURL = Daemon.binary(name)
-    process.arguments = arguments
-    var merged = ProcessInfo.processInfo.environment
-    for (key, value) in environment { merged[key] = value }
-    process.environment = merged
-    let output = Pipe()
-    let error = Pipe()
-    process.standardOutput = output
-    process.standardError = error
-    let standardInput = Pipe()
-    process.standardInput = standardInput
-    try process.run()
-    if let input { standardInput.fileHandleForWriting.write(Data(input.utf8)) }
-    try standardInput.fileHandleForWriting.close()
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = error.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+    try runTool(name, arguments, bytes: input.map { Array($0.utf8) }, environment: environment)
 }
 
+/// Runs a built binary with `arguments` and `bytes` on its standard input to completion.
+public func runTool(_ name: String, _ arguments: [String], bytes: [UInt8]?, environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
+    let tool = try ToolProcess(name, arguments, environment: environment)
+    if let bytes { tool.write(bytes) }
+    tool.closeInput()
+    let status = tool.wait()
+    return (status, tool.output, tool.error)
+}
+
+/// A built binary running with pipes on all three standard streams, for tests that talk to it
+/// while it runs: write to its input a little at a time, watch its output as it comes.
+public final class ToolProcess {
+    public let process = Process()
+    private let input = Pipe()
+    private let outputPipe = Pipe()
+    private let errorPipe = Pipe()
+    private var outputBytes: [UInt8] = []
+    private var errorBytes: [UInt8] = []
+
+    public init(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = Daemon.binary(name)
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        for (key, value) in environment { merged[key] = value }
+        process.environment = merged
+        process.standardInput = input
+        process.standardOutput = outputPipe
+        process.standardError = errorPipe
+        try process.run()
+    }
+
+    public func write(_ bytes: [UInt8]) { input.fileHandleForWriting.write(Data(bytes)) }
+
+    public func write(_ text: String) { write(Array(text.utf8)) }
+
+    public func closeInput() { try? input.fileHandleForWriting.close() }
+
+    /// Standard output so far, as text.
+    public var output: String {
+        drain()
+        return String(decoding: outputBytes, as: UTF8.self)
+    }
+
+    public var error: String {
+        drain()
+        return String(decoding: errorBytes, as: UTF8.self)
+    }
+
+    /// Waits up to `seconds` for standard output to satisfy `condition`; returns whether it did.
+    public func waitForOutput(seconds: Double, _ condition: (String) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition(output) { return true }
+            usleep(20_000)
+        }
+        return condition(output)
+    }
+
+    /// Waits up to `seconds` for standard error to satisfy `condition`.
+    public func waitForError(seconds: Double, _ condition: (String) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition(error) { return true }
+            usleep(20_000)
+        }
+        return condition(error)
+    }
+
+    public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits for the exit (reading its output meanwhile, so a full pipe cannot block it).
+    public func wait() -> Int32 {
+        while process.isRunning {
+            drain()
+            usleep(10_000)
+        }
+        process.waitUntilExit()
+        drain()
+        outputBytes += outputPipe.fileHandleForReading.readDataToEndOfFile()
+        errorBytes += errorPipe.fileHandleForReading.readDataToEndOfFile()
+        return process.terminationStatus
+    }
+
+    /// Takes whatever the pipes hold now, without blocking.
+    private func drain() {
+        for (pipe, isOutput) in [(outputPipe, true), (errorPipe, false)] {
+            let fd = pipe.fileHandleForReading.fileDescriptor
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while poll(&poller, 1, 0) > 0 && poller.revents & Int16(POLLIN) != 0 {
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if count <= 0 { break }
+                if isOutput { outputBytes += chunk[0..<count] } else { errorBytes += chunk[0..<count] }
+            }
+        }
+    }
+}
+
+/// A loopback TCP port free at the time of asking (for a daemon that must come back on the same
+/// port after a restart).
+public func freeLoopbackPort() throws -> UInt16 {
+    let address = try SocketAddress(parsing: "127.0.0.1:0")
+    let (fd, bound) = try Sockets.listen(on: address)
+    close(fd)
+    return bound.port
+}
+
+
+/// A loopback listening socket that never accepts: the kernel completes connections into its
+/// backlog and nothing ever answers (a hung server).
+public func silentListener() throws -> (fd: Int32, port: UInt16) {
+    let (fd, bound) = try Sockets.listen(on: try SocketAddress(parsing: "127.0.0.1:0"))
+    return (fd, bound.port)
+}

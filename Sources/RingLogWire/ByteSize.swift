@@ -34,3 +34,40 @@ extension String {
         String(drop { $0 == character }.reversed().drop { $0 == character }.reversed())
     }
 }
+
+/// A size for people to read: `512 B`, `16 MiB`, `1.5 GiB` (one decimal at most).
+public func describeByteSize(_ bytes: UInt64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= UInt64(1) << shift {
+        let tenths = (bytes * 10 + (UInt64(1) << shift) / 2) >> shift
+        return tenths % 10 == 0 ? "\(tenths / 10) \(unit)" : "\(tenths / 10).\(tenths % 10) \(unit)"
+    }
+    return "\(bytes) B"
+}
+
+/// Parses durations such as `90`, `90s`, `15m`, `12h`, `7d`, `2w` (a bare number is seconds);
+/// returns seconds.
+public func parseDuration(_ text: String) -> UInt64? {
+    let digits = text.prefix { $0.isNumber }
+    guard let value = UInt64(digits) else { return nil }
+    let multiplier: UInt64
+    switch text.dropFirst(digits.count).lowercased() {
+    case "", "s", "sec", "second", "seconds": multiplier = 1
+    case "m", "min", "minute", "minutes": multiplier = 60
+    case "h", "hour", "hours": multiplier = 3_600
+    case "d", "day", "days": multiplier = 86_400
+    case "w", "week", "weeks": multiplier = 604_800
+    default: return nil
+    }
+    let (seconds, overflow) = value.multipliedReportingOverflow(by: multiplier)
+    return overflow ? nil : seconds
+}
+
+/// A duration for people to read, in the largest unit that divides it (`7 days`, `36 hours`,
+/// `90 seconds`).
+public func describeDuration(seconds: UInt64) -> String {
+    for (unit, name) in [(UInt64(604_800), "week"), (86_400, "day"), (3_600, "hour"), (60, "minute")] where seconds >= unit && seconds % unit == 0 {
+        let count = seconds / unit
+        return "\(count) \(name)\(count == 1 ? "" : "s")"
+    }
+    return "\(seconds) second\(seconds == 1 ? "" : "s")"
+}

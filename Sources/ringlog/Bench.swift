@@ -1,5 +1,6 @@
 import ArgumentParser
 import DequeModule
+import Dispatch
 import Glibc
 import Histogram
 import RingLogClient
@@ -25,7 +26,8 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Payload bytes of each record.") var recordBytes = 100
     @Option(help: "Seconds to measure (after the warm-up).") var duration: Double = 10
     @Option(help: "Seconds of load before measuring starts.") var warmup: Double = 1
-    @Option(help: "Process id of ringlogd, to report its CPU use alongside the client's.") var serverPid: Int32?
+    @Option(help: "Process id of ringlogd, to report its CPU use alongside the client's (without it, the server's CPU is n/a).")
+    var serverPid: Int32?
     @Flag(help: "Print the summary as JSON.") var json = false
     @Flag(help: "No progress lines.") var quiet = false
 
@@ -50,15 +52,14 @@ struct BenchProduce: AsyncParsableCommand {
     func run() async throws {
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else { throw ValidationError("--mode must be durable or written") }
         let perBatch = try batchBytes.map { max(1, (Int(try parseSize($0)) - Batch.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes)) } ?? recordsPerBatch
-        let log = try await prepareLog(options)
+        let (log, address) = try await prepareLog(options)
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: ack,
             rate: rate, count: count, stampRecords: false)
         let summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
-            ProduceRun(core: core, address: options.server.server, plan: plan, options: options, report: report)
+            ProduceRun(core: core, address: address, plan: plan, options: options, report: report)
         }
-        print(summary.render(json: options.json))
-        if summary.errors > 0 { throw ExitCode(1) }
+        try finishBench(summary, options)
     }
 }
 
@@ -72,10 +73,10 @@ struct BenchConsume: AsyncParsableCommand {
     @Option(help: "Batch size used for the prefill.") var batchBytes: String = "64KiB"
 
     func run() async throws {
-        let log = try await prepareLog(options)
+        let (log, address) = try await prepareLog(options)
         if let prefill {
             let target = try parseSize(prefill)
-            let client = try await options.server.connect()
+            let client = try await options.server.connect(options.server.watchdog())
             let info = try await reportingErrors { try await client.info(log) }
             client.close()
             let missing = info.startOffset.distance(to: info.committedEnd) < Int(target) ? Int(target) - info.startOffset.distance(to: info.committedEnd) : 0
@@ -92,16 +93,15 @@ struct BenchConsume: AsyncParsableCommand {
                 prefillOptions.duration = 3_600
                 let quiet = prefillOptions
                 _ = try await BenchRunner.run(options: quiet, workload: "prefill") { core, report in
-                    ProduceRun(core: core, address: options.server.server, plan: plan, options: quiet, report: report)
+                    ProduceRun(core: core, address: address, plan: plan, options: quiet, report: report)
                 }
             }
         }
         let readSize = Int(try parseSize(readBytes))
         let summary = try await BenchRunner.run(options: options, workload: "consume") { core, report in
-            ConsumeRun(core: core, address: options.server.server, log: log, readBytes: readSize, options: options, report: report)
+            ConsumeRun(core: core, address: address, log: log, readBytes: readSize, options: options, report: report)
         }
-        print(summary.render(json: options.json))
-        if summary.errors > 0 { throw ExitCode(1) }
+        try finishBench(summary, options)
     }
 }
 
@@ -118,21 +118,21 @@ struct BenchEndToEnd: AsyncParsableCommand {
 
     func run() async throws {
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else { throw ValidationError("--mode must be durable or written") }
-        let log = try await prepareLog(options)
+        let (log, address) = try await prepareLog(options)
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: 1, mode: ack,
             rate: rate, count: nil, stampRecords: true)
         let summary = try await BenchRunner.run(options: options, workload: "end-to-end") { core, report in
-            EndToEndRun(core: core, address: options.server.server, plan: plan, options: options, report: report)
+            EndToEndRun(core: core, address: address, plan: plan, options: options, report: report)
         }
-        print(summary.render(json: options.json))
-        if summary.errors > 0 { throw ExitCode(1) }
+        try finishBench(summary, options)
     }
 }
 
-/// Creates the bench log when missing; returns its name.
-func prepareLog(_ options: BenchOptions) async throws -> String {
-    let client = try await options.server.connect()
+/// Creates the bench log when missing; returns its name, and the server's address as resolved
+/// (the runs connect their many connections to that one address).
+func prepareLog(_ options: BenchOptions) async throws -> (log: String, address: String) {
+    let client = try await options.server.connect(options.server.watchdog())
     let found = await lookUpLog(client, options.log)
     if case .failure(let error) = found {
         if error.serverCode == .unknownLog {
@@ -143,7 +143,7 @@ func prepareLog(_ options: BenchOptions) async throws -> String {
         }
     }
     client.close()
-    return options.log
+    return (options.log, client.address.description)
 }
 
 func lookUpLog(_ client: RingLogClient, _ name: String) async -> Result<LogDescription, RingLogError> {
@@ -191,6 +191,8 @@ struct BenchSummary: Sendable {
     var clientCPUPercent: Double
     var serverCPUPercent: Double?
     var firstError: String?
+    /// Ended early by Ctrl-C: the figures cover the time until then.
+    var interrupted = false
 
     var recordsPerSecond: Double { Double(records) / seconds }
     var megabytesPerSecond: Double { Double(payloadBytes) / seconds / 1e6 }
@@ -203,13 +205,14 @@ struct BenchSummary: Sendable {
                 "\"requests\":\(requests)", "\"requestsPerSecond\":\(fixed(Double(requests) / seconds, 1))", "\"errors\":\(errors)",
                 "\"latencyMicros\":" + object(latencyMicros), "\"clientCpuPercent\":\(fixed(clientCPUPercent, 1))",
             ]
-            if let endToEndMicros { fields.append("\"endToEndMicros\":" + object(endToEndMicros)) }
-            if let serverCPUPercent { fields.append("\"serverCpuPercent\":\(fixed(serverCPUPercent, 1))") }
-            if let firstError { fields.append("\"firstError\":\(jsonString(firstError))") }
+            fields.append("\"endToEndMicros\":" + (endToEndMicros.map(object) ?? "null"))
+            fields.append("\"serverCpuPercent\":" + (serverCPUPercent.map { fixed($0, 1) } ?? "null"))
+            fields.append("\"firstError\":" + jsonOptionalString(firstError))
+            fields.append("\"interrupted\":\(interrupted)")
             return "{" + fields.joined(separator: ",") + "}"
         }
         var lines = [
-            "\(workload): \(records) records in \(fixed(seconds, 2)) s",
+            "\(workload): \(records) records in \(fixed(seconds, 2)) s" + (interrupted ? " (interrupted)" : ""),
             "  throughput   \(grouped(recordsPerSecond)) records/s, \(fixed(megabytesPerSecond, 1)) MB/s, \(grouped(Double(requests) / seconds)) requests/s",
             "  latency      p50 \(micros(latencyMicros["p50"])) p90 \(micros(latencyMicros["p90"])) p99 \(micros(latencyMicros["p99"])) "
                 + "p99.9 \(micros(latencyMicros["p99.9"])) max \(micros(latencyMicros["max"]))",
@@ -220,7 +223,7 @@ struct BenchSummary: Sendable {
                     + "p99.9 \(micros(endToEndMicros["p99.9"])) max \(micros(endToEndMicros["max"]))")
         }
         lines.append("  errors       \(errors)" + (firstError.map { " (first: \($0))" } ?? ""))
-        lines.append("  cpu          client \(fixed(clientCPUPercent, 0))%" + (serverCPUPercent.map { ", server \(fixed($0, 0))%" } ?? ""))
+        lines.append("  cpu          client \(fixed(clientCPUPercent, 0))%, server " + (serverCPUPercent.map { "\(fixed($0, 0))%" } ?? "n/a (give --server-pid)"))
         return lines.joined(separator: "\n")
     }
 
@@ -264,14 +267,16 @@ func grouped(_ value: Double) -> String {
     return out
 }
 
-/// CPU seconds used (user + system) by this process, or by another from /proc.
+/// CPU seconds used (user + system) by this process.
+func ownCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+/// CPU seconds used (user + system) by another process, from /proc; nil when unknown.
 func cpuSeconds(pid: Int32?) -> Double? {
-    guard let pid else {
-        var usage = rusage()
-        getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-    }
-    guard let bytes = readFile("/proc/\(pid)/stat") else { return nil }
+    guard let pid, let bytes = readFile("/proc/\(pid)/stat") else { return nil }
     let text = String(decoding: bytes, as: UTF8.self)
     guard let close = text.lastIndex(of: ")") else { return nil }
     let fields = text[text.index(after: close)...].split(separator: " ")
@@ -284,6 +289,15 @@ func cpuSeconds(pid: Int32?) -> Double? {
 /// Something measured on the loop thread; calls `report` once with its summary.
 protocol BenchRun: AnyObject {
     func start()
+    /// Ctrl-C: stop the load now and report what was measured so far.
+    func interrupt()
+}
+
+/// Prints the summary; the exit code says whether the run was clean (1: errors; 130: Ctrl-C).
+func finishBench(_ summary: BenchSummary, _ options: BenchOptions) throws {
+    print(summary.render(json: options.json))
+    if summary.interrupted { throw ExitCode(130) }
+    if summary.errors > 0 { throw ExitCode(1) }
 }
 
 enum BenchRunner {
@@ -294,14 +308,27 @@ enum BenchRunner {
     ) async throws -> BenchSummary {
         let loop = ClientLoop()
         defer { loop.shutdown() }
+        // Ctrl-C ends the load and still prints the summary (of the time until then).
+        final class Current: @unchecked Sendable { var run: BenchRun? }
+        let current = Current()
+        signal(SIGINT, SIG_IGN)
+        let interrupts = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        interrupts.setEventHandler { loop.execute { _ in current.run?.interrupt() } }
+        interrupts.resume()
+        defer {
+            interrupts.cancel()
+            signal(SIGINT, SIG_DFL)
+        }
         let result: Result<BenchSummary, RingLogError> = await withCheckedContinuation { continuation in
             loop.execute { core in
                 var reported = false
                 let run = make(core) { result in
                     guard !reported else { return }
                     reported = true
+                    current.run = nil
                     continuation.resume(returning: result)
                 }
+                current.run = run
                 core.keepAlive(run)
                 run.start()
             }
@@ -358,7 +385,7 @@ class Measured {
         fold()
         measuring = true
         measureStartNanos = core.nowNanos
-        clientCPUStart = cpuSeconds(pid: nil) ?? 0
+        clientCPUStart = ownCPUSeconds()
         serverCPUStart = cpuSeconds(pid: options.serverPid)
         core.schedule(afterNanos: UInt64(options.duration * 1e9)) { [self] in self.stopLoad() }
     }
@@ -370,7 +397,8 @@ class Measured {
             if !self.options.quiet {
                 let seconds = Double(self.core.nowNanos - self.startedNanos) / 1e9
                 let latency = percentiles(self.interval.latency)
-                var line = "[\(fixed(seconds, 0))s\(self.measuring ? "" : " warm-up")] \(grouped(Double(self.interval.records))) records/s  "
+                let phase = self.measuring ? "" : self.measureStartNanos == 0 ? " warm-up" : " draining"
+                var line = "[\(fixed(seconds, 0))s\(phase)] \(grouped(Double(self.interval.records))) records/s  "
                     + "\(fixed(Double(self.interval.payloadBytes) / 1e6, 1)) MB/s  p50 \(micros(latency["p50"]))  p99 \(micros(latency["p99"]))"
                 if self.tracksEndToEnd {
                     let delivery = percentiles(self.intervalEndToEnd)
@@ -401,10 +429,21 @@ class Measured {
         if measuring { _ = endToEnd.record(value) }
     }
 
+    /// Every error of the run counts, warm-up and draining included, so the summary's count is
+    /// the sum of the progress lines'.
     func recordError(_ error: RingLogError) {
         interval.errors += 1
-        if measuring { total.errors += 1 }
+        total.errors += 1
         if firstError == nil { firstError = error.description }
+    }
+
+    var interrupted = false
+
+    func interrupt() {
+        interrupted = true
+        stopLoad()
+        // What is still in flight gets a moment to be answered, not the full drain time.
+        core.schedule(afterNanos: 500_000_000) { [self] in self.finish() }
     }
 
     /// Called when the measured period is over; subclasses stop generating load, then call `finish`.
@@ -418,15 +457,17 @@ class Measured {
         guard running else { return }
         fold()
         running = false
+        // Errors since the last progress line, so that the lines add up to the summary's count.
+        if !options.quiet && interval.errors > 0 { Console.error("[end] errors \(interval.errors)") }
         if measureEndNanos == 0 { measureEndNanos = core.nowNanos }
         if measureStartNanos == 0 { measureStartNanos = startedNanos }
         let seconds = Double(measureEndNanos - measureStartNanos) / 1e9
-        let clientCPU = ((cpuSeconds(pid: nil) ?? 0) - clientCPUStart) / seconds * 100
+        let clientCPU = ((ownCPUSeconds()) - clientCPUStart) / seconds * 100
         let serverCPU = serverCPUStart.flatMap { start in cpuSeconds(pid: options.serverPid).map { ($0 - start) / seconds * 100 } }
         report(.success(BenchSummary(
             workload: workload, seconds: seconds, records: total.records, payloadBytes: total.payloadBytes, requests: total.requests,
             errors: total.errors, latencyMicros: percentiles(total.latency), endToEndMicros: tracksEndToEnd ? percentiles(endToEnd) : nil,
-            clientCPUPercent: clientCPU, serverCPUPercent: serverCPU, firstError: firstError)))
+            clientCPUPercent: clientCPU, serverCPUPercent: serverCPU, firstError: firstError, interrupted: interrupted)))
     }
 
     /// Opens `count` connections, then calls `ready` with them (or reports the failure).
@@ -578,10 +619,8 @@ final class ProduceRun: Measured, BenchRun {
             }
         case .failure(let error): recordError(error)
         }
-        if case .failure(.connectionClosed) = result {
-            stopLoad()
-            return
-        }
+        // A lost connection ends the run: the server is gone or going.
+        if case .failure(.connectionClosed) = result { stopLoad() }
         if plan.rate == nil && running && !stopped { send(worker, due: now) }
         if (stopped || countReached) && workers.allSatisfy({ $0.dueTimes.isEmpty }) { finish() }
     }
@@ -594,7 +633,8 @@ final class ProduceRun: Measured, BenchRun {
         stopped = true
         pacer = 0
         if workers.allSatisfy({ $0.dueTimes.isEmpty }) { finish() }
-        core.schedule(afterNanos: 10_000_000_000) { [self] in self.finish() }
+        // Requests still unanswered after this are given up on (the server may be gone).
+        core.schedule(afterNanos: 2_000_000_000) { [self] in self.finish() }
     }
 }
 
@@ -777,8 +817,8 @@ final class EndToEndRun: Measured, BenchRun {
         report(.success(BenchSummary(
             workload: workload, seconds: seconds, records: total.records, payloadBytes: total.payloadBytes, requests: total.requests,
             errors: total.errors, latencyMicros: productionLatency, endToEndMicros: percentiles(endToEnd),
-            clientCPUPercent: ((cpuSeconds(pid: nil) ?? 0) - clientCPUStart) / seconds * 100,
+            clientCPUPercent: (ownCPUSeconds() - clientCPUStart) / seconds * 100,
             serverCPUPercent: serverCPUStart.flatMap { start in cpuSeconds(pid: options.serverPid).map { ($0 - start) / seconds * 100 } },
-            firstError: firstError)))
+            firstError: firstError, interrupted: interrupted)))
     }
 }

@@ -2,11 +2,10 @@ import ArgumentParser
 import Glibc
 import RingLogClient
 import RingLogIO
-
 import RingLogWire
 
 struct Create: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create a log.")
+    static let configuration = CommandConfiguration(abstract: "Create a log.", discussion: exitCodesHelp)
 
     @OptionGroup var options: ServerOptions
     @Argument(help: "Log name: 1-128 of letters, digits, '.', '_', '-', starting with a letter or digit.")
@@ -15,8 +14,11 @@ struct Create: AsyncParsableCommand {
     var segmentBytes: String?
     @Option(help: "Delete old segments while the log holds more than this, e.g. 10GiB (0: keep all).")
     var retentionBytes: String?
-    @Option(help: "Delete segments whose newest record is older than this many seconds (0: keep all).")
+    @Option(help: "Delete segments whose newest record is older than this: 90s, 15m, 12h, 7d, 2w, or seconds (0: keep all).")
+    var retention: String?
+    @Option(help: ArgumentHelp("Same as --retention, in seconds.", visibility: .hidden))
     var retentionSeconds: UInt64?
+    @Flag(help: "Print the new log's description as JSON.") var json = false
 
     func validate() throws {
         // Range-checked here, before any arithmetic on them (the server checks again).
@@ -26,48 +28,64 @@ struct Create: AsyncParsableCommand {
         if let retentionBytes, try parseSize(retentionBytes) != 0 {
             try checkRange("--retention-bytes", try parseSize(retentionBytes), 1...CreateLogRequest.maxRetentionBytes, shown: retentionBytes, rule: "or 0 to keep everything")
         }
-        if let retentionSeconds, retentionSeconds != 0 {
+        if retention != nil && retentionSeconds != nil { throw ValidationError("give --retention or --retention-seconds, not both") }
+        if let seconds = try retentionAge(), seconds != 0 {
             let range = 1...(CreateLogRequest.retentionMillisRange.upperBound / 1000)
-            try checkRange("--retention-seconds", retentionSeconds, range, shown: "\(retentionSeconds)", rule: "or 0 to keep everything")
+            try checkRange(retention == nil ? "--retention-seconds" : "--retention", seconds, range, shown: retention ?? "\(seconds)", rule: "or 0 to keep everything")
         }
+    }
+
+    private func retentionAge() throws -> UInt64? {
+        guard let retention else { return retentionSeconds }
+        guard let seconds = parseDuration(retention) else { throw ValidationError("--retention \(retention) is not a duration (examples: 3600, 90s, 15m, 12h, 7d, 2w)") }
+        return seconds
     }
 
     func run() async throws {
         let segment = try segmentBytes.map(parseSize)
-        let retention = try retentionBytes.map(parseSize)
-        let client = try await options.connect()
+        let retainedBytes = try retentionBytes.map(parseSize)
+        let age = try retentionAge()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
         let created = try await reportingErrors {
-            try await client.createLog(log, segmentBytes: segment, retentionBytes: retention, retentionMillis: retentionSeconds.map { $0 * 1000 })
+            try await watchdog.run {
+                try await client.createLog(log, segmentBytes: segment, retentionBytes: retainedBytes, retentionMillis: age.map { $0 * 1000 })
+            }
         }
-        print("created \(created.name) (id \(created.logID))")
+        print(json ? describeJSON(created) : "created \(created.name) (id \(created.logID))")
     }
 }
 
 struct Delete: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Delete a log and all its records.")
+    static let configuration = CommandConfiguration(abstract: "Delete a log and all its records.", discussion: exitCodesHelp)
 
     @OptionGroup var options: ServerOptions
     @Argument(help: "Log name.") var log: String
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        try await reportingErrors { try await client.deleteLog(log) }
-        print("deleted \(log)")
+        try await reportingErrors { try await watchdog.run { try await client.deleteLog(log) } }
+        print(json ? "{\"deleted\":\(jsonString(log))}" : "deleted \(log)")
     }
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List logs with their start, end and size.")
+    static let configuration = CommandConfiguration(
+        abstract: "List logs with their start, end and size.",
+        discussion: "With --json, one JSON object per log per line (JSON Lines).\n\n\(exitCodesHelp)")
 
     @OptionGroup var options: ServerOptions
     @Flag(help: "One JSON object per line.") var json = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        let logs = try await reportingErrors { try await client.listLogs() }
+        let logs = try await reportingErrors { try await watchdog.run { try await client.listLogs() } }
         for log in logs { print(json ? describeJSON(log) : "\(log.name)\tstart=\(log.startOffset)\tend=\(log.committedEnd)\tbytes=\(log.storedBytes)") }
     }
 }
@@ -76,58 +94,74 @@ struct Append: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Append records to a log.",
         discussion: """
-            Records come from the arguments, else from --file, else from standard input, one per line \
-            (without the newline). They are sent in batches of up to --batch-bytes. Prints each \
-            record's position as OFFSET/INDEX (its batch's offset and its index in the batch).
+            Records come from the arguments, else from --file, else from standard input. Input is \
+            cut into records at --delimiter (by default a newline, with one carriage return before \
+            it dropped); the bytes are stored exactly as given, never re-encoded. Records stream: \
+            they go out in batches of up to --batch-bytes, each sent when full or --linger-ms after \
+            its first record, so `tail -F app.log | ringlog append logs` appends as lines arrive. \
+            Prints each record's position as OFFSET/INDEX (its batch's offset and its index in the \
+            batch) as its batch is acknowledged.
+
+            \(exitCodesHelp)
             """)
 
     @OptionGroup var options: ServerOptions
     @Argument(help: "Log name.") var log: String
     @Argument(help: "Records to append (one per argument).") var records: [String] = []
-    @Option(help: "Read records from this file, one per line.") var file: String?
+    @Option(help: "Read records from this file ('-' for standard input).") var file: String?
+    @Option(
+        help: ArgumentHelp(
+            "Record separator: line (the default: LF, one CR before it dropped), nul, none (all the input is one record), or any string (\\n \\t \\r \\0 \\xHH escapes).",
+            valueName: "separator"))
+    var delimiter: Delimiter?
     @Option(help: "durable (after fdatasync, the default) or written (after the page cache; not crash-safe).")
     var mode: String = "durable"
-    @Option(help: "Largest batch to send, e.g. 64KiB.") var batchBytes: String = "64KiB"
+    @Option(help: "Largest batch to send, e.g. 64KiB (at most the server's largest batch).") var batchBytes: String = "64KiB"
+    @Option(help: "Milliseconds a batch waits for more records after its first.") var lingerMs: Int = 5
     @Flag(help: "Print nothing on success.") var quiet = false
+    @Flag(help: "Print positions as JSON Lines: {\"offset\":N,\"index\":I}.") var json = false
+
+    func validate() throws {
+        guard lingerMs >= 0 else { throw ValidationError("--linger-ms must be 0 or more") }
+        _ = try parseSize(batchBytes)
+    }
 
     func run() async throws {
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else {
             throw ValidationError("--mode must be durable or written")
         }
-        let limit = try parseSize(batchBytes)
-        let input: [[UInt8]]
+        let source: StreamingAppend.Source
         if !records.isEmpty {
-            input = records.map { Array($0.utf8) }
-        } else if let file {
-            guard let bytes = readFile(file) else { throw ValidationError("cannot read \(file)") }
-            input = lines(String(decoding: bytes, as: UTF8.self))
+            source = .records(records.map { Array($0.utf8) })
+        } else if let file, file != "-" {
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw ValidationError("cannot read \(file): \(String(cString: strerror(errno)))") }
+            source = .descriptor(fd)
         } else {
-            input = lines(readStandardInput())
+            if isatty(0) == 1 { Console.error("ringlog: reading records from the terminal, one per line; end with Ctrl-D") }
+            source = .descriptor(0)
         }
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        let id = try await logID(client, log)
-        var builder = BatchBuilder()
-        var positions: [RecordPosition] = []
-        func send() async throws {
-            guard !builder.isEmpty else { return }
-            let count = builder.recordCount
-            let batch = builder.finish()
-            let acknowledged = try await reportingErrors { try await client.append(to: id, batch: batch, mode: ack) }
-            positions += (0..<count).map { RecordPosition(batchOffset: acknowledged.offset, index: $0) }
-        }
-        for record in input {
-            if !builder.isEmpty && builder.sizeAdding(recordBytes: record.count) > limit { try await send() }
-            builder.add(record)
-        }
-        try await send()
-        if !quiet { for position in positions { print(position) } }
+        let id = try await logID(client, log, watchdog)
+        let settings = StreamingAppend.Settings(
+            log: id, mode: ack, batchBytes: min(Int(try parseSize(batchBytes)), Int(client.server.maxBatchBytes)), lingerMillis: lingerMs,
+            delimiter: delimiter ?? .line, printPositions: !quiet, json: json)
+        try await reportingErrors { try await StreamingAppend(client: client, settings: settings, watchdog: watchdog).run(source) }
     }
 }
 
 struct Read: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print records from a log, from its start or an offset, then stop at the end.")
+        abstract: "Print records from a log, from its start or an offset, then stop at the end.",
+        discussion: """
+            Output is written as each response arrives, to a terminal, a pipe or a file alike. \
+            --from past the end, below the start or inside a batch is an error (exit 4); --from \
+            exactly at the end prints nothing.
+
+            \(exitCodesHelp)
+            """)
 
     @OptionGroup var options: ServerOptions
     @OptionGroup var output: OutputOptions
@@ -138,26 +172,30 @@ struct Read: AsyncParsableCommand {
     var skipCorrupt = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        let info = try await reportingErrors { try await client.info(log) }
+        let info = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
+        let out = StandardOutput()
         var offset = from ?? info.startOffset
         var printed = 0
+        let limit = count ?? Int.max
         var end = info.committedEnd
-        while offset < end && printed < (count ?? Int.max) {
+        // Anything but the end itself goes to the server, which says what is wrong with it.
+        while offset != end && printed < limit {
             let fetched: FetchedBatches
             let records: [Record]
             do {
-                fetched = try await client.read(from: info.logID, offset: offset)
+                fetched = try await watchdog.run { try await client.read(from: info.logID, offset: offset) }
                 records = try fetched.records()
-            } catch {
+            } catch let error as RingLogError {
+                out.flush()
                 offset = try skipping(error, enabled: skipCorrupt)
                 continue
             }
-            for record in records where printed < (count ?? Int.max) {
-                output.print(record)
-                printed += 1
-            }
+            for record in records.prefix(limit - printed) { output.write(record, to: out) }
+            printed += min(records.count, limit - printed)
+            out.flush()
             offset = fetched.nextOffset
             end = fetched.committedEnd
             if fetched.isEmpty { break }
@@ -174,79 +212,203 @@ func skipping(_ error: RingLogError, enabled: Bool) throws -> LogOffset {
     }
     Console.error("ringlog: \(error)")
     if case .corruptBatch(_, .some, _) = error { Console.error("ringlog: --skip-corrupt steps over it") }
-    throw ExitCode(exitCode(for: error))
+    throw ExitCode(exitStatus(for: error))
 }
 
 struct Tail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Follow a log like tail -f: print records as they are committed.",
-        discussion: "Starts at the end of the log (new records only) unless --from is given. Stop it with Ctrl-C.")
+        discussion: """
+            Starts at the end of the log (new records only) unless --from or --last is given, and \
+            writes each response's records as they arrive, to a terminal, a pipe or a file alike. \
+            When the server stops or the connection drops, tail reconnects with backoff and goes \
+            on from the first record it had not printed (--no-reconnect exits with code 6 \
+            instead). Stop it with Ctrl-C.
+
+            \(exitCodesHelp)
+            """)
 
     @OptionGroup var options: ServerOptions
     @OptionGroup var output: OutputOptions
     @Argument(help: "Log name.") var log: String
     @Option(help: "Start at this batch offset instead of the end.") var from: LogOffset?
+    @Option(
+        help: """
+            Start this many records before the end. Finding them reads the log from its start \
+            (batch headers and payloads travel; time grows with the log's size, not with N).
+            """)
+    var last: Int?
     @Option(help: "Exit after this many records.") var count: Int?
     @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
     var skipCorrupt = false
+    @Flag(help: "Exit (code 6) when the server stops or the connection drops, instead of reconnecting.")
+    var noReconnect = false
+
+    func validate() throws {
+        if from != nil && last != nil { throw ValidationError("give --from or --last, not both") }
+        if let last, last < 0 { throw ValidationError("--last must be 0 or more") }
+    }
 
     func run() async throws {
-        let client = try await options.connect()
-        defer { client.close() }
-        let info = try await reportingErrors { try await client.info(log) }
-        var printed = 0
+        let watchdog = options.watchdog(defaultSeconds: nil)
+        var client = try await options.connect(watchdog)
+        var info = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
         var position = from ?? info.committedEnd
+        /// Records of the first batch already accounted for (`--last`).
+        var skip = 0
+        if let last { (position, skip) = try await reportingErrors { try await startOfLast(last, client: client, info: info) } }
+        let out = StandardOutput()
+        var printed = 0
+        let limit = count ?? Int.max
+        guard limit > 0 else { return }
         while true {
             do {
-                for try await record in client.records(of: info.logID, from: position, waitMillis: 5_000) {
-                    output.print(record)
+                let wait = client.server.maxWaitMillis > 0 ? min(Int(client.server.maxWaitMillis), 5_000) : 0
+                let fetched = try await client.read(from: info.logID, offset: position, maxWaitMillis: wait)
+                let records = try fetched.records()
+                for record in records.dropFirst(skip) {
+                    output.write(record, to: out)
                     printed += 1
-                    if let count, printed >= count { return }
+                    if printed >= limit { return }
                 }
-                return
+                skip = 0
+                out.flush()
+                position = fetched.nextOffset
             } catch {
-                position = try skipping(error, enabled: skipCorrupt)
+                out.flush()
+                let stopping = error.serverCode == .shuttingDown
+                if case .connectionClosed = error {} else if !stopping {
+                    if case .corruptBatch = error {
+                        position = try skipping(error, enabled: skipCorrupt)
+                        skip = 0
+                        continue
+                    }
+                    Console.error("ringlog: \(error)")
+                    throw ExitCode(exitStatus(for: error))
+                }
+                let why = stopping ? "the server is stopping" : "\(error)"
+                if noReconnect {
+                    Console.error("ringlog: \(why)")
+                    throw ExitCode(6)
+                }
+                Console.error("ringlog: \(why); reconnecting, to resume at offset \(position)")
+                client.close()
+                (client, info) = try await reconnect()
+                Console.error("ringlog: reconnected to \(client.address)")
+            }
+        }
+    }
+
+    /// Connects again with backoff (0.1 s doubling to 5 s) until the server answers.
+    private func reconnect() async throws -> (RingLogClient, LogDescription) {
+        var delay = 0.1
+        while true {
+            try await Task.sleep(for: .seconds(delay))
+            delay = min(delay * 2, 5)
+            do {
+                let client = try await RingLogClient.connect(to: options.server)
+                do {
+                    return (client, try await client.info(log))
+                } catch {
+                    client.close()
+                    throw error
+                }
+            } catch let error as RingLogError {
+                switch error {
+                case .connectFailed, .connectionClosed: continue
+                case .server(_) where error.serverCode == .shuttingDown: continue
+                default:
+                    Console.error("ringlog: \(error)")
+                    throw ExitCode(exitStatus(for: error))
+                }
             }
         }
     }
 }
 
+/// Where the last `count` records of a log begin: a batch offset and how many of that batch's
+/// records come before them. Reads the log from its start, keeping only batch offsets and
+/// record counts.
+func startOfLast(_ count: Int, client: RingLogClient, info: LogDescription) async throws -> (LogOffset, Int) {
+    var batches: [(offset: LogOffset, records: Int)] = []
+    var first = 0
+    var total = 0
+    var offset = info.startOffset
+    var end = info.committedEnd
+    while offset < end {
+        let fetched = try await client.read(from: info.logID, offset: offset, maxBytes: Int(client.server.maxReadBytes))
+        let found: Result<Void, RingLogError> = fetched.withUnsafeBytes { bytes in
+            Result { () throws(RingLogError) in
+                try BatchReader.forEachBatch(in: bytes, startingAt: offset) { batchOffset, header, _ in
+                    batches.append((batchOffset, Int(header.recordCount)))
+                    total += Int(header.recordCount)
+                    // Drop whole batches that the last `count` records do not reach into.
+                    while first < batches.count && total - batches[first].records >= count {
+                        total -= batches[first].records
+                        first += 1
+                    }
+                }
+            }
+        }
+        try found.get()
+        if first > 4096 {
+            batches.removeFirst(first)
+            first = 0
+        }
+        offset = fetched.nextOffset
+        end = fetched.committedEnd
+        if fetched.isEmpty { break }
+    }
+    guard first < batches.count, count > 0 else { return (offset, 0) }
+    return (batches[first].offset, max(0, total - count))
+}
+
 struct Info: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a log's start, end, segments and size; without a log, the server's counters.")
+        abstract: "Show a log's start, end, segments and size; without a log, the server's counters.",
+        discussion: """
+            The server's counters are named as in /metrics without the ringlog_ prefix; with \
+            --json their keys are camelCase (appends_total becomes appendsTotal). \
+            docs/operations.md lists them all.
+
+            \(exitCodesHelp)
+            """)
 
     @OptionGroup var options: ServerOptions
     @Argument(help: "Log name (omit for server-wide statistics).") var log: String?
-    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Print one JSON document.") var json = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
         guard let log else {
-            let stats = try await reportingErrors { try await client.serverStats() }
+            let stats = try await reportingErrors { try await watchdog.run { try await client.serverStats() } }
             if json {
-                print("{" + stats.map { "\(jsonString($0.name)):\($0.value)" }.joined(separator: ",") + "}")
+                print("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),"
+                    + stats.map { "\(jsonString(camelCase($0.name))):\($0.value)" }.joined(separator: ",") + "}")
             } else {
-                print("server \(client.server.serverName) at \(options.server)")
+                print("server \(client.server.serverName) at \(client.address)")
                 for entry in stats { print("\(entry.name) \(entry.value)") }
             }
             return
         }
-        let description = try await reportingErrors { try await client.info(log) }
+        let description = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
         if json {
             print(describeJSON(description))
             return
         }
+        let size = { (bytes: UInt64) in "\(describeByteSize(bytes)) (\(bytes) B)" }
         print("""
             log             \(description.name) (id \(description.logID))
             start offset    \(description.startOffset)
             committed end   \(description.committedEnd)
             segments        \(description.segmentCount)
-            stored bytes    \(description.storedBytes)
-            disk bytes      \(description.diskBytes)
-            segment bytes   \(description.segmentBytes)
-            retention       \(description.retentionBytes == 0 ? "no size limit" : "\(description.retentionBytes) bytes"), \
-            \(description.retentionMillis == 0 ? "no age limit" : "\(description.retentionMillis / 1000) s")
+            stored          \(size(description.storedBytes))
+            on disk         \(size(description.diskBytes))
+            segment size    \(describeByteSize(description.segmentBytes))
+            retention       \(description.retentionBytes == 0 ? "no size limit" : describeByteSize(description.retentionBytes)), \
+            \(description.retentionMillis == 0 ? "no age limit" : describeDuration(seconds: description.retentionMillis / 1000))
             """)
         if !description.failure.isEmpty { print("FAILED          \(description.failure)") }
     }
@@ -254,33 +416,42 @@ struct Info: AsyncParsableCommand {
 
 struct Trim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Advance a log's start to OFFSET (a batch offset or the end); whole segments below it are deleted.")
+        abstract: "Advance a log's start to OFFSET (a batch offset or the end); whole segments below it are deleted.",
+        discussion: exitCodesHelp)
 
     @OptionGroup var options: ServerOptions
     @Argument(help: "Log name.") var log: String
     @Argument(help: "New start offset.") var offset: LogOffset
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        let id = try await logID(client, log)
-        let start = try await reportingErrors { try await client.trim(id, to: offset) }
-        print("start \(start)")
+        let id = try await logID(client, log, watchdog)
+        let start = try await reportingErrors { try await watchdog.run { try await client.trim(id, to: offset) } }
+        print(json ? "{\"startOffset\":\(start)}" : "start \(start)")
     }
 }
 
 struct Ping: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check that the server answers; prints the round trip.")
+    static let configuration = CommandConfiguration(abstract: "Check that the server answers; prints the round trip.", discussion: exitCodesHelp)
 
     @OptionGroup var options: ServerOptions
+    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = try await options.connect()
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
         defer { client.close() }
-        let started = ContinuousClock.now
-        try await reportingErrors { try await client.ping() }
-        let elapsed = ContinuousClock.now - started
-        print("pong from \(client.server.serverName) in \(elapsed.components.attoseconds / 1_000_000_000_000) µs")
+        let started = MonotonicClock.nanos()
+        try await reportingErrors { try await watchdog.run { try await client.ping() } }
+        let micros = (MonotonicClock.nanos() - started) / 1_000
+        if json {
+            print("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),\"roundTripSeconds\":\(Double(micros) / 1e6)}")
+        } else {
+            print("pong from \(client.server.serverName) at \(client.address) in \(micros) µs")
+        }
     }
 }
 
@@ -295,34 +466,4 @@ func checkRange(_ option: String, _ value: UInt64, _ range: ClosedRange<UInt64>,
 func parseSize(_ text: String) throws -> UInt64 {
     guard let bytes = parseByteSize(text), bytes >= 0 else { throw ValidationError("\(text) is not a size (examples: 4096, 64KiB, 1GiB)") }
     return UInt64(bytes)
-}
-
-func lines(_ text: String) -> [[UInt8]] {
-    var result = text.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.utf8) }
-    if result.last?.isEmpty == true { result.removeLast() }
-    return result
-}
-
-func readStandardInput() -> String {
-    String(decoding: readAll(fd: 0), as: UTF8.self)
-}
-
-/// The whole content of a file, or nil when it cannot be opened.
-func readFile(_ path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    return readAll(fd: fd)
-}
-
-func readAll(fd: Int32) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        if count <= 0 { break }
-        bytes += chunk[0..<count]
-    }
-    return bytes
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Glibc
 import RingLogClient
+import RingLogIO
 import RingLogWire
 
 /// How records are printed.
@@ -8,26 +10,109 @@ struct OutputOptions: ParsableArguments {
         case text, hex, json
     }
 
-    @Option(help: "text (the record as a line), hex, or json (one object per line, with positions).")
+    @Option(help: "text (each record's bytes as they are, then a newline), hex, or json (JSON Lines, with positions).")
     var format: Format = .text
+    @Flag(help: "Short for --format json.") var json = false
     @Flag(help: "Prefix text and hex lines with the record's position, OFFSET/INDEX and a tab.")
     var positions = false
 
-    func print(_ record: Record) {
-        switch format {
-        case .text: Swift.print((positions ? "\(record.position)\t" : "") + String(decoding: record.bytes, as: UTF8.self))
-        case .hex: Swift.print((positions ? "\(record.position)\t" : "") + record.bytes.map { hexByte($0) }.joined())
+    var effectiveFormat: Format { json ? .json : format }
+
+    /// Adds one record to `output` (written out by the caller's `flush`).
+    func write(_ record: Record, to output: StandardOutput) {
+        switch effectiveFormat {
+        case .text:
+            if positions { output.append("\(record.position)\t") }
+            output.append(bytes: record.bytes)
+            output.append("\n")
+        case .hex:
+            if positions { output.append("\(record.position)\t") }
+            output.append(hexString(record.bytes))
+            output.append("\n")
         case .json:
-            Swift.print(
+            output.append(
                 "{\"offset\":\(record.position.batchOffset),\"index\":\(record.position.index),\"appendTimeMicros\":\(record.appendTimeMicros),"
-                    + "\"value\":\(jsonString(String(decoding: record.bytes, as: UTF8.self))),\"hex\":\"\(record.bytes.map { hexByte($0) }.joined())\"}")
+                    + "\(jsonValue(record.bytes))}\n")
         }
     }
 }
 
-func hexByte(_ byte: UInt8) -> String {
-    let digits = Array("0123456789abcdef")
-    return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
+/// Standard output, buffered by the program and written with write(2) when `flush` says: after
+/// each response's records and before any wait, whether stdout is a terminal, a pipe or a file.
+/// (stdio would hold a pipe's output until exit, and lose it on Ctrl-C.)
+final class StandardOutput {
+    private var buffer: [UInt8] = []
+    private let limit = 1 << 20
+
+    init() { buffer.reserveCapacity(64 << 10) }
+
+    func append(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+        if buffer.count >= limit { flush() }
+    }
+
+    func append(bytes: [UInt8]) {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= limit { flush() }
+    }
+
+    func line(_ text: String) { append(text + "\n") }
+
+    /// Writes everything buffered. A closed pipe (`ringlog tail LOG | head`) ends the program
+    /// quietly, as it ends `cat`.
+    func flush() {
+        var written = 0
+        while written < buffer.count {
+            let result = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + written, $0.count - written) }
+            if result < 0 {
+                if errno == EINTR { continue }
+                if errno == EPIPE { exit(0) }
+                Console.error("ringlog: cannot write to standard output: \(String(cString: strerror(errno)))")
+                exit(74)
+            }
+            written += result
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    deinit { flush() }
+}
+
+func hexString(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count * 2)
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// `"value":...` for a record: a JSON string when the bytes are UTF-8, else base64, marked by
+/// `"encoding"` either way.
+func jsonValue(_ bytes: [UInt8]) -> String {
+    if let text = String(validating: bytes, as: UTF8.self) {
+        return "\"value\":\(jsonString(text)),\"encoding\":\"utf8\""
+    }
+    return "\"value\":\"\(base64(bytes))\",\"encoding\":\"base64\""
+}
+
+func base64(_ bytes: [UInt8]) -> String {
+    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity((bytes.count + 2) / 3 * 4)
+    var index = 0
+    while index < bytes.count {
+        let chunk = bytes[index..<min(index + 3, bytes.count)]
+        var value = UInt32(0)
+        for (position, byte) in chunk.enumerated() { value |= UInt32(byte) << (16 - 8 * position) }
+        for position in 0..<4 {
+            out.append(position <= chunk.count ? alphabet[Int((value >> (18 - 6 * position)) & 63)] : UInt8(ascii: "="))
+        }
+        index += 3
+    }
+    return String(decoding: out, as: UTF8.self)
 }
 
 /// A JSON string literal (control characters escaped).
@@ -42,7 +127,7 @@ func jsonString(_ text: String) -> String {
         case "\t": out += "\\t"
         default:
             if scalar.value < 0x20 {
-                out += "\\u00" + hexByte(UInt8(scalar.value))
+                out += "\\u00" + hexString([UInt8(scalar.value)])
             } else {
                 out.unicodeScalars.append(scalar)
             }
@@ -51,9 +136,32 @@ func jsonString(_ text: String) -> String {
     return out + "\""
 }
 
+/// A JSON string, or null when absent or empty.
+func jsonOptionalString(_ text: String?) -> String {
+    guard let text, !text.isEmpty else { return "null" }
+    return jsonString(text)
+}
+
+/// A log's description as one JSON object (absent limits and failures are null).
 func describeJSON(_ log: LogDescription) -> String {
     "{\"name\":\(jsonString(log.name)),\"id\":\(log.logID),\"startOffset\":\(log.startOffset),\"committedEnd\":\(log.committedEnd),"
         + "\"segments\":\(log.segmentCount),\"storedBytes\":\(log.storedBytes),\"diskBytes\":\(log.diskBytes),"
-        + "\"segmentBytes\":\(log.segmentBytes),\"retentionBytes\":\(log.retentionBytes),\"retentionMillis\":\(log.retentionMillis),"
-        + "\"failure\":\(jsonString(log.failure))}"
+        + "\"segmentBytes\":\(log.segmentBytes),\"retentionBytes\":\(log.retentionBytes == 0 ? "null" : "\(log.retentionBytes)"),"
+        + "\"retentionSeconds\":\(log.retentionMillis == 0 ? "null" : "\(Double(log.retentionMillis) / 1000)"),"
+        + "\"failure\":\(jsonOptionalString(log.failure))}"
+}
+
+/// `appends_total` -> `appendsTotal`: the server's statistic names in JSON's convention.
+func camelCase(_ name: String) -> String {
+    var out = ""
+    var upper = false
+    for character in name {
+        if character == "_" {
+            upper = true
+        } else {
+            out.append(upper ? Character(character.uppercased()) : character)
+            upper = false
+        }
+    }
+    return out
 }

@@ -3,21 +3,24 @@ import Glibc
 import RingLogClient
 import RingLogIO
 import RingLogWire
+import Synchronization
 
 @main
 struct RingLogCommand: AsyncParsableCommand {
-    /// `--server` belongs to the subcommands; accept it before the subcommand too
-    /// (`ringlog --server host:port ping`) by moving it to the end.
+    /// `--server`, `-s` and `--timeout` belong to the subcommands; accept them before the
+    /// subcommand too (`ringlog -s host:port ping`) by moving them to the end.
     static func main() async {
         var arguments = Array(CommandLine.arguments.dropFirst())
-        if let index = arguments.firstIndex(where: { $0 == "--server" || $0.hasPrefix("--server=") }),
-            !arguments[..<index].contains(where: { !$0.hasPrefix("-") })
-        {
-            let taken = arguments[index] == "--server" && index + 1 < arguments.count ? 2 : 1
-            let option = Array(arguments[index..<(index + taken)])
-            arguments.removeSubrange(index..<(index + taken))
-            arguments += option
+        var moved: [String] = []
+        while let first = arguments.first, first.hasPrefix("-") {
+            let takesValue = ["--server", "-s", "--timeout"].contains(first)
+            let inline = first.hasPrefix("--server=") || first.hasPrefix("--timeout=")
+            guard takesValue || inline else { break }
+            let taken = takesValue && arguments.count > 1 ? 2 : 1
+            moved += arguments.prefix(taken)
+            arguments.removeFirst(taken)
         }
+        arguments += moved
         do {
             var command = try parseAsRoot(arguments)
             if var asynchronous = command as? AsyncParsableCommand {
@@ -34,9 +37,10 @@ struct RingLogCommand: AsyncParsableCommand {
         commandName: "ringlog",
         abstract: "Talk to a RingLog server: manage logs, append and read records, benchmark.",
         discussion: """
-            Exit codes: 0 success; 1 error reported by the server (not listed below); 2 cannot \
-            connect to the server; 3 unknown log; 4 offset out of range or not a batch start; \
-            5 corrupt data; 6 connection lost; 64 bad command line.
+            The server is --server (-s), else $RINGLOG_SERVER, else 127.0.0.1:7400; host names \
+            resolve (IPv4 and IPv6). Every command takes --json.
+
+            \(exitCodesHelp)
             """,
         version: "0.1.0",
         subcommands: [
@@ -44,17 +48,83 @@ struct RingLogCommand: AsyncParsableCommand {
         ])
 }
 
+let exitCodesHelp = """
+    Exit codes: 0 success; 1 error reported by the server (not listed below); 2 cannot connect \
+    to the server, or the address is not a RingLog server; 3 unknown log; 4 offset out of range \
+    or not a batch start; 5 corrupt data; 6 connection lost; 7 no answer within --timeout; 64 bad \
+    command line or a record too large for the server; 130 interrupted (Ctrl-C).
+    """
+
 /// Options every subcommand that talks to a server takes.
 struct ServerOptions: ParsableArguments {
-    @Option(name: .long, help: "Server address, host:port or [ipv6]:port (default: $RINGLOG_SERVER, else 127.0.0.1:7400).")
+    @Option(name: [.short, .long], help: "Server address, host:port or [ipv6]:port (default: $RINGLOG_SERVER, else 127.0.0.1:7400).")
     var server = environmentServer ?? "127.0.0.1:7400"
+    @Option(help: "Seconds to wait for each answer, connecting included; 0 waits for ever (default: 10; tail: no limit).")
+    var timeout: Double?
 
-    func connect() async throws -> RingLogClient {
-        try await reportingErrors { try await RingLogClient.connect(to: server) }
+    func validate() throws {
+        if let timeout, !(timeout >= 0) { throw ValidationError("--timeout must be 0 or more seconds") }
+    }
+
+    /// The watchdog for this command: `--timeout`, else `defaultSeconds`.
+    func watchdog(defaultSeconds: Double? = 10) -> Watchdog {
+        let seconds = timeout ?? defaultSeconds
+        return Watchdog(seconds: seconds == 0 ? nil : seconds, server: server)
+    }
+
+    func connect(_ watchdog: Watchdog) async throws -> RingLogClient {
+        try await reportingErrors { try await watchdog.run { try await RingLogClient.connect(to: server) } }
     }
 }
 
 let environmentServer: String? = getenv("RINGLOG_SERVER").map { String(cString: $0) }
+
+/// Ends the program with exit code 7 when an answer the command waits for takes longer than
+/// `seconds`. Armed only while a request is outstanding, so a long read or a slow producer on
+/// standard input is not cut short.
+final class Watchdog: Sendable {
+    let seconds: Double?
+    private final class Deadline: Sendable {
+        let due = Mutex<UInt64?>(nil)
+    }
+    private let deadline = Deadline()
+
+    init(seconds: Double?, server: String) {
+        self.seconds = seconds
+        guard let seconds else { return }
+        let thread = spawnThread { [deadline] in
+            while true {
+                usleep(20_000)
+                if let due = deadline.due.withLock({ $0 }), MonotonicClock.nanos() > due {
+                    Console.error("ringlog: no answer from \(server) within \(formatSeconds(seconds))")
+                    exit(7)
+                }
+            }
+        }
+        pthread_detach(thread)
+    }
+
+    /// (Re)starts the clock: an answer is due within `seconds` from now.
+    func arm() {
+        guard let seconds else { return }
+        let due = MonotonicClock.nanos() + UInt64(seconds * 1e9)
+        deadline.due.withLock { $0 = due }
+    }
+
+    func disarm() { deadline.due.withLock { $0 = nil } }
+
+    func run<T>(_ body: () async throws -> T) async rethrows -> T {
+        arm()
+        defer { disarm() }
+        return try await body()
+    }
+}
+
+/// `0.5 s`, `10 s`, `2 min`.
+func formatSeconds(_ seconds: Double) -> String {
+    if seconds >= 120 && seconds.truncatingRemainder(dividingBy: 60) == 0 { return "\(Int(seconds / 60)) min" }
+    return seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
+}
 
 /// Turns library errors into a message on standard error and the documented exit code.
 func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
@@ -62,13 +132,16 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
         return try await body()
     } catch let error as RingLogError {
         Console.error("ringlog: \(error)")
-        throw ExitCode(exitCode(for: error))
+        throw ExitCode(exitStatus(for: error))
+    } catch let error as RecordTooLarge {
+        Console.error("ringlog: \(error.message)")
+        throw ExitCode(64)
     }
 }
 
-func exitCode(for error: RingLogError) -> Int32 {
+func exitStatus(for error: RingLogError) -> Int32 {
     switch error {
-    case .connectFailed: 2
+    case .connectFailed, .notRingLog: 2
     case .connectionClosed, .protocolViolation: 6
     case .corruptBatch: 5
     case .invalidArgument: 64
@@ -77,14 +150,15 @@ func exitCode(for error: RingLogError) -> Int32 {
         case .unknownLog: 3
         case .offsetOutOfRange, .notBatchBoundary: 4
         case .corruptBatch: 5
+        case .shuttingDown: 6
         default: 1
         }
     }
 }
 
 /// Resolves a log name to its id.
-func logID(_ client: RingLogClient, _ name: String) async throws -> LogID {
-    try await reportingErrors { try await client.info(name).logID }
+func logID(_ client: RingLogClient, _ name: String, _ watchdog: Watchdog) async throws -> LogID {
+    try await reportingErrors { try await watchdog.run { try await client.info(name).logID } }
 }
 
 extension LogOffset: ExpressibleByArgument {

@@ -76,7 +76,7 @@ import Testing
             #expect(try ringlog("list").output.isEmpty, "nothing was created")
             #expect(try ringlog("create", "week", "--retention-seconds", "604800").status == 0)
             let info = try JSONSerialization.jsonObject(with: Data(try ringlog("info", "week", "--json").output.utf8)) as? [String: Any]
-            #expect(info?["retentionMillis"] as? Int == 604_800_000)
+            #expect(info?["retentionSeconds"] as? Double == 604_800)
         }
     }
 
