@@ -4,7 +4,7 @@ import RingLogStorage
 
 extension DiskOperation {
     /// The ring operation that carries this out. Paths and buffers stay owned by the request,
-    /// which the executor keeps until the completion arrives.
+    /// which the store keeps until the completion arrives.
     var ringOperation: RingOperation {
         switch self {
         case .open(let path, let flags, let mode): .open(path: path.pointer, flags: flags, mode: mode)
@@ -13,7 +13,7 @@ extension DiskOperation {
         case .write(let fd, let position, let bytes, let uncached): .write(fd: fd, position: position, bytes: bytes, uncached: uncached)
         case .fdatasync(let fd): .sync(fd: fd, dataOnly: true)
         case .fsync(let fd): .sync(fd: fd, dataOnly: false)
-        case .fallocate(let fd, let length): .fallocate(fd: fd, length: length)
+        case .fallocate(let fd, let offset, let length): .fallocate(fd: fd, offset: offset, length: length)
         case .syncFileRange(let fd, let position, let length): .syncFileRange(fd: fd, position: position, length: length)
         case .rename(let from, let to): .rename(from: from.pointer, to: to.pointer)
         case .unlink(let path, let isDirectory): .unlink(path: path.pointer, isDirectory: isDirectory)

@@ -28,7 +28,8 @@ public enum RingOperation {
     case write(fd: Int32, position: Int64, bytes: UnsafeRawBufferPointer, uncached: Bool)
     /// fdatasync (`dataOnly`) or fsync.
     case sync(fd: Int32, dataOnly: Bool)
-    case fallocate(fd: Int32, length: Int64)
+    /// Allocates `length` bytes from `offset` (mode 0: the file grows to cover them).
+    case fallocate(fd: Int32, offset: Int64, length: Int64)
     /// `sync_file_range` with WAIT_BEFORE, WRITE and WAIT_AFTER: writes a range back and waits.
     case syncFileRange(fd: Int32, position: Int64, length: Int64)
     case open(path: UnsafePointer<CChar>, flags: Int32, mode: UInt32)
@@ -101,8 +102,8 @@ public enum RingOperation {
             if uncached { entry.pointee.rw_flags = RINGLOG_RWF_DONTCACHE }
         case .sync(let fd, let dataOnly):
             io_uring_prep_fsync(entry, fd, dataOnly ? IORING_FSYNC_DATASYNC : 0)
-        case .fallocate(let fd, let length):
-            io_uring_prep_fallocate(entry, fd, 0, 0, off_t(length))
+        case .fallocate(let fd, let offset, let length):
+            io_uring_prep_fallocate(entry, fd, 0, off_t(offset), off_t(length))
         case .syncFileRange(let fd, let position, let length):
             io_uring_prep_sync_file_range(entry, fd, UInt32(length), UInt64(position), Int32(RINGLOG_SYNC_FILE_RANGE_WRITE_AND_WAIT))
         case .open(let path, let flags, let mode):

@@ -47,7 +47,7 @@ public final class SimulatedDisk: DiskIO {
     public var syncFault: ((String) -> Int32?)?
     /// Called for every write (path, position, byte count); return a fault to inject one.
     public var writeFault: ((String, Int, Int) -> WriteFault?)?
-    /// Called for every fallocate (path, length); return an errno to fail it.
+    /// Called for every fallocate (path, end of the range allocated); return an errno to fail it.
     public var allocateFault: ((String, Int) -> Int32?)?
     /// Off, uncached writes and reads fail with EOPNOTSUPP, as on kernels before 6.14.
     public var supportsUncachedIO = true
@@ -75,7 +75,7 @@ public final class SimulatedDisk: DiskIO {
             if uncached && !supportsUncachedIO { return -Int64(EOPNOTSUPP) }
             return write(fd, position: Int(position), bytes: bytes)
         case .fdatasync(let fd), .fsync(let fd): return sync(fd)
-        case .fallocate(let fd, let length): return allocate(fd, length: Int(length))
+        case .fallocate(let fd, let offset, let length): return allocate(fd, length: Int(offset + length))
         // Writeback without a cache flush: nothing becomes durable, so there is nothing to model.
         case .syncFileRange(let fd, _, _): return descriptors[fd] == nil ? -Int64(EBADF) : 0
         case .rename(let from, let to): return rename(from.string, to.string)

@@ -19,7 +19,8 @@ public enum DiskOperation {
     case fdatasync(fd: Int32)
     /// A full fsync; used on directories to make entries durable.
     case fsync(fd: Int32)
-    case fallocate(fd: Int32, length: Int64)
+    /// Allocates `length` bytes from `offset`; the file grows to cover them.
+    case fallocate(fd: Int32, offset: Int64, length: Int64)
     /// Starts writeback of a range and waits for it (`sync_file_range` with WAIT_BEFORE, WRITE
     /// and WAIT_AFTER). Makes nothing durable; it only keeps a later fdatasync from having to write
     /// those pages.
@@ -61,7 +62,7 @@ extension DiskOperation {
         case .open(let path, _, _), .unlink(let path, _), .mkdir(let path, _): path.string
         case .rename(let from, let to): "\(from) -> \(to)"
         case .close(let fd), .read(let fd, _, _, _), .write(let fd, _, _, _), .fdatasync(let fd), .fsync(let fd),
-            .fallocate(let fd, _), .syncFileRange(let fd, _, _):
+            .fallocate(let fd, _, _), .syncFileRange(let fd, _, _):
             "fd \(fd)"
         }
     }

@@ -152,7 +152,7 @@ final class DiskScript {
                 into: UnsafeMutableRawBufferPointer(rebasing: bytes.mutableBytes[transferred...]), uncached: false)
         case .fdatasync(let file): .fdatasync(fd: descriptor(file))
         case .fsync(let file): .fsync(fd: descriptor(file))
-        case .fallocate(let file, let length): .fallocate(fd: descriptor(file), length: length)
+        case .fallocate(let file, let length): .fallocate(fd: descriptor(file), offset: 0, length: length)
         case .rename(let from, let to): .rename(from: from, to: to)
         case .unlink(let path, let isDirectory, _): .unlink(path: path, isDirectory: isDirectory)
         case .mkdir(let path, _): .mkdir(path: path, mode: 0o755)

@@ -9,6 +9,8 @@ enum LogOperation {
     /// Zero-ahead: writing a chunk of zeros, then writing it back.
     case zeroWrite(Segment, Range<Int>)
     case zeroWriteback(Segment, Range<Int>)
+    /// Allocate-ahead: one fallocate step of the active segment.
+    case allocate(Segment, Range<Int>)
 }
 
 /// Multi-step work of one log (`DiskScript`s).
@@ -169,6 +171,10 @@ public final class Log {
             }
         case .zeroWriteback(let segment, let range):
             writer.zeroWritebackFinished(segment, range, result: result)
+            files.releaseLease(segment)
+            context.markDirty(self)
+        case .allocate(let segment, let range):
+            writer.allocateFinished(segment, range, result: result)
             files.releaseLease(segment)
             context.markDirty(self)
         }

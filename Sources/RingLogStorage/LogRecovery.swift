@@ -58,6 +58,8 @@ struct LogRecovery {
     let directory: CPath
     let disk: DiskIO
     let configuration: StoreConfiguration
+    /// The log's segment size: the last segment's capacity, however much of it is allocated.
+    let segmentBytes: Int
     var report: RecoveryReport
     private var scratch: OwnedBytes
     /// The first read error met while scanning; recovery fails with it.
@@ -67,6 +69,7 @@ struct LogRecovery {
         self.directory = directory
         self.disk = disk
         self.configuration = configuration
+        segmentBytes = meta.settings.segmentBytes
         report = RecoveryReport(logName: meta.name, logID: meta.logID)
         scratch = OwnedBytes(uninitializedCount: max(8 << 20, 2 * configuration.maxBatchBytes))
     }
@@ -112,7 +115,7 @@ struct LogRecovery {
             guard checkpoint.map({ $0.checkpointOffset == $0.startOffset }) ?? true else {
                 return .failure(.storageFailed("no segment files in \(directory), but its checkpoint records data"))
             }
-            switch createFirstSegment(at: checkpoint?.startOffset ?? .zero, bytes: meta.settings.segmentBytes) {
+            switch createFirstSegment(at: checkpoint?.startOffset ?? .zero, bytes: configuration.initialAllocation(segmentBytes: meta.settings.segmentBytes)) {
             case .failure(let error): return .failure(error)
             case .success(let segment): found = [segment]
             }
@@ -206,7 +209,7 @@ struct LogRecovery {
     private func createFirstSegment(at base: LogOffset, bytes: Int) -> Result<Found, StorageError> {
         let path = directory.appending(LogFileNames.segment(base))
         return disk.run(.open(path: path, flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644)).flatMap { fd in
-            disk.run(.fallocate(fd: Int32(fd), length: Int64(bytes))).map { _ in Found(base: base, fd: Int32(fd), fileBytes: bytes) }
+            disk.run(.fallocate(fd: Int32(fd), offset: 0, length: Int64(bytes))).map { _ in Found(base: base, fd: Int32(fd), fileBytes: bytes) }
         }
     }
 
@@ -232,8 +235,8 @@ struct LogRecovery {
         for (position, file) in zip(found.indices, found) {
             let dataEnd = position + 1 < found.endIndex ? found[position + 1].base : nextBase
             let segment = Segment(
-                base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: dataEnd, syncedEnd: dataEnd, nameDurable: true,
-                index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
+                base: file.base, fileBytes: file.fileBytes, allocatedBytes: file.fileBytes, fd: file.fd, dataEnd: dataEnd, syncedEnd: dataEnd,
+                nameDurable: true, index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
             segment.sealed = true
             if let (index, header) = loadIndex(file, limit: dataEnd), header.dataEnd == dataEnd {
                 segment.index = index
@@ -333,9 +336,12 @@ struct LogRecovery {
                 mode: .tail(requiredEpoch: requiredEpoch))
             if readFailure != nil { return (segments, maxEpoch) }
             maxEpoch = max(maxEpoch, result.maxEpoch)
+            // The last segment goes on filling up to the log's segment size, whatever part of it
+            // its file was allocated so far (allocate-ahead grows it in steps).
+            let isLast = position == found.count - 1
             let segment = Segment(
-                base: file.base, fileBytes: file.fileBytes, fd: file.fd, dataEnd: result.end, syncedEnd: result.end, nameDurable: true,
-                index: index)
+                base: file.base, fileBytes: isLast ? max(file.fileBytes, segmentBytes) : file.fileBytes,
+                allocatedBytes: file.fileBytes, fd: file.fd, dataEnd: result.end, syncedEnd: result.end, nameDurable: true, index: index)
             segment.maxAppendTimeMicros = max(result.maxAppendTimeMicros, maxAppendTimeBelow)
             segment.persistedEntryCount = persisted
             segment.persistedDataEnd = persistedDataEnd

@@ -153,7 +153,7 @@ public final class LogStore {
             .fdatasync(.opened("meta")),
             .close(.opened("meta")),
             .open(staging.appending(LogFileNames.segment(.zero)), flags: O_RDWR | create, mode: 0o644, as: "segment"),
-            .fallocate(.opened("segment"), length: Int64(settings.segmentBytes)),
+            .fallocate(.opened("segment"), length: Int64(configuration.initialAllocation(segmentBytes: settings.segmentBytes))),
             .fsync(.opened("segment")),
             .open(staging.appending(LogFileNames.checkpoint), flags: O_WRONLY | create, mode: 0o644, as: "checkpoint"),
             .write(.opened("checkpoint"), position: 0, OwnedBytes(checkpoint.encoded())),
@@ -191,7 +191,8 @@ public final class LogStore {
             context.emit(.created(context: requester, .failure(reported)))
         case .success:
             let segment = Segment(
-                base: .zero, fileBytes: meta.settings.segmentBytes, fd: script.openedDescriptor("segment"), dataEnd: .zero,
+                base: .zero, fileBytes: meta.settings.segmentBytes,
+                allocatedBytes: configuration.initialAllocation(segmentBytes: meta.settings.segmentBytes), fd: script.openedDescriptor("segment"), dataEnd: .zero,
                 syncedEnd: .zero, nameDurable: true, index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
             let state = LogState(
                 meta: meta, epoch: 1, directory: directory.logs.appending(meta.name), directoryFD: script.openedDescriptor("directory"),

@@ -56,6 +56,7 @@ final class LogWriter {
     func issueIO(for log: Log) -> Bool {
         issueWrite(for: log)
         issueSyncs(for: log)
+        issueAllocateAhead(for: log)
         issueZeroAhead(for: log)
         return writeIssuedEnd < state.positions.reserved || state.positions.written > state.positions.committed
     }
@@ -107,6 +108,45 @@ final class LogWriter {
         }
     }
 
+    // MARK: Allocate-ahead
+
+    /// Keeps the active segment allocated (fallocate, mode 0: the file grows) at least a quarter
+    /// of `allocateAheadBytes` past the appends, topping it up to the whole distance when it runs
+    /// short (so in steps of at least three quarters of it), instead of allocating a whole
+    /// segment when it is made: disk use follows the data (docs/storage.md, "Allocation"). The
+    /// step runs off the append path, ahead of the writes that will land in it; a write that
+    /// overtakes it simply grows the file itself.
+    private func issueAllocateAhead(for log: Log) {
+        let ahead = context.configuration.allocateAheadBytes
+        guard ahead > 0, !context.shuttingDown else { return }
+        let segment = state.activeSegment
+        guard !segment.sealed, !segment.allocating, segment.fd >= 0, segment.allocatedEnd < segment.fileBytes else { return }
+        let reserved = Int(segment.filePosition(of: state.positions.reserved))
+        guard segment.allocatedEnd < reserved + ahead / 4 else { return }
+        // From the allocated end, or from the page the appends reached when they overtook it.
+        let start = max(segment.allocatedEnd, reserved & ~4095)
+        let end = min(segment.fileBytes, reserved + ahead)
+        guard end > start else { return }
+        segment.allocating = true
+        segment.readLeases += 1
+        context.requests.issue(.fallocate(fd: segment.fd, offset: Int64(start), length: Int64(end - start)), for: log, .allocate(segment, start..<end))
+    }
+
+    /// An allocation step finished. A failure (a full disk, a file system without fallocate) stops
+    /// stepping for this segment: the writes grow the file themselves, and report a full disk.
+    func allocateFinished(_ segment: Segment, _ range: Range<Int>, result: DiskResult) {
+        segment.allocating = false
+        if result >= 0 {
+            segment.allocatedEnd = max(segment.allocatedEnd, range.upperBound)
+            context.statistics.allocationSteps += 1
+        } else {
+            context.logger.warning(
+                "allocating ahead failed; appends grow the file instead",
+                metadata: ["log": "\(state.name)", "error": "\(StorageError.errnoName(Int32(-result)))"])
+            segment.allocatedEnd = max(segment.allocatedEnd, segment.fileBytes)
+        }
+    }
+
     // MARK: Zero-ahead
 
     /// Keeps the active segment written with zeros a little past the reservation point, one chunk
@@ -136,8 +176,11 @@ final class LogWriter {
             start = (reserved + chunk / 4 + chunk - 1) / chunk * chunk
             segment.preparedEnd = start
         }
-        guard start < segment.fileBytes, start < reserved + configuration.zeroAheadBytes else { return }
-        let range = start..<min(start + chunk, segment.fileBytes)
+        // Zeros go only where the file is allocated: they turn allocated extents into written
+        // ones, and never grow the file past what allocate-ahead decided.
+        let allocated = configuration.allocateAheadBytes > 0 ? min(segment.fileBytes, segment.allocatedEnd) : segment.fileBytes
+        guard start < allocated, start < reserved + configuration.zeroAheadBytes else { return }
+        let range = start..<min(start + chunk, allocated)
         segment.zeroing = range
         segment.readLeases += 1
         context.requests.issue(
@@ -207,7 +250,11 @@ final class LogWriter {
         }
         if result == 0 { return .failed(.storageFailed("writing \(state.name) at offset \(start) wrote 0 bytes")) }
         if uncached { context.statistics.uncachedWrites += 1 }
-        state.positions.wrote(upTo: start.advanced(by: Int(result)))
+        let end = start.advanced(by: Int(result))
+        if let segment = state.segments.last(where: { $0.base < end }) {
+            segment.allocatedEnd = max(segment.allocatedEnd, segment.base.distance(to: end))
+        }
+        state.positions.wrote(upTo: end)
         if Int(result) < length { writeIssuedEnd = state.positions.written }
         return .wrote
     }

@@ -1,10 +1,15 @@
 import RingLogWire
 
-/// One segment file of a log: whole batches back to back from `base`, preallocated to `fileBytes`.
+/// One segment file of a log: whole batches back to back from `base`, up to `fileBytes`.
 final class Segment {
     let base: LogOffset
-    /// The preallocated size of the file; a batch never crosses it.
+    /// The segment's capacity: a batch never crosses it. The file itself is allocated in steps
+    /// up to it (`allocatedEnd`).
     let fileBytes: Int
+    /// File bytes allocated (fallocated or written): the file's size.
+    var allocatedEnd: Int
+    /// An allocation step is in flight.
+    var allocating = false
     /// -1 once closed.
     var fd: Int32
     /// One past the last batch placed in this segment (reserved, not necessarily written).
@@ -36,9 +41,12 @@ final class Segment {
     var readLeases = 0
     var deleted = false
 
-    init(base: LogOffset, fileBytes: Int, fd: Int32, dataEnd: LogOffset, syncedEnd: LogOffset, nameDurable: Bool, index: SparseIndex) {
+    init(
+        base: LogOffset, fileBytes: Int, allocatedBytes: Int, fd: Int32, dataEnd: LogOffset, syncedEnd: LogOffset, nameDurable: Bool, index: SparseIndex
+    ) {
         self.base = base
         self.fileBytes = fileBytes
+        allocatedEnd = allocatedBytes
         self.fd = fd
         self.dataEnd = dataEnd
         self.syncedEnd = syncedEnd

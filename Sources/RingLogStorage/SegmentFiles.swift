@@ -27,12 +27,15 @@ final class SegmentFiles {
         self.context = context
     }
 
-    /// Bytes of segment files on disk, the spare included.
+    /// Bytes allocated to segment files, the spare included.
     var diskBytes: Int {
-        var bytes = state.segments.reduce(0) { $0 + $1.fileBytes }
-        if case .ready = spare { bytes += state.settings.segmentBytes }
+        var bytes = state.segments.reduce(0) { $0 + $1.allocatedEnd }
+        if case .ready = spare { bytes += spareBytes }
         return bytes
     }
+
+    /// What a spare is allocated with: the first step of a segment, not all of it.
+    private var spareBytes: Int { context.configuration.initialAllocation(segmentBytes: state.settings.segmentBytes) }
 
     /// Makes room for a batch of `length` bytes: nothing to do while the active segment holds it;
     /// otherwise rotates into the spare (once everything reserved is written, so undoing a failed
@@ -55,7 +58,7 @@ final class SegmentFiles {
             active.sealed = true
             let reserved = state.positions.reserved
             let segment = Segment(
-                base: reserved, fileBytes: state.settings.segmentBytes, fd: fd, dataEnd: reserved, syncedEnd: reserved,
+                base: reserved, fileBytes: state.settings.segmentBytes, allocatedBytes: spareBytes, fd: fd, dataEnd: reserved, syncedEnd: reserved,
                 nameDurable: false, index: SparseIndex(intervalBytes: UInt32(context.configuration.indexIntervalBytes)))
             state.segments.append(segment)
             let script = DiskScript([
@@ -95,7 +98,7 @@ final class SegmentFiles {
         spareNumber += 1
         let script = DiskScript([
             .open(state.directory.appending(LogFileNames.spare(spareNumber)), flags: O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o644, as: "spare"),
-            .fallocate(.opened("spare"), length: Int64(state.settings.segmentBytes)),
+            .fallocate(.opened("spare"), length: Int64(spareBytes)),
             .fsync(.opened("spare")),
         ])
         context.requests.start(script, for: .log(log, .prepareSpare))

@@ -64,6 +64,12 @@ public struct StoreConfiguration: Sendable {
     /// Zero-ahead runs while the log's recent fdatasyncs average fewer bytes than this; larger
     /// syncs amortize the journal commit, and zeroing would only double the bytes written.
     public var zeroAheadMaxSyncBytes: Int
+    /// Segment files are allocated in steps, not whole (docs/storage.md, "Allocation"): a new
+    /// segment starts with half of this allocated, and the active one is kept allocated at least
+    /// a quarter of this past its appends, topped up to all of it when it runs short. So disk use
+    /// follows the data: at most about this much more per log, plus a spare's half once the
+    /// active segment is half full. 0 allocates whole segments up front.
+    public var allocateAheadBytes: Int
     /// Writes that start inside a batch of at least this many bytes are uncached (RWF_DONTCACHE):
     /// bulk ingest then cycles through a few page-cache pages instead of filling the cache, which
     /// on this kind of machine is the slowest part of a large durable append (docs/storage.md).
@@ -89,7 +95,8 @@ public struct StoreConfiguration: Sendable {
         zeroChunkBytes: Int = 256 << 10,
         zeroAheadMaxSyncBytes: Int = 256 << 10,
         uncachedBatchBytes: Int = 512 << 10,
-        uncachedColdReads: Bool = true
+        uncachedColdReads: Bool = true,
+        allocateAheadBytes: Int = 4 << 20
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -104,6 +111,13 @@ public struct StoreConfiguration: Sendable {
         self.zeroAheadMaxSyncBytes = zeroAheadMaxSyncBytes
         self.uncachedBatchBytes = uncachedBatchBytes
         self.uncachedColdReads = uncachedColdReads
+        self.allocateAheadBytes = allocateAheadBytes
+    }
+
+    /// Bytes allocated when a segment file is made: half the allocate-ahead distance, or the
+    /// whole segment when stepping is off.
+    func initialAllocation(segmentBytes: Int) -> Int {
+        allocateAheadBytes == 0 ? segmentBytes : min(segmentBytes, allocateAheadBytes / 2)
     }
 
     /// Every reason this configuration cannot work, each naming the setting (as ringlogd's flag
@@ -124,6 +138,9 @@ public struct StoreConfiguration: Sendable {
         check("zero-ahead-bytes", zeroAheadBytes, 0...(1 << 30))
         if zeroAheadBytes > 0 {
             check("zero-chunk-bytes", zeroChunkBytes, 4096...UInt64(max(zeroAheadBytes, 4096)), rule: "at most zero-ahead-bytes")
+        }
+        if allocateAheadBytes != 0 {
+            check("allocate-ahead-bytes", allocateAheadBytes, 8_192...(1 << 30), rule: "or 0 (whole segments)")
         }
         if uncachedBatchBytes != 0 {
             // Smaller would make nearly every write uncached, and each append would then find the

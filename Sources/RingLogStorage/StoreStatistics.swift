@@ -5,6 +5,8 @@ public struct StoreStatistics: Sendable {
     public var uncachedWrites = 0
     /// Zero-ahead chunks written and written back.
     public var zeroChunks = 0
+    /// Allocate-ahead steps (fallocate) completed.
+    public var allocationSteps = 0
     public var fdatasyncs = 0
     public var tailReadHits = 0
     public var tailReadMisses = 0

@@ -135,6 +135,14 @@ struct RingLogDaemon: AsyncParsableCommand {
 
     @Option(
         help: """
+            Allocate segment files in steps, keeping the active one allocated this far ahead of the \
+            appends (a new segment starts with half of it), so a log's disk use follows its data. \
+            0 allocates whole segments up front.
+            """)
+    var allocateAheadBytes = ByteSize(bytes: storeDefaults.allocateAheadBytes)
+
+    @Option(
+        help: """
             Appends in batches at least this large are written uncached (RWF_DONTCACHE, Linux 6.14+): \
             bulk ingest does not fill the page cache, and lagging readers read those bytes from disk \
             (see docs/storage.md). 0 turns it off.
@@ -205,6 +213,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.tailCacheBytes = cacheBytes.bytes
         storage.zeroAheadBytes = zeroAheadBytes.bytes
         storage.zeroChunkBytes = zeroChunkBytes.bytes
+        storage.allocateAheadBytes = allocateAheadBytes.bytes
         storage.uncachedBatchBytes = uncachedBatchBytes.bytes
         storage.uncachedColdReads = uncachedColdReads
         storage.defaultLogSettings = LogSettings(
@@ -270,6 +279,17 @@ struct RingLogDaemon: AsyncParsableCommand {
         let metrics = server.metricsAddress.map { "; metrics at http://\($0)/metrics" } ?? ""
         logger.notice(
             "ringlogd \(ringLogVersion) started in \(startupMillis) ms: data \(directory), \(reports.count) log(s)\(found); recovery \(recoveryMillis) ms\(metrics)")
+        let unclean = reports.filter { !$0.cleanShutdown }
+        if !unclean.isEmpty {
+            let scanned = unclean.reduce(0) { $0 + $1.scannedBytes }
+            let millis = unclean.reduce(UInt64(0)) { $0 + $1.durationMicros } / 1000
+            logger.warning(
+                "previous run did not stop cleanly: scanned \(scanned) B of tail written since the last checkpoint in \(millis) ms (\(unclean.count) of \(reports.count) log(s))")
+        }
+        // Each log holds its directory and every segment open, and a spare while one is ready.
+        let openFiles = raiseOpenFileLimit()
+        let room = max(0, Int(openFiles) - maxConnections - 64) / 3
+        logger.notice("open-file limit \(openFiles): room for about \(room) logs of one segment each beside \(maxConnections) connections")
         for report in reports {
             if let cut = report.cut { logger.warning("recovery cut log \(report.logName) at \(cut.offset): \(cut.reason)") }
             for damage in report.corruption {

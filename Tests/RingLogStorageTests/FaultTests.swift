@@ -58,7 +58,11 @@ import Testing
     /// committed is damaged, and appends work again once space returns.
     @Test func diskFullWhilePreallocatingIsReportedAndPassesWhenSpaceReturns() throws {
         let disk = SimulatedDisk()
-        let harness = try Harness(disk: disk)
+        // Whole segments allocated up front: the full disk meets the spare, not the active
+        // segment's growth (AllocationTests covers that).
+        var configuration = StoreConfiguration.small()
+        configuration.allocateAheadBytes = 0
+        let harness = try Harness(configuration: configuration, disk: disk)
         let id = try harness.createLog("full")
         disk.capacityBytes = disk.usedBytes
         var appended: [LogOffset] = []

@@ -13,7 +13,7 @@ extension StoreConfiguration {
             maxBatchBytes: 16 << 10, tailCacheBytes: tailCacheBytes,
             defaultLogSettings: LogSettings(segmentBytes: segmentBytes, retentionBytes: retentionBytes, retentionMicros: retentionMicros),
             indexIntervalBytes: 1 << 10, checkpointIntervalBytes: 32 << 10, checkpointIntervalMicros: 1_000_000, maxWriteBytes: 8 << 10,
-            zeroAheadBytes: 16 << 10, zeroChunkBytes: 4 << 10, zeroAheadMaxSyncBytes: 64 << 10)
+            zeroAheadBytes: 16 << 10, zeroChunkBytes: 4 << 10, zeroAheadMaxSyncBytes: 64 << 10, allocateAheadBytes: 16 << 10)
     }
 }
 
