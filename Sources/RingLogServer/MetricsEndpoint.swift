@@ -38,11 +38,10 @@ final class MetricsEndpoint: IOHandler {
     private var listenFD: Int32
     private var handle: IOHandle!
     private(set) var clients: [Client] = []
-    private let exporter: @Sendable () -> [UInt8]
-    /// Brings the metrics up to date before a scrape is answered.
-    var refresh: () -> Void = {}
+    /// The metrics text as of now (on the loop thread).
+    private let exporter: () -> [UInt8]
 
-    init(loop: IOLoop, listenFD: Int32, exporter: @escaping @Sendable () -> [UInt8]) {
+    init(loop: IOLoop, listenFD: Int32, exporter: @escaping () -> [UInt8]) {
         self.loop = loop
         self.listenFD = listenFD
         self.exporter = exporter
@@ -79,7 +78,6 @@ final class MetricsEndpoint: IOHandler {
             client.request.commit(Int(completion.result))
             let text = String(decoding: client.request.bytes, as: UTF8.self)
             if text.contains("\r\n\r\n") || text.contains("\n\n") {
-                refresh()
                 client.response = OwnedBytes(response(to: text))
                 sendRest(client)
             } else if client.request.count >= MetricsEndpoint.maxRequestBytes {

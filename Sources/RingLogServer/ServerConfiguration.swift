@@ -42,8 +42,6 @@ public struct ServerConfiguration: Sendable {
     public var diskFaults: DiskFaults?
     /// Where to serve `GET /metrics` (Prometheus text format); nil serves nothing.
     public var metricsListen: SocketAddress?
-    /// Produces the metrics text for a scrape (the daemon passes its Prometheus registry's).
-    public var metricsExporter: (@Sendable () -> [UInt8])?
 
     public init(listen: SocketAddress, dataDirectory: String, storage: StoreConfiguration = StoreConfiguration()) {
         self.listen = listen

@@ -77,47 +77,61 @@ struct ServerCounters {
 }
 
 extension ServerLoop {
-    func serverStats() -> ServerStats {
+    /// Every statistic, in the order `ringlog info` shows them. Each name is what SERVER_STATS
+    /// carries and, with `ringlog_` before it, the Prometheus family in `GET /metrics`.
+    func statistics() -> [Statistic] {
         var allocator: (inUse: UInt64, mapped: UInt64, free: UInt64) = (0, 0, 0)
         ringlog_allocator_stats(&allocator.inUse, &allocator.mapped, &allocator.free)
-        var entries: [(String, UInt64)] = [
-            ("connections_open", UInt64(connections.count)),
-            ("loop_handles_in_use", UInt64(loop.handlesInUse)),
-            ("connections_accepted_total", counters.connectionsAccepted),
-            ("connections_rejected_total", counters.connectionsRejected),
-            ("requests_total", counters.requests),
-            ("appends_total", counters.appends),
-            ("appended_bytes_total", counters.appendedBytes),
-            ("appends_blocked_total", counters.appendsBlocked),
-            ("reads_total", counters.reads),
-            ("read_bytes_total", counters.readBytes),
-            ("long_polls_waiting", UInt64(waiters.longPollsWaiting)),
-            ("acks_waiting", UInt64(waiters.acksWaiting)),
-            ("long_polls_expired_total", counters.longPollsExpired),
-            ("fdatasyncs_total", UInt64(store.statistics.fdatasyncs)),
-            ("segment_writes_total", UInt64(store.statistics.writes)),
-            ("uncached_segment_writes_total", UInt64(store.statistics.uncachedWrites)),
-            ("tail_cache_hits_total", UInt64(store.statistics.tailReadHits)),
-            ("tail_cache_misses_total", UInt64(store.statistics.tailReadMisses)),
-            ("timeouts_total", counters.timeouts),
-            ("buffered_bytes", UInt64(budget.used)),
-            ("buffered_bytes_limit", UInt64(budget.limit)),
-            ("reads_waiting", UInt64(budget.parkedReadCount)),
-            ("reads_waited_for_memory_total", counters.readsParked),
-            ("connections_waiting_for_memory", UInt64(budget.waiting.count)),
-            ("connections_paused_for_memory_total", counters.budgetPauses),
-            ("connections_closed_for_memory_total", counters.memoryPressureCloses),
-            ("requests_refused_for_memory_total", counters.refusedForMemory),
-            ("read_buffer_pool_idle_bytes", UInt64(store.readBuffers.idleByteCount)),
-            ("read_buffers_in_use_bytes", UInt64(store.readBuffers.inUseBytes)),
-            ("allocator_in_use_bytes", allocator.inUse),
-            ("allocator_mapped_bytes", allocator.mapped),
-            ("allocator_free_bytes", allocator.free),
-            ("logs", UInt64(store.logs.count)),
+        let storage = store.statistics
+        func counter(_ name: String, _ value: UInt64, _ help: String) -> Statistic { Statistic(name: name, kind: .counter, help: help, value: value) }
+        func gauge(_ name: String, _ value: UInt64, _ help: String) -> Statistic { Statistic(name: name, kind: .gauge, help: help, value: value) }
+        return [
+            gauge("connections_open", UInt64(connections.count), "Client connections open now."),
+            gauge("loop_handles_in_use", UInt64(loop.handlesInUse), "Handles registered with the event loop (connections, listeners, disk requests in flight)."),
+            counter("connections_accepted_total", counters.connectionsAccepted, "Client connections accepted."),
+            counter("connections_rejected_total", counters.connectionsRejected, "Connections refused because max-connections were open."),
+            counter("requests_total", counters.requests, "Requests received."),
+            counter("appends_total", counters.appends, "Batches appended (acknowledged or not yet)."),
+            counter("appended_records_total", counters.appendedRecords, "Records in the batches appended, as their headers count them."),
+            counter("appended_bytes_total", counters.appendedBytes, "Bytes of batches appended, headers included."),
+            counter("appends_blocked_total", counters.appendsBlocked, "Appends that had to wait for room (tail cache or next segment)."),
+            counter("reads_total", counters.reads, "Read requests answered."),
+            counter("read_bytes_total", counters.readBytes, "Bytes of batches returned by reads."),
+            gauge("long_polls_waiting", UInt64(waiters.longPollsWaiting), "Reads waiting at the end of a log for new batches."),
+            gauge("acks_waiting", UInt64(waiters.acksWaiting), "Appends placed and waiting for their acknowledgement."),
+            counter("long_polls_expired_total", counters.longPollsExpired, "Long-polls answered empty when their wait ran out."),
+            counter("fdatasyncs_total", UInt64(storage.fdatasyncs), "Segment fdatasyncs completed."),
+            counter("segment_writes_total", UInt64(storage.writes), "Writes of batches to segment files."),
+            counter("uncached_segment_writes_total", UInt64(storage.uncachedWrites), "Segment writes made uncached (RWF_DONTCACHE)."),
+            counter("allocation_steps_total", UInt64(storage.allocationSteps), "Segment allocation steps (fallocate ahead of the appends)."),
+            counter("tail_cache_hits_total", UInt64(storage.tailReadHits), "Reads served from the tail cache."),
+            counter("tail_cache_misses_total", UInt64(storage.tailReadMisses), "Reads that had to go to a segment file."),
+            counter("timeouts_total", counters.timeouts, "Connections closed for a header, payload or send timeout."),
+            gauge("buffered_bytes", UInt64(budget.used), "Bytes all connections hold in buffers now (the shared memory budget's use)."),
+            gauge("buffered_bytes_limit", UInt64(budget.limit), "The shared memory budget for connection buffers."),
+            gauge("reads_waiting", UInt64(budget.parkedReadCount), "Reads waiting for memory in the budget."),
+            counter("reads_waited_for_memory_total", counters.readsParked, "Reads that had to wait for memory."),
+            gauge("connections_waiting_for_memory", UInt64(budget.waiting.count), "Connections not read from until memory frees up."),
+            counter("connections_paused_for_memory_total", counters.budgetPauses, "Times a connection stopped being read for lack of memory."),
+            counter("connections_closed_for_memory_total", counters.memoryPressureCloses, "Connections closed for holding memory under pressure."),
+            counter("requests_refused_for_memory_total", counters.refusedForMemory, "Requests refused with a memory error."),
+            gauge("read_buffer_pool_idle_bytes", UInt64(store.readBuffers.idleByteCount), "Bytes of read buffers kept for reuse."),
+            gauge("read_buffers_in_use_bytes", UInt64(store.readBuffers.inUseBytes), "Bytes of read buffers held by reads in progress or unsent responses."),
+            gauge("allocator_in_use_bytes", allocator.inUse, "Bytes the C allocator has handed out."),
+            gauge("allocator_mapped_bytes", allocator.mapped, "Bytes the C allocator has mapped."),
+            gauge("allocator_free_bytes", allocator.free, "Bytes the C allocator holds free."),
+            gauge("logs", UInt64(store.logs.count), "Logs in the data directory."),
         ]
-        for (code, count) in counters.errorsByCode.sorted(by: { $0.key < $1.key }) {
-            entries.append(("errors_total{code=\"\(ErrorCode(rawValue: code)?.description ?? String(code))\"}", count))
-        }
+    }
+
+    /// Error responses by code, every code included from the start (at zero).
+    func errorCounts() -> [(code: ErrorCode, count: UInt64)] {
+        ErrorCode.allCases.map { ($0, counters.errorsByCode[$0.rawValue] ?? 0) }
+    }
+
+    func serverStats() -> ServerStats {
+        var entries = statistics().map { ($0.name, $0.value) }
+        for (code, count) in errorCounts() { entries.append(("errors_total{code=\"\(code.description)\"}", count)) }
         return ServerStats(entries: entries)
     }
 }

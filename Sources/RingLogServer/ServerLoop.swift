@@ -68,8 +68,7 @@ final class ServerLoop: IOLoopDriver {
         executor = DiskExecutor(loop: loop, store: store, faults: configuration.diskFaults)
         dispatcher = RequestDispatcher(server: self)
         listener = Listener(server: self, fd: listenFD)
-        metricsEndpoint = metricsFD.map { MetricsEndpoint(loop: loop, listenFD: $0, exporter: configuration.metricsExporter ?? { [] }) }
-        metricsEndpoint?.refresh = { [unowned self] in publishMetrics() }
+        metricsEndpoint = metricsFD.map { MetricsEndpoint(loop: loop, listenFD: $0, exporter: { [unowned self] in metricsText() }) }
     }
 
     /// The operations the server submits; the daemon refuses to start if the kernel lacks one.
@@ -392,7 +391,14 @@ final class ServerLoop: IOLoopDriver {
 
     // MARK: Metrics
 
+    /// Takes the store's histogram samples (once a second, so they do not pile up unscraped).
     func publishMetrics() {
-        metrics.publish(counters: counters, store: store, openConnections: connections.count, waiting: waiters.longPollsWaiting)
+        metrics.collect(store)
+    }
+
+    /// `GET /metrics`: the same statistics as SERVER_STATS, per-log gauges, histograms, process.
+    func metricsText() -> [UInt8] {
+        metrics.collect(store)
+        return metrics.render(statistics: statistics(), errors: errorCounts(), logs: store.logs)
     }
 }

@@ -1,91 +1,169 @@
-import Metrics
+import Glibc
 import RingLogStorage
 import RingLogWire
 
-/// Labels of the histograms, so the exporter can choose their buckets.
-public enum ServerMetricsLabels {
-    public static let fdatasync = "ringlog_fdatasync_seconds"
-    public static let commitBatches = "ringlog_commit_batches"
-}
-
-/// The server's metrics, through swift-metrics (the daemon exports them in the Prometheus text
-/// format). The data path only bumps plain counters; they are published here once a second and on
-/// every scrape, so metrics cost the hot path nothing.
-struct ServerMetrics {
-    private let appends = Counter(label: "ringlog_appends_total")
-    private let appendRecords = Counter(label: "ringlog_append_records_total")
-    private let appendBytes = Counter(label: "ringlog_append_bytes_total")
-    private let reads = Counter(label: "ringlog_reads_total")
-    private let readBytes = Counter(label: "ringlog_read_bytes_total")
-    private let fdatasyncs = Counter(label: "ringlog_fdatasyncs_total")
-    private let fdatasyncSeconds = Timer(label: ServerMetricsLabels.fdatasync)
-    private let commitBatches = Recorder(label: ServerMetricsLabels.commitBatches, aggregate: true)
-    private let connections = Gauge(label: "ringlog_connections")
-    private let connectionsAccepted = Counter(label: "ringlog_connections_accepted_total")
-    private let connectionsRejected = Counter(label: "ringlog_connections_rejected_total")
-    private let cacheHits = Counter(label: "ringlog_tail_cache_hits_total")
-    private let cacheMisses = Counter(label: "ringlog_tail_cache_misses_total")
-    private let longPollWaiters = Gauge(label: "ringlog_long_poll_waiters")
-    private let timeouts = Counter(label: "ringlog_timeouts_total")
-    private var errors: [ErrorCode: Counter] = [:]
-    private var logGauges: [String: (start: Gauge, committed: Gauge, stored: Gauge, segments: Gauge)] = [:]
-    /// What was already published, so counters advance by the difference.
-    private var published = ServerCounters()
-    private var publishedStore = StoreStatistics()
-
-
-    mutating func publish(counters: ServerCounters, store: LogStore, openConnections: Int, waiting: Int) {
-        appends.increment(by: Int64(counters.appends - published.appends))
-        appendRecords.increment(by: Int64(counters.appendedRecords - published.appendedRecords))
-        appendBytes.increment(by: Int64(counters.appendedBytes - published.appendedBytes))
-        reads.increment(by: Int64(counters.reads - published.reads))
-        readBytes.increment(by: Int64(counters.readBytes - published.readBytes))
-        connectionsAccepted.increment(by: Int64(counters.connectionsAccepted - published.connectionsAccepted))
-        connectionsRejected.increment(by: Int64(counters.connectionsRejected - published.connectionsRejected))
-        timeouts.increment(by: Int64(counters.timeouts - published.timeouts))
-        for (code, count) in counters.errorsByCode {
-            guard let errorCode = ErrorCode(rawValue: code) else { continue }
-            let counter = errors[errorCode] ?? Counter(label: "ringlog_errors_total", dimensions: [("code", errorCode.description)])
-            errors[errorCode] = counter
-            counter.increment(by: Int64(count - (published.errorsByCode[code] ?? 0)))
-        }
-        published = counters
-
-        let statistics = store.statistics
-        fdatasyncs.increment(by: Int64(statistics.fdatasyncs - publishedStore.fdatasyncs))
-        cacheHits.increment(by: Int64(statistics.tailReadHits - publishedStore.tailReadHits))
-        cacheMisses.increment(by: Int64(statistics.tailReadMisses - publishedStore.tailReadMisses))
-        publishedStore = statistics
-        let samples = store.takeSamples()
-        for nanos in samples.fdatasyncNanos { fdatasyncSeconds.recordNanoseconds(Int64(nanos)) }
-        for batches in samples.batchesPerCommit { commitBatches.record(batches) }
-
-        connections.record(openConnections)
-        longPollWaiters.record(waiting)
-        publishLogs(store.logs)
+/// One figure the server reports, under one name everywhere: in SERVER_STATS (`ringlog info`), in
+/// `GET /metrics` with the `ringlog_` prefix, and camelCased in `ringlog info --json`
+/// (docs/operations.md lists them all).
+struct Statistic {
+    enum Kind: String {
+        case counter, gauge
     }
 
-    private mutating func publishLogs(_ logs: [LogInfo]) {
-        var seen: Set<String> = []
-        for log in logs {
-            seen.insert(log.name)
-            let gauges =
-                logGauges[log.name]
-                ?? (
-                    Gauge(label: "ringlog_log_start_offset", dimensions: [("log", log.name)]),
-                    Gauge(label: "ringlog_log_committed_offset", dimensions: [("log", log.name)]),
-                    Gauge(label: "ringlog_log_stored_bytes", dimensions: [("log", log.name)]),
-                    Gauge(label: "ringlog_log_segments", dimensions: [("log", log.name)])
-                )
-            logGauges[log.name] = gauges
-            gauges.start.record(Double(log.startOffset.rawValue))
-            gauges.committed.record(Double(log.committedEnd.rawValue))
-            gauges.stored.record(log.storedBytes)
-            gauges.segments.record(log.segmentCount)
+    let name: String
+    let kind: Kind
+    let help: String
+    let value: UInt64
+}
+
+/// The Prometheus text exposition of the server: every family with its `# HELP` and `# TYPE`,
+/// in name order, so two scrapes differ only in values. Counters are read from the loop's plain
+/// counters at scrape time (the hot path keeps no metrics objects); the two histograms collect
+/// the store's samples once a second and at each scrape.
+struct ServerMetrics {
+    static let fdatasyncBucketsSeconds: [Double] = [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1]
+    static let commitBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
+
+    private var fdatasyncSeconds = HistogramCounts(bounds: ServerMetrics.fdatasyncBucketsSeconds)
+    private var commitBatches = HistogramCounts(bounds: ServerMetrics.commitBatchBuckets)
+
+    /// Takes the store's latency and group-commit samples into the histograms.
+    mutating func collect(_ store: LogStore) {
+        let samples = store.takeSamples()
+        for nanos in samples.fdatasyncNanos { fdatasyncSeconds.record(Double(nanos) / 1e9) }
+        for batches in samples.batchesPerCommit { commitBatches.record(Double(batches)) }
+    }
+
+    func render(statistics: [Statistic], errors: [(code: ErrorCode, count: UInt64)], logs: [LogInfo]) -> [UInt8] {
+        var families: [(name: String, text: String)] = []
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+            var text = "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for sample in samples { text += "\(name)\(sample.labels) \(sample.value)\n" }
+            families.append((name, text))
         }
-        for (name, gauges) in logGauges where !seen.contains(name) {
-            for gauge in [gauges.start, gauges.committed, gauges.stored, gauges.segments] { gauge.destroy() }
-            logGauges[name] = nil
+        for statistic in statistics where !statistic.name.hasPrefix("errors_total") {
+            family("ringlog_\(statistic.name)", statistic.kind.rawValue, statistic.help, [("", "\(statistic.value)")])
         }
+        family(
+            "ringlog_errors_total", "counter", "Error responses sent, by error code (every code is present from the start).",
+            errors.map { ("{code=\"\($0.code.description)\"}", "\($0.count)") })
+        let sortedLogs = logs.sorted { $0.name < $1.name }
+        func perLog(_ name: String, _ help: String, _ value: (LogInfo) -> UInt64) {
+            family(name, "gauge", help, sortedLogs.map { ("{log=\"\(escapeLabel($0.name))\"}", "\(value($0))") })
+        }
+        perLog("ringlog_log_start_offset_bytes", "Byte offset of the log's first kept batch.") { $0.startOffset.rawValue }
+        perLog("ringlog_log_committed_end_bytes", "Byte offset one past the log's last committed (durable) batch.") { $0.committedEnd.rawValue }
+        perLog("ringlog_log_stored_bytes", "Bytes of batches the log holds, from its first segment's base to the committed end.") { UInt64($0.storedBytes) }
+        perLog("ringlog_log_disk_bytes", "Bytes allocated to the log's segment files, the spare included.") { UInt64($0.diskBytes) }
+        perLog("ringlog_log_segments", "Segment files of the log.") { UInt64($0.segmentCount) }
+        family("ringlog_fdatasync_seconds", "histogram", "Time each segment fdatasync took.", fdatasyncSeconds.samples(name: "ringlog_fdatasync_seconds"))
+        family("ringlog_commit_batches", "histogram", "Batches each fdatasync made durable (group commit).", commitBatches.samples(name: "ringlog_commit_batches"))
+        family("ringlog_build_info", "gauge", "The running ringlogd's version (always 1).", [("{version=\"\(ringLogVersion)\"}", "1")])
+        families += ProcessMetrics.families()
+        families.sort { $0.name < $1.name }
+        return Array(families.map(\.text).joined().utf8)
+    }
+
+    /// A label value with `\`, `"` and newlines escaped.
+    private func escapeLabel(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}
+
+/// Cumulative histogram buckets in the Prometheus sense.
+struct HistogramCounts {
+    let bounds: [Double]
+    private var counts: [UInt64]
+    private var sum = 0.0
+    private var total: UInt64 = 0
+
+    init(bounds: [Double]) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count)
+    }
+
+    mutating func record(_ value: Double) {
+        for index in bounds.indices where value <= bounds[index] { counts[index] += 1 }
+        sum += value
+        total += 1
+    }
+
+    /// `_bucket`, `_sum` and `_count` lines, as (suffix and labels, value).
+    func samples(name: String) -> [(labels: String, value: String)] {
+        var samples = zip(bounds, counts).map { bound, count in ("_bucket{le=\"\(formatBound(bound))\"}", "\(count)") }
+        samples.append(("_bucket{le=\"+Inf\"}", "\(total)"))
+        samples.append(("_sum", "\(sum)"))
+        samples.append(("_count", "\(total)"))
+        return samples
+    }
+
+    private func formatBound(_ bound: Double) -> String {
+        bound == bound.rounded() && bound >= 1 ? "\(Int(bound))" : "\(bound)"
+    }
+}
+
+/// The process metrics Prometheus clients conventionally export (`process_*`), from /proc.
+enum ProcessMetrics {
+    static func families() -> [(name: String, text: String)] {
+        var families: [(String, String)] = []
+        func gauge(_ name: String, _ type: String, _ help: String, _ value: String?) {
+            guard let value else { return }
+            families.append((name, "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"))
+        }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let stat = readProc("/proc/self/stat").flatMap { text -> [Substring]? in
+            // Fields after the command name (which may hold spaces) in parentheses.
+            guard let close = text.lastIndex(of: ")") else { return nil }
+            return text[text.index(after: close)...].split(separator: " ")
+        }
+        if let stat, stat.count > 21, let user = Double(stat[11]), let system = Double(stat[12]), let started = Double(stat[19]) {
+            gauge("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.", "\((user + system) / ticks)")
+            if let boot = bootTimeSeconds() {
+                gauge("process_start_time_seconds", "gauge", "When the process started, in seconds since the Unix epoch.", "\(Double(boot) + started / ticks)")
+            }
+            if let virtual = UInt64(stat[20]) { gauge("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "\(virtual)") }
+            if let pages = UInt64(stat[21]) {
+                gauge("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "\(pages * UInt64(sysconf(Int32(_SC_PAGESIZE))))")
+            }
+        }
+        gauge("process_open_fds", "gauge", "Open file descriptors.", openDescriptorCount().map { "\($0)" })
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            gauge("process_max_fds", "gauge", "The open-file limit.", "\(limit.rlim_cur)")
+        }
+        return families
+    }
+
+    private static func readProc(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        guard count > 0 else { return nil }
+        return String(decoding: bytes[0..<count], as: UTF8.self)
+    }
+
+    private static func bootTimeSeconds() -> UInt64? {
+        guard let text = readProc("/proc/stat"), let line = text.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }) else { return nil }
+        return UInt64(line.dropFirst("btime ".count))
+    }
+
+    private static func openDescriptorCount() -> Int? {
+        guard let directory = opendir("/proc/self/fd") else { return nil }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        // ".", ".." and the directory's own descriptor.
+        return max(0, count - 3)
     }
 }

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
 import Logging
-import Metrics
-import Prometheus
 import RingLogIO
 import RingLogWire
 import RingLogServer
@@ -239,15 +237,10 @@ struct RingLogDaemon: AsyncParsableCommand {
 
     func run() async throws {
         let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in LogLines(label: label, logLevel: level) }
         let logger = Logger(label: "ringlogd")
         keepLargeAllocationsReturnable()
-        var configuration = makeConfiguration()
-        if metricsListen != nil { configuration.metricsExporter = bootstrapPrometheus() }
+        let configuration = makeConfiguration()
 
         let started = ContinuousClock.now
         let server: Server
@@ -296,18 +289,6 @@ struct RingLogDaemon: AsyncParsableCommand {
                 logger.error("corruption in log \(report.logName) at \(damage.offset) (\(damage.file), position \(damage.position)): \(damage.detail)")
             }
         }
-    }
-
-    private func bootstrapPrometheus() -> @Sendable () -> [UInt8] {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets[ServerMetricsLabels.fdatasync] = [
-            .microseconds(50), .microseconds(100), .microseconds(200), .microseconds(500), .milliseconds(1), .milliseconds(2),
-            .milliseconds(5), .milliseconds(10), .milliseconds(50), .milliseconds(100), .seconds(1),
-        ]
-        factory.valueHistogramBuckets[ServerMetricsLabels.commitBatches] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000]
-        MetricsSystem.bootstrap(factory)
-        return { registry.emitToBuffer() }
     }
 }
 

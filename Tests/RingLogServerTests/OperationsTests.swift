@@ -116,19 +116,62 @@ import Testing
         let client = try RawClient(daemon.address)
         let log = try client.createLog("metered").logID
         let before = try scrape(metrics)
+        // Every error code is there from the start, at zero.
+        for code in ErrorCode.allCases { #expect(before["ringlog_errors_total{code=\"\(code.description)\"}"] == 0, "\(code)") }
         for seed in 0..<10 { _ = try client.append(log, payload(100, seed: seed)).decode(AppendResponse.self) }
         _ = try client.read(log, from: .zero).batches()
         _ = try client.read(LogID(999), from: .zero)
         let after = try scrape(metrics)
         #expect(after["ringlog_appends_total"]! - (before["ringlog_appends_total"] ?? 0) == 10)
-        #expect(after["ringlog_append_bytes_total"]! - (before["ringlog_append_bytes_total"] ?? 0) == 10 * 148)
+        #expect(after["ringlog_appended_bytes_total"]! - (before["ringlog_appended_bytes_total"] ?? 0) == 10 * 148)
         #expect(after["ringlog_reads_total"]! >= 1)
         #expect(after["ringlog_errors_total{code=\"UNKNOWN_LOG\"}"] == 1)
         #expect(after["ringlog_fdatasyncs_total"]! > (before["ringlog_fdatasyncs_total"] ?? 0))
         #expect(after["ringlog_fdatasync_seconds_count"]! >= 1, "the fdatasync latency histogram fills")
-        #expect(after["ringlog_log_committed_offset{log=\"metered\"}"] == 1480)
-        #expect(after["ringlog_connections"] == 1)
+        #expect(after["ringlog_log_committed_end_bytes{log=\"metered\"}"] == 1480)
+        #expect(after["ringlog_log_start_offset_bytes{log=\"metered\"}"] == 0)
+        #expect(after["ringlog_connections_open"] == 1)
+        #expect(after["ringlog_build_info{version=\"\(ringLogVersion)\"}"] == 1)
+        for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_start_time_seconds"] {
+            #expect((after[name] ?? 0) > 0, "\(name)")
+        }
+        // SERVER_STATS (`ringlog info`) and /metrics name the same figures the same way.
+        for (name, _) in try client.stats() { #expect(after["ringlog_\(name)"] != nil, "\(name) is not in /metrics") }
         #expect(try httpGet(metrics, path: "/other").status.contains("404"))
+    }
+
+    /// Every family has its HELP and TYPE, and two scrapes list the same samples in the same order.
+    @Test func metricsAreDescribedAndInAStableOrder() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let daemon = try Daemon(directory: directory, arguments: ["--metrics-listen", "127.0.0.1:0"])
+        defer { daemon.kill(SIGKILL) }
+        let metrics = try #require(daemon.metricsAddress)
+        let client = try RawClient(daemon.address)
+        for name in ["b", "a", "c"] { _ = try client.createLog(name) }
+        let first = try httpGet(metrics, path: "/metrics").body
+        let second = try httpGet(metrics, path: "/metrics").body
+        func names(_ body: String) -> [String] {
+            body.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { String($0.split(separator: " ")[0]) }
+        }
+        #expect(names(first) == names(second))
+        var described: Set<String> = []
+        var typed: Set<String> = []
+        for line in first.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            if line.hasPrefix("# HELP ") { described.insert(String(words[2])) }
+            if line.hasPrefix("# TYPE ") { typed.insert(String(words[2])) }
+        }
+        #expect(described == typed)
+        for sample in names(first) {
+            let family = sample.split(separator: "{")[0]
+            let base = ["_bucket", "_sum", "_count"].reduce(String(family)) { name, suffix in
+                typed.contains(name) ? name : (name.hasSuffix(suffix) ? String(name.dropLast(suffix.count)) : name)
+            }
+            #expect(typed.contains(base), "\(sample) has no TYPE")
+        }
+        let logOrder = names(first).filter { $0.hasPrefix("ringlog_log_segments{") }
+        #expect(logOrder == ["ringlog_log_segments{log=\"a\"}", "ringlog_log_segments{log=\"b\"}", "ringlog_log_segments{log=\"c\"}"])
     }
 
     /// Fetches /metrics and checks every line against the text format: comments are `# TYPE`/`# HELP`,
