@@ -10,11 +10,27 @@ public enum LogName {
         let bytes = Array(name.utf8)
         if bytes.isEmpty { return "log name is empty" }
         if bytes.count > maxBytes { return "log name is \(bytes.count) bytes; the limit is \(maxBytes)" }
-        if !isAlphanumeric(bytes[0]) { return "log name must start with a letter or digit" }
-        for byte in bytes where !(isAlphanumeric(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")) {
-            return "log name may hold only letters, digits, '.', '_' and '-' (found byte 0x\(String(byte, radix: 16)))"
+        if !isAlphanumeric(bytes[0]) {
+            return "log name must start with a letter or digit, not \(describe(name.unicodeScalars.first!))"
+        }
+        for (position, scalar) in name.unicodeScalars.enumerated() where !isAllowed(scalar) {
+            return "log name may hold only letters, digits, '.', '_' and '-': \(describe(scalar)) at character \(position + 1) is not allowed"
         }
         return nil
+    }
+
+    private static func isAllowed(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.isASCII && (isAlphanumeric(UInt8(scalar.value)) || scalar == "." || scalar == "_" || scalar == "-")
+    }
+
+    /// `'/' (U+002F)`, `a space (U+0020)`: the character as a person can find it in what they typed.
+    private static func describe(_ scalar: Unicode.Scalar) -> String {
+        let code = "U+" + String(repeating: "0", count: max(0, 4 - String(scalar.value, radix: 16).count)) + String(scalar.value, radix: 16, uppercase: true)
+        switch scalar {
+        case " ": return "a space (\(code))"
+        case "\t": return "a tab (\(code))"
+        default: return scalar.properties.generalCategory == .control ? "a control character (\(code))" : "'\(scalar)' (\(code))"
+        }
     }
 
     private static func isAlphanumeric(_ byte: UInt8) -> Bool {

@@ -64,6 +64,11 @@ struct ServerOptions: ParsableArguments {
 
     func validate() throws {
         if let timeout, !(timeout >= 0) { throw ValidationError("--timeout must be 0 or more seconds") }
+        do { _ = try SocketAddress.split(server) } catch {
+            // Say where the bad address came from: the flag, or the environment.
+            let source = environmentServer == server ? "$RINGLOG_SERVER" : "--server"
+            throw ValidationError("\(source) \(server): \(error)")
+        }
     }
 
     /// The watchdog for this command: `--timeout`, else `defaultSeconds`.

@@ -262,4 +262,25 @@ import Testing
         #expect(summary == progress, "summary \(String(describing: summary)), progress \(progress)")
         #expect((summary ?? 0) > 0)
     }
+
+    @Test func messagesNameTheOffendingCharacterAndWhereABadValueCameFrom() throws {
+        let server = try Server()
+        let slash = try server.ringlog("create", "a/b")
+        #expect(slash.status == 1)
+        #expect(slash.error.contains("'/' (U+002F) at character 2 is not allowed"), "\(slash.error)")
+        let space = try server.ringlog("create", "my log")
+        #expect(space.error.contains("a space (U+0020) at character 3"))
+        let fromEnvironment = try runTool("ringlog", ["ping"], environment: ["RINGLOG_SERVER": "nowhere"])
+        #expect(fromEnvironment.status == 64)
+        #expect(fromEnvironment.error.contains("$RINGLOG_SERVER nowhere"))
+        let fromFlag = try runTool("ringlog", ["ping", "--server", "nowhere"])
+        #expect(fromFlag.error.contains("--server nowhere"))
+        // Every subcommand's help lists the exit codes; completion scripts come from the parser.
+        for command in ["create", "delete", "list", "append", "read", "tail", "info", "trim", "ping"] {
+            #expect(try runTool("ringlog", [command, "--help"]).output.contains("130 interrupted"), "\(command)")
+        }
+        let completion = try runTool("ringlog", ["--generate-completion-script", "bash"])
+        #expect(completion.status == 0)
+        #expect(completion.output.contains("tail"))
+    }
 }
