@@ -92,18 +92,32 @@ public struct FetchedBatches: Sendable {
 
     /// Every record, after checking every batch. Throws `corruptBatch` at the first damaged one.
     public func records() throws(RingLogError) -> [Record] {
+        let (records, damage) = recordsBeforeDamage()
+        if let damage { throw damage }
+        return records
+    }
+
+    /// The records of the batches before the first damaged one, and the damage (`corruptBatch`)
+    /// if there is one: a reader that steps over a damaged batch loses nothing before it.
+    public func recordsBeforeDamage() -> (records: [Record], damage: RingLogError?) {
         var records: [Record] = []
         let bytes = storage.map { UnsafeRawBufferPointer(rebasing: $0.bytes[range]) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
-        try withExtendedLifetime(storage) { () throws(RingLogError) in
-            try BatchReader.forEachBatch(in: bytes, startingAt: offset) { batchOffset, header, payload throws(RingLogError) in
-                for (index, record) in try BatchReader.records(of: payload, header: header, at: batchOffset).enumerated() {
-                    records.append(
-                        Record(
-                            position: RecordPosition(batchOffset: batchOffset, index: index), appendTimeMicros: header.appendTimeMicros,
-                            bytes: Array(payload[record])))
+        do {
+            try withExtendedLifetime(storage) { () throws(RingLogError) in
+                try BatchReader.forEachBatch(in: bytes, startingAt: offset) { batchOffset, header, payload throws(RingLogError) in
+                    // A batch's records are taken only once all of its framing checked out.
+                    let ranges = try BatchReader.records(of: payload, header: header, at: batchOffset)
+                    for (index, record) in ranges.enumerated() {
+                        records.append(
+                            Record(
+                                position: RecordPosition(batchOffset: batchOffset, index: index), appendTimeMicros: header.appendTimeMicros,
+                                bytes: Array(payload[record])))
+                    }
                 }
             }
+            return (records, nil)
+        } catch {
+            return (records, error)
         }
-        return records
     }
 }

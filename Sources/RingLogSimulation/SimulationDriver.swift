@@ -7,7 +7,7 @@ import RingLogTestKit
 public final class SimulationDriver {
     public let disk: SimulatedDisk
     public let path: String
-    public let configuration: StoreConfiguration
+    public private(set) var configuration: StoreConfiguration
     public private(set) var store: LogStore
     private let world: SimulatedWorld
     /// Virtual wall clock in microseconds; tests move it forward.
@@ -77,7 +77,8 @@ public final class SimulationDriver {
     /// Power cut: requests in flight vanish, unsynced data is lost or torn, and the store is opened
     /// again (recovery runs). Returns the new store.
     @discardableResult
-    public func crashAndRecover() throws -> LogStore {
+    public func crashAndRecover(configuration newConfiguration: StoreConfiguration? = nil) throws -> LogStore {
+        if let newConfiguration { configuration = newConfiguration }
         pending.removeAll()
         disk.crash(using: &generator)
         events.removeAll()

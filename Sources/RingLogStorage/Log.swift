@@ -83,9 +83,10 @@ public final class Log {
         if let failure = state.failure { return .failed(failure) }
         if state.deleting { return .failed(.unknownLog(name)) }
         let length = batch.count
-        guard length <= context.configuration.maxBatchBytes else {
-            return .failed(.batchTooLarge(bytes: length, limit: context.configuration.maxBatchBytes))
-        }
+        // The server's limit, and the log's segment size: a log made with small segments under a
+        // smaller max-batch-bytes keeps them after a restart with a larger one.
+        let limit = min(context.configuration.maxBatchBytes, state.settings.segmentBytes)
+        guard length <= limit else { return .failed(.batchTooLarge(bytes: length, limit: limit)) }
         if let blocked = files.makeRoom(for: length, fullyWritten: writer.fullyWritten, nowMicros: nowMicros, for: self) { return blocked }
         guard let (offset, end) = writer.place(batch, nowMicros: nowMicros) else { return .wouldBlock }
         context.markDirty(self)

@@ -336,11 +336,12 @@ struct LogRecovery {
                 mode: .tail(requiredEpoch: requiredEpoch))
             if readFailure != nil { return (segments, maxEpoch) }
             maxEpoch = max(maxEpoch, result.maxEpoch)
-            // The last segment goes on filling up to the log's segment size, whatever part of it
-            // its file was allocated so far (allocate-ahead grows it in steps).
-            let isLast = position == found.count - 1
+            // A segment that does not end where the next begins is the active one (the last, or the
+            // one a cut left last): it goes on filling up to the log's segment size, whatever part
+            // of it its file was allocated so far (allocate-ahead grows it in steps).
+            let endsSealed = position + 1 < found.count && found[position + 1].base == result.end
             let segment = Segment(
-                base: file.base, fileBytes: isLast ? max(file.fileBytes, segmentBytes) : file.fileBytes,
+                base: file.base, fileBytes: endsSealed ? file.fileBytes : max(file.fileBytes, segmentBytes),
                 allocatedBytes: file.fileBytes, fd: file.fd, dataEnd: result.end, syncedEnd: result.end, nameDurable: true, index: index)
             segment.maxAppendTimeMicros = max(result.maxAppendTimeMicros, maxAppendTimeBelow)
             segment.persistedEntryCount = persisted

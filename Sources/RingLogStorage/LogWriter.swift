@@ -120,7 +120,7 @@ final class LogWriter {
         let ahead = context.configuration.allocateAheadBytes
         guard ahead > 0, !context.shuttingDown else { return }
         let segment = state.activeSegment
-        guard !segment.sealed, !segment.allocating, segment.fd >= 0, segment.allocatedEnd < segment.fileBytes else { return }
+        guard !segment.sealed, !segment.allocating, !segment.allocationStopped, segment.fd >= 0, segment.allocatedEnd < segment.fileBytes else { return }
         let reserved = Int(segment.filePosition(of: state.positions.reserved))
         guard segment.allocatedEnd < reserved + ahead / 4 else { return }
         // From the allocated end, or from the page the appends reached when they overtook it.
@@ -132,18 +132,19 @@ final class LogWriter {
         context.requests.issue(.fallocate(fd: segment.fd, offset: Int64(start), length: Int64(end - start)), for: log, .allocate(segment, start..<end))
     }
 
-    /// An allocation step finished. A failure (a full disk, a file system without fallocate) stops
-    /// stepping for this segment: the writes grow the file themselves, and report a full disk.
+    /// An allocation step finished. An interrupted one is tried again; a failure (a full disk, a
+    /// file system without fallocate) stops stepping for this segment: the writes grow the file
+    /// themselves, and report a full disk.
     func allocateFinished(_ segment: Segment, _ range: Range<Int>, result: DiskResult) {
         segment.allocating = false
         if result >= 0 {
             segment.allocatedEnd = max(segment.allocatedEnd, range.upperBound)
             context.statistics.allocationSteps += 1
-        } else {
+        } else if result != -DiskResult(EINTR) && result != -DiskResult(EAGAIN) {
             context.logger.warning(
                 "allocating ahead failed; appends grow the file instead",
                 metadata: ["log": "\(state.name)", "error": "\(StorageError.errnoName(Int32(-result)))"])
-            segment.allocatedEnd = max(segment.allocatedEnd, segment.fileBytes)
+            segment.allocationStopped = true
         }
     }
 

@@ -10,6 +10,8 @@ final class Segment {
     var allocatedEnd: Int
     /// An allocation step is in flight.
     var allocating = false
+    /// A step failed: the writes grow the file from here on.
+    var allocationStopped = false
     /// -1 once closed.
     var fd: Int32
     /// One past the last batch placed in this segment (reserved, not necessarily written).

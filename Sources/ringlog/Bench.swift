@@ -92,9 +92,11 @@ struct BenchConsume: AsyncParsableCommand {
                 prefillOptions.warmup = 0
                 prefillOptions.duration = 3_600
                 let quiet = prefillOptions
-                _ = try await BenchRunner.run(options: quiet, workload: "prefill") { core, report in
+                let prefilled = try await BenchRunner.run(options: quiet, workload: "prefill") { core, report in
                     ProduceRun(core: core, address: address, plan: plan, options: quiet, report: report)
                 }
+                // Ctrl-C during the prefill ends the command, not just the prefill.
+                if prefilled.interrupted { throw ExitCode(130) }
             }
         }
         let readSize = Int(try parseSize(readBytes))

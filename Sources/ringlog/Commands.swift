@@ -122,7 +122,7 @@ struct Append: AsyncParsableCommand {
     @Flag(help: "Print positions as JSON Lines: {\"offset\":N,\"index\":I}.") var json = false
 
     func validate() throws {
-        guard lingerMs >= 0 else { throw ValidationError("--linger-ms must be 0 or more") }
+        guard (0...60_000).contains(lingerMs) else { throw ValidationError("--linger-ms must be from 0 to 60000") }
         _ = try parseSize(batchBytes)
     }
 
@@ -147,7 +147,7 @@ struct Append: AsyncParsableCommand {
         let id = try await logID(client, log, watchdog)
         let settings = StreamingAppend.Settings(
             log: id, mode: ack, batchBytes: min(Int(try parseSize(batchBytes)), Int(client.server.maxBatchBytes)), lingerMillis: lingerMs,
-            delimiter: delimiter ?? .line, printPositions: !quiet, json: json)
+            delimiter: delimiter ?? .line, window: max(1, min(16, Int(client.server.maxInFlight))), printPositions: !quiet, json: json)
         try await reportingErrors { try await StreamingAppend(client: client, settings: settings, watchdog: watchdog).run(source) }
     }
 }
@@ -184,20 +184,25 @@ struct Read: AsyncParsableCommand {
         // Anything but the end itself goes to the server, which says what is wrong with it.
         while offset != end && printed < limit {
             let fetched: FetchedBatches
-            let records: [Record]
             do {
                 fetched = try await watchdog.run { try await client.read(from: info.logID, offset: offset) }
-                records = try fetched.records()
             } catch let error as RingLogError {
                 out.flush()
                 offset = try skipping(error, enabled: skipCorrupt)
                 continue
             }
+            // The batches before a damaged one are printed before the damage is dealt with.
+            let (records, damage) = fetched.recordsBeforeDamage()
             for record in records.prefix(limit - printed) { output.write(record, to: out) }
             printed += min(records.count, limit - printed)
             out.flush()
-            offset = fetched.nextOffset
             end = fetched.committedEnd
+            if let damage {
+                guard printed < limit else { break }
+                offset = try skipping(damage, enabled: skipCorrupt)
+                continue
+            }
+            offset = fetched.nextOffset
             if fetched.isEmpty { break }
         }
     }
@@ -262,10 +267,10 @@ struct Tail: AsyncParsableCommand {
         let limit = count ?? Int.max
         guard limit > 0 else { return }
         while true {
-            do {
+            do throws(RingLogError) {
                 let wait = client.server.maxWaitMillis > 0 ? min(Int(client.server.maxWaitMillis), 5_000) : 0
-                let fetched = try await client.read(from: info.logID, offset: position, maxWaitMillis: wait)
-                let records = try fetched.records()
+                let fetched = try await readWithin(client, log: info.logID, from: position, waitMillis: wait)
+                let (records, damage) = fetched.recordsBeforeDamage()
                 for record in records.dropFirst(skip) {
                     output.write(record, to: out)
                     printed += 1
@@ -273,7 +278,10 @@ struct Tail: AsyncParsableCommand {
                 }
                 skip = 0
                 out.flush()
+                if let damage { throw damage }
                 position = fetched.nextOffset
+                // A server that does not long-poll is asked again a moment later, not at once.
+                if fetched.isEmpty && wait == 0 { try? await Task.sleep(for: .milliseconds(100)) }
             } catch {
                 out.flush()
                 let stopping = error.serverCode == .shuttingDown
@@ -315,8 +323,9 @@ struct Tail: AsyncParsableCommand {
                 }
             } catch let error as RingLogError {
                 switch error {
-                case .connectFailed, .connectionClosed: continue
-                case .server(_) where error.serverCode == .shuttingDown: continue
+                // Down, stopping, or starting again (full, or closing before its hello).
+                case .connectFailed, .connectionClosed, .notRingLog: continue
+                case .server(_) where error.serverCode == .shuttingDown || error.serverCode == .tooManyConnections: continue
                 default:
                     Console.error("ringlog: \(error)")
                     throw ExitCode(exitStatus(for: error))
@@ -324,6 +333,18 @@ struct Tail: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// A long-poll read that gives up on a server gone silent: when no answer comes within the wait
+/// plus 10 s (a peer that vanished without a reset), the connection is closed, which fails the
+/// read with `connectionClosed` and sends `tail` to reconnect.
+func readWithin(_ client: RingLogClient, log: LogID, from offset: LogOffset, waitMillis: Int) async throws(RingLogError) -> FetchedBatches {
+    let guardTask = Task {
+        try await Task.sleep(for: .milliseconds(waitMillis + 10_000))
+        client.close()
+    }
+    defer { guardTask.cancel() }
+    return try await client.read(from: log, offset: offset, maxWaitMillis: waitMillis)
 }
 
 /// Where the last `count` records of a log begin: a batch offset and how many of that batch's
@@ -386,7 +407,7 @@ struct Info: AsyncParsableCommand {
             let stats = try await reportingErrors { try await watchdog.run { try await client.serverStats() } }
             if json {
                 print("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),"
-                    + stats.map { "\(jsonString(camelCase($0.name))):\($0.value)" }.joined(separator: ",") + "}")
+                    + statsJSON(stats) + "}")
             } else {
                 print("server \(client.server.serverName) at \(client.address)")
                 for entry in stats { print("\(entry.name) \(entry.value)") }
@@ -412,6 +433,25 @@ struct Info: AsyncParsableCommand {
             """)
         if !description.failure.isEmpty { print("FAILED          \(description.failure)") }
     }
+}
+
+/// The server's statistics as JSON members: `"appendsTotal":N`, and the per-code error counters
+/// (`errors_total{code="UNKNOWN_LOG"}`) as one object, `"errorsTotal":{"UNKNOWN_LOG":N,...}`.
+func statsJSON(_ stats: [(name: String, value: UInt64)]) -> String {
+    var members: [String] = []
+    var errors: [String] = []
+    for entry in stats {
+        if let open = entry.name.firstIndex(of: "{") {
+            guard entry.name[..<open] == "errors_total", let quote = entry.name.firstIndex(of: "\""),
+                let end = entry.name[entry.name.index(after: quote)...].firstIndex(of: "\"")
+            else { continue }
+            errors.append("\(jsonString(String(entry.name[entry.name.index(after: quote)..<end]))):\(entry.value)")
+        } else {
+            members.append("\(jsonString(camelCase(entry.name))):\(entry.value)")
+        }
+    }
+    members.append("\"errorsTotal\":{" + errors.joined(separator: ",") + "}")
+    return members.joined(separator: ",")
 }
 
 struct Trim: AsyncParsableCommand {

@@ -163,6 +163,9 @@ final class StreamingAppend: @unchecked Sendable {
     /// The first failure; the reader stops at its next batch.
     private let failure = Mutex<Error?>(nil)
     private let inFlight = Mutex(0)
+    /// Signalled on a failure, so a reader waiting for input stops at once instead of at its
+    /// next line.
+    private let failed = Wakeup()
 
     init(client: RingLogClient, settings: Settings, watchdog: Watchdog) {
         self.client = client
@@ -196,8 +199,10 @@ final class StreamingAppend: @unchecked Sendable {
         }
         switch source {
         case .records(let records):
-            for record in records where !failed {
+            for record in records where !hasFailed {
                 guard record.count <= client.maxRecordBytes else {
+                    // What came before it goes out; then the command fails.
+                    send(&builder)
                     fail(RecordTooLarge(bytes: record.count, limit: client.maxRecordBytes))
                     break
                 }
@@ -206,17 +211,22 @@ final class StreamingAppend: @unchecked Sendable {
         case .descriptor(let fd):
             var splitter = RecordSplitter(delimiter: settings.delimiter, maxRecordBytes: client.maxRecordBytes)
             var chunk = [UInt8](repeating: 0, count: 64 << 10)
-            reading: while !failed {
+            reading: while !hasFailed {
+                // Wait for input (or a failure), and with a batch open only until its linger
+                // time is up.
+                var waitMillis: Int32 = -1
                 if !builder.isEmpty {
-                    // Wait for input only until the open batch's linger time is up.
                     let now = MonotonicClock.nanos()
                     let due = firstRecordNanos + lingerNanos
-                    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                    let ready = due > now ? poll(&poller, 1, Int32((due - now + 999_999) / 1_000_000)) : 0
-                    if ready == 0 {
-                        send(&builder)
-                        continue
-                    }
+                    waitMillis = due > now ? Int32(clamping: (due - now + 999_999) / 1_000_000) : 0
+                }
+                var pollers = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: failed.fd, events: Int16(POLLIN), revents: 0)]
+                let ready = poll(&pollers, 2, waitMillis)
+                if ready < 0 && errno == EINTR { continue }
+                if pollers[1].revents != 0 { break reading }
+                if ready == 0 {
+                    send(&builder)
+                    continue
                 }
                 let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
                 if count < 0 && errno == EINTR { continue }
@@ -231,12 +241,14 @@ final class StreamingAppend: @unchecked Sendable {
                     }
                     try chunk.withUnsafeBytes { try splitter.feed(UnsafeRawBufferPointer(rebasing: $0[0..<count]), add) }
                 } catch {
+                    // Records before a too-large one still go out, as from the arguments.
+                    if error is RecordTooLarge { send(&builder) }
                     fail(error)
                     break reading
                 }
             }
         }
-        if !failed { send(&builder) }
+        if !hasFailed { send(&builder) }
         // Every acknowledgement is in once all the window's room is back.
         // (libdispatch requires a semaphore's count back at its start when it is freed.)
         for _ in 0..<settings.window { room.wait() }
@@ -244,23 +256,28 @@ final class StreamingAppend: @unchecked Sendable {
         output.flush()
     }
 
-    private var failed: Bool { failure.withLock { $0 != nil } }
+    private var hasFailed: Bool { failure.withLock { $0 != nil } }
 
     private func fail(_ error: Error) {
         failure.withLock { if $0 == nil { $0 = error } }
+        failed.signal()
     }
 
     private func send(_ builder: inout BatchBuilder) {
-        guard !builder.isEmpty, !failed else { return }
+        guard !builder.isEmpty, !hasFailed else { return }
         let count = builder.recordCount
         let batch = builder.finish()
         room.wait()
-        if failed {
+        if hasFailed {
             room.signal()
             return
         }
-        inFlight.withLock { $0 += 1 }
-        watchdog.arm()
+        // The count and the watchdog change together, so an acknowledgement that empties the
+        // window cannot disarm the clock of a batch sent meanwhile.
+        inFlight.withLock { inFlight in
+            inFlight += 1
+            watchdog.arm()
+        }
         client.sendAppend(to: settings.log, batch: batch, mode: settings.mode) { [self] result in
             acknowledged(result, records: count)
         }
@@ -279,11 +296,10 @@ final class StreamingAppend: @unchecked Sendable {
         case .failure(let error):
             fail(error)
         }
-        let remaining = inFlight.withLock { count in
+        inFlight.withLock { count in
             count -= 1
-            return count
+            if count == 0 { watchdog.disarm() } else { watchdog.arm() }
         }
-        if remaining == 0 { watchdog.disarm() } else { watchdog.arm() }
         room.signal()
     }
 }

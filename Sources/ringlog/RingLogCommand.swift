@@ -20,7 +20,8 @@ struct RingLogCommand: AsyncParsableCommand {
             moved += arguments.prefix(taken)
             arguments.removeFirst(taken)
         }
-        arguments += moved
+        // At the end, but before a `--` (after it, they would be records or names).
+        arguments.insert(contentsOf: moved, at: arguments.firstIndex(of: "--") ?? arguments.endIndex)
         do {
             var command = try parseAsRoot(arguments)
             if var asynchronous = command as? AsyncParsableCommand {
@@ -63,7 +64,7 @@ struct ServerOptions: ParsableArguments {
     var timeout: Double?
 
     func validate() throws {
-        if let timeout, !(timeout >= 0) { throw ValidationError("--timeout must be 0 or more seconds") }
+        if let timeout, !(0...1_000_000).contains(timeout) { throw ValidationError("--timeout must be from 0 to 1000000 seconds") }
         do { _ = try SocketAddress.split(server) } catch {
             // Say where the bad address came from: the flag, or the environment.
             let source = environmentServer == server ? "$RINGLOG_SERVER" : "--server"

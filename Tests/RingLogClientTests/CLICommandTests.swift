@@ -73,6 +73,10 @@ import Testing
         #expect(records[1]["encoding"] as? String == "utf8")
         #expect(records[1]["value"] as? String == "a")
         #expect(try server.ringlog("append", "bytes", "--delimiter", "", input: []).status == 64, "an empty separator is refused")
+        // After `--`, arguments are records, even ones that look like options; the server option
+        // given before the command still applies.
+        #expect(try server.ringlog("append", "bytes", "--", "-x", "--json").status == 0)
+        #expect(try server.ringlog("read", "bytes", "--format", "hex").output.hasSuffix("2d78\n2d2d6a736f6e\n"))
     }
 
     @Test func appendStreamsASlowProducersRecordsAsTheyArrive() throws {
@@ -99,8 +103,10 @@ import Testing
         let tooLarge = try server.ringlog("append", "big", "--delimiter", "none", input: [UInt8](repeating: 0x61, count: limit + 1))
         #expect(tooLarge.status == 64)
         #expect(tooLarge.error.contains("record of \(limit + 1) B exceeds the largest record this server takes (\(limit) B)"))
-        let argument = try server.ringlog("append", "big", String(repeating: "b", count: limit + 10))
+        let argument = try server.ringlog("append", "big", "before", String(repeating: "b", count: limit + 10))
         #expect(argument.status == 64)
+        #expect(argument.output.hasSuffix("/0\n"), "the record before the too-large one was appended: \(argument.output)")
+        #expect(try server.ringlog("read", "big", "--from", String(argument.output.split(separator: "/")[0])).output == "before\n")
         #expect(try server.ringlog("ping").status == 0, "the connection was not reset, the server is fine")
     }
 
@@ -217,7 +223,8 @@ import Testing
         #expect(try jsonLines(try server.ringlog("list", "--json").output).map { $0["name"] as? String } == ["j"])
         let stats = try json(try server.ringlog("info", "--json").output)
         #expect(stats["appendsTotal"] as? Int == 1, "camelCase keys: \(stats.keys.sorted())")
-        #expect(stats.keys.allSatisfy { !$0.contains("_") })
+        #expect(stats.keys.allSatisfy { !$0.contains("_") && !$0.contains("{") })
+        #expect((stats["errorsTotal"] as? [String: Any])?["UNKNOWN_LOG"] as? Int == 0, "error counters by code: \(stats["errorsTotal"] ?? "none")")
         #expect(try json(try server.ringlog("info", "j", "--json").output)["committedEnd"] as? Int == 58)
         #expect(try json(try server.ringlog("ping", "--json").output)["roundTripSeconds"] is Double)
         #expect(try json(try server.ringlog("trim", "j", "58", "--json").output)["startOffset"] as? Int == 58)

@@ -162,6 +162,23 @@ import Testing
         #expect(outcome == .failed(.batchTooLarge(bytes: limit + 1, limit: limit)))
     }
 
+    /// A log made with segments as small as the largest batch then allowed keeps them when the
+    /// server restarts with a larger max-batch-bytes: a batch larger than its segment is refused
+    /// (it once stopped the server), and the log goes on taking batches that fit.
+    @Test func aBatchLargerThanTheLogsSegmentIsRefusedAfterTheLimitGrew() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("small", settings: LogSettings(segmentBytes: 64 << 10))
+        var larger = StoreConfiguration.small()
+        larger.maxBatchBytes = 128 << 10
+        larger.defaultLogSettings = LogSettings(segmentBytes: 256 << 10)
+        try harness.driver.crashAndRecover(configuration: larger)
+        let big = Batch.make(payload: payload(100 << 10, seed: 1))
+        let outcome = big.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
+        #expect(outcome == .failed(.batchTooLarge(bytes: big.count, limit: 64 << 10)))
+        let fits = try harness.append(id, payload(1_000, seed: 2))
+        #expect(try harness.readAll(id).map(\.offset) == [fits])
+    }
+
     @Test func aBatchExactlyFillingASegmentStaysInItAndTheNextStartsANewOne() throws {
         let harness = try Harness()
         let id = try harness.createLog("exactfit")
