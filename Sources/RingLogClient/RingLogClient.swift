@@ -141,6 +141,18 @@ public final class RingLogClient: Sendable {
         return try await append(to: log, batch: builder.finish(), mode: mode)
     }
 
+    /// Appends a batch only if the log's end is `expectedEnd` (APPEND_IF, docs/protocol.md): the
+    /// end counts appends placed and not yet acknowledged, so a single writer can pipeline,
+    /// expecting each time the end the batch before will leave (its offset plus its size).
+    /// Otherwise nothing is written and this throws the server's END_MISMATCH, whose `detail1` is
+    /// the log's end as the condition saw it (see `ServerError.currentEnd`).
+    public func append(to log: LogID, batch: [UInt8], mode: AckMode = .durable, ifEndIs expectedEnd: LogOffset) async throws(RingLogError) -> AppendResponse {
+        let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: expectedEnd, batch: $0) }
+        return try await request(.appendIf, body, logID: log, flags: mode.rawValue) { response throws(RingLogError) in
+            try decodeBody(response.body, as: AppendResponse.self)
+        }
+    }
+
     /// Appends a batch built elsewhere (see `BatchBuilder`).
     public func append(to log: LogID, batch: [UInt8], mode: AckMode = .durable) async throws(RingLogError) -> AppendResponse {
         let owned = OwnedBytes(batch)
@@ -154,8 +166,10 @@ public final class RingLogClient: Sendable {
     /// Sends an append at once, without waiting: appends sent this way from one thread or task go
     /// out, and are answered, in the order of the calls. `completion` runs on the client's loop
     /// thread with the acknowledgement.
+    /// With `expectedEnd`, the append is conditional (APPEND_IF, as `append(to:batch:mode:ifEndIs:)`).
     public func sendAppend(
-        to log: LogID, batch: [UInt8], mode: AckMode = .durable, completion: @escaping @Sendable (Result<AppendResponse, RingLogError>) -> Void
+        to log: LogID, batch: [UInt8], mode: AckMode = .durable, ifEndIs expectedEnd: LogOffset? = nil,
+        completion: @escaping @Sendable (Result<AppendResponse, RingLogError>) -> Void
     ) {
         let owned = OwnedBytes(batch)
         let handle = socket
@@ -164,7 +178,16 @@ public final class RingLogClient: Sendable {
                 completion(.failure(.connectionClosed("the connection is closed")))
                 return
             }
-            socket.sendAppend(logID: log, mode: mode, batch: owned) { result in completion(decodeResponse(result, as: AppendResponse.self)) }
+            guard let expectedEnd else {
+                socket.sendAppend(logID: log, mode: mode, batch: owned) { result in completion(decodeResponse(result, as: AppendResponse.self)) }
+                return
+            }
+            let body = AppendIfRequest.encode(expectedEnd: expectedEnd, batch: owned.bytes)
+            body.withUnsafeBytes { bytes in
+                socket.send(.appendIf, body: bytes, logID: log, flags: mode.rawValue) { result in
+                    completion(decodeResponse(result, as: AppendResponse.self))
+                }
+            }
         }
     }
 

@@ -7,6 +7,9 @@ public struct ServerError: Error, Equatable, Sendable, CustomStringConvertible {
     public let detail1: UInt64
     public let detail2: UInt64
 
+    /// END_MISMATCH: the log's end the condition was checked against.
+    public var currentEnd: LogOffset? { code == .endMismatch ? LogOffset(detail1) : nil }
+
     public init(code: ErrorCode, message: String, detail1: UInt64 = 0, detail2: UInt64 = 0) {
         self.code = code
         self.message = message

@@ -43,7 +43,7 @@ final class Connection: IOHandler {
     /// The log this connection appended to last, so an append needs no table lookup.
     var appendLog: Log?
     /// Set while an append waits for room in the store; the connection reads nothing meanwhile.
-    var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32)?
+    var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32, expectedEnd: LogOffset?)?
 
     // What waits on its behalf.
     /// Its acknowledgements and long-polls, one `LogWait` per log (see `Waiters`).

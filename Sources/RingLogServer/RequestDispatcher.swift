@@ -83,7 +83,10 @@ final class RequestDispatcher {
                 try WireReader(body).finish()
                 connection.answer(sequence, .empty)
             case .hello: try hello(connection, sequence, body)
-            case .append: return append(connection, header, sequence, body)
+            case .append: return append(connection, header, sequence, body, expectedEnd: nil)
+            case .appendIf:
+                let request = try AppendIfRequest.decode(body)
+                return append(connection, header, sequence, request.batch, expectedEnd: request.expectedEnd)
             case .read:
                 let request = try ReadRequest.decode(body)
                 admitRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: Int(request.maxBytes),
@@ -113,11 +116,11 @@ final class RequestDispatcher {
 
     /// Header fields an operation does not use must be zero, so they can be given a meaning later.
     static func reservedFieldProblem(_ opcode: Opcode, _ header: RequestHeader) -> String? {
-        if opcode != .append && header.flags != 0 { return "flags must be 0 for \(opcode) (got \(header.flags))" }
+        if opcode != .append && opcode != .appendIf && header.flags != 0 { return "flags must be 0 for \(opcode) (got \(header.flags))" }
         switch opcode {
         case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats:
             if header.logID != .none { return "\(opcode) takes no log id (got \(header.logID))" }
-        case .append, .read, .trim, .logInfo:
+        case .append, .appendIf, .read, .trim, .logInfo:
             break
         }
         return nil
@@ -135,12 +138,17 @@ final class RequestDispatcher {
             version: UInt16(WireProtocol.version), maxBatchBytes: UInt32(configuration.storage.maxBatchBytes),
             maxReadBytes: UInt32(configuration.maxReadBytes), maxInFlight: UInt32(configuration.maxInFlightPerConnection),
             maxWaitMillis: UInt32(configuration.maxWaitMillis), serverName: "ringlogd \(ringLogVersion)")
-        connection.answer(sequence, .encoded(response.encoded()))
+        var announced = response
+        announced.features = .all
+        connection.answer(sequence, .encoded(announced.encoded()))
     }
 
     // MARK: Appending
 
-    private func append(_ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ body: UnsafeRawBufferPointer) -> Bool {
+    /// APPEND, and APPEND_IF with the end it expects.
+    private func append(
+        _ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ body: UnsafeRawBufferPointer, expectedEnd: LogOffset?
+    ) -> Bool {
         guard AckMode(rawValue: header.flags) != nil else {
             connection.answer(sequence, code: .malformedRequest, ErrorBody(message: "unknown acknowledgement mode \(header.flags)"))
             return server.canRead(connection)
@@ -152,14 +160,15 @@ final class RequestDispatcher {
             connection.answer(sequence, code: code, ErrorBody(message: problem.description))
             return server.canRead(connection)
         }
-        return place(connection, header, sequence, body, keeping: nil) && server.canRead(connection)
+        return place(connection, header, sequence, body, keeping: nil, expectedEnd: expectedEnd) && server.canRead(connection)
     }
 
     /// Offers a validated batch to the store. When the store has no room, the batch is kept (copied
     /// unless `keeping` already holds it) and the connection reads nothing until a retry places it.
     /// Returns false in that case.
     private func place(
-        _ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ batch: UnsafeRawBufferPointer, keeping: OwnedBytes?
+        _ connection: Connection, _ header: RequestHeader, _ sequence: UInt32, _ batch: UnsafeRawBufferPointer, keeping: OwnedBytes?,
+        expectedEnd: LogOffset?
     ) -> Bool {
         let log: Log
         if let cached = connection.appendLog, cached.id == header.logID, !cached.deleting {
@@ -169,6 +178,17 @@ final class RequestDispatcher {
             log = found
         } else {
             answer(connection, sequence, error: .unknownLog("id \(header.logID)"))
+            return true
+        }
+        // The condition is checked where the batch would be placed, in the same turn: nothing
+        // can move the end between the check and the placement. (A log that failed or is being
+        // deleted reports that instead, below.)
+        if let expectedEnd, log.failure == nil, !log.deleting, log.reservedEnd != expectedEnd {
+            connection.answer(
+                sequence, code: .endMismatch,
+                ErrorBody(
+                    detail1: log.reservedEnd.rawValue, detail2: log.committedEnd.rawValue,
+                    message: "the log's end is \(log.reservedEnd), not \(expectedEnd) as expected; nothing was written"))
             return true
         }
         switch store.append(to: log, batch: batch) {
@@ -182,7 +202,7 @@ final class RequestDispatcher {
             return true
         case .wouldBlock:
             server.counters.appendsBlocked += 1
-            connection.blockedAppend = (header, keeping ?? OwnedBytes(copying: batch), sequence)
+            connection.blockedAppend = (header, keeping ?? OwnedBytes(copying: batch), sequence, expectedEnd)
             server.blockedConnections.append(connection)
             return false
         case .failed(let error):
@@ -194,7 +214,7 @@ final class RequestDispatcher {
     func retryBlockedAppend(_ connection: Connection) {
         guard let blocked = connection.blockedAppend else { return }
         connection.blockedAppend = nil
-        _ = place(connection, blocked.header, blocked.sequence, blocked.batch.bytes, keeping: blocked.batch)
+        _ = place(connection, blocked.header, blocked.sequence, blocked.batch.bytes, keeping: blocked.batch, expectedEnd: blocked.expectedEnd)
     }
 
     // MARK: Reading

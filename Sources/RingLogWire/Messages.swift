@@ -115,7 +115,18 @@ public struct HelloRequest: WireMessage, Equatable {
 
 /// The server's version and the limits a client must respect.
 public struct HelloResponse: WireMessage, Equatable {
+    /// Operations beyond version 1's first set, one bit each (a server before them sends 0).
+    public struct Features: OptionSet, Sendable, Equatable {
+        public let rawValue: UInt16
+        public init(rawValue: UInt16) { self.rawValue = rawValue }
+        /// APPEND_IF (conditional appends).
+        public static let appendIf = Features(rawValue: 1 << 0)
+        /// What this build of the server offers.
+        public static let all: Features = [.appendIf]
+    }
+
     public var version: UInt16
+    public var features: Features = []
     public var maxBatchBytes: UInt32
     public var maxReadBytes: UInt32
     public var maxInFlight: UInt32
@@ -133,7 +144,7 @@ public struct HelloResponse: WireMessage, Equatable {
 
     public func encode(into writer: inout WireWriter) {
         writer.u16(version)
-        writer.u16(0)
+        writer.u16(features.rawValue)
         writer.u32(maxBatchBytes)
         writer.u32(maxReadBytes)
         writer.u32(maxInFlight)
@@ -143,10 +154,12 @@ public struct HelloResponse: WireMessage, Equatable {
 
     public static func decode(from reader: inout WireReader) throws(WireError) -> HelloResponse {
         let version = try reader.u16()
-        _ = try reader.u16()
-        return HelloResponse(
+        let features = Features(rawValue: try reader.u16())
+        var response = HelloResponse(
             version: version, maxBatchBytes: try reader.u32(), maxReadBytes: try reader.u32(), maxInFlight: try reader.u32(),
             maxWaitMillis: try reader.u32(), serverName: try reader.string())
+        response.features = features
+        return response
     }
 }
 
@@ -279,6 +292,32 @@ public struct LogList: WireMessage, Equatable {
         var logs: [LogDescription] = []
         for _ in 0..<count { logs.append(try LogDescription.decode(from: &reader)) }
         return LogList(logs: logs)
+    }
+}
+
+/// The body of APPEND_IF: the end the writer expects the log to have, then one batch exactly as
+/// APPEND carries it. The condition is checked against the log's end including appends placed
+/// and not yet acknowledged, so a single writer can pipeline: each request expects the end the
+/// one before it will leave.
+public struct AppendIfRequest {
+    public static let prefixBytes = 8
+    public var expectedEnd: LogOffset
+    /// The batch, inside the body it was decoded from.
+    public var batch: UnsafeRawBufferPointer
+
+    /// Splits a body; throws when it is too short to hold the expected end.
+    public static func decode(_ body: UnsafeRawBufferPointer) throws(WireError) -> AppendIfRequest {
+        guard body.count >= prefixBytes else { throw WireError("APPEND_IF body of \(body.count) bytes has no expected end (8 bytes)") }
+        return AppendIfRequest(
+            expectedEnd: LogOffset(body.loadLittleEndian(at: 0, as: UInt64.self)), batch: UnsafeRawBufferPointer(rebasing: body[prefixBytes...]))
+    }
+
+    /// The body for `batch` (a complete batch as built for APPEND).
+    public static func encode(expectedEnd: LogOffset, batch: UnsafeRawBufferPointer) -> [UInt8] {
+        var body = [UInt8](repeating: 0, count: prefixBytes)
+        body.withUnsafeMutableBytes { $0.storeLittleEndian(expectedEnd.rawValue, at: 0) }
+        body.append(contentsOf: batch)
+        return body
     }
 }
 

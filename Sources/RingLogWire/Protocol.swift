@@ -20,6 +20,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     case append = 0x20
     case read = 0x21
     case trim = 0x22
+    /// APPEND only if the log's end is where the writer expects (see `AppendIfRequest`).
+    case appendIf = 0x23
     case serverStats = 0x30
 }
 
@@ -47,6 +49,8 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case offsetOutOfRange = 20
     case notBatchBoundary = 21
     case corruptBatch = 22
+    /// APPEND_IF: the log's end is not the one the request expected; nothing was written.
+    case endMismatch = 23
     case tooManyConnections = 30
     case tooManyInFlight = 31
     case timedOut = 32
@@ -74,6 +78,7 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .offsetOutOfRange: "OFFSET_OUT_OF_RANGE"
         case .notBatchBoundary: "NOT_BATCH_BOUNDARY"
         case .corruptBatch: "CORRUPT_BATCH"
+        case .endMismatch: "END_MISMATCH"
         case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         case .tooManyInFlight: "TOO_MANY_IN_FLIGHT"
         case .timedOut: "TIMED_OUT"

@@ -143,7 +143,12 @@ public struct RequestFramer {
             }
             return .failed(failure)
         case .success(let header):
-            let limit = header.opcode == Opcode.append.rawValue ? limits.maxAppendBodyBytes : limits.maxControlBodyBytes
+            let limit =
+                switch Opcode(rawValue: header.opcode) {
+                case .append?: limits.maxAppendBodyBytes
+                case .appendIf?: limits.maxAppendBodyBytes + AppendIfRequest.prefixBytes
+                default: limits.maxControlBodyBytes
+                }
             guard Int(header.bodyLength) <= limit else {
                 return .failed(Failure(
                     code: .lengthOverLimit,

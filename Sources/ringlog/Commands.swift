@@ -119,6 +119,12 @@ struct Append: AsyncParsableCommand {
     @Option(help: "Largest batch to send, e.g. 64KiB (at most the server's largest batch).") var batchBytes: String = "64KiB"
     @Option(help: "Milliseconds a batch waits for more records after its first.") var lingerMs: Int = 5
     @Flag(help: "Print nothing on success.") var quiet = false
+    @Option(
+        help: """
+            Append only if the log ends at this offset now (and each further batch only if it ends \
+            where the one before left it); otherwise write nothing more and exit 8 (see docs/cli.md).
+            """)
+    var ifEnd: LogOffset?
     @Flag(help: "Print positions as JSON Lines: {\"offset\":N,\"index\":I}.") var json = false
 
     func validate() throws {
@@ -147,7 +153,8 @@ struct Append: AsyncParsableCommand {
         let id = try await logID(client, log, watchdog)
         let settings = StreamingAppend.Settings(
             log: id, mode: ack, batchBytes: min(Int(try parseSize(batchBytes)), Int(client.server.maxBatchBytes)), lingerMillis: lingerMs,
-            delimiter: delimiter ?? .line, window: max(1, min(16, Int(client.server.maxInFlight))), printPositions: !quiet, json: json)
+            delimiter: delimiter ?? .line, window: max(1, min(16, Int(client.server.maxInFlight))), printPositions: !quiet, json: json,
+            expectedEnd: ifEnd)
         try await reportingErrors { try await StreamingAppend(client: client, settings: settings, watchdog: watchdog).run(source) }
     }
 }

@@ -153,6 +153,9 @@ final class StreamingAppend: @unchecked Sendable {
         var window = 16
         var printPositions: Bool
         var json: Bool
+        /// `--if-end`: the first batch goes only if the log ends here, each next one only if it
+        /// ends where the one before left it.
+        var expectedEnd: LogOffset? = nil
     }
 
     private let client: RingLogClient
@@ -163,6 +166,8 @@ final class StreamingAppend: @unchecked Sendable {
     /// The first failure; the reader stops at its next batch.
     private let failure = Mutex<Error?>(nil)
     private let inFlight = Mutex(0)
+    /// The end the next conditional batch expects (reader thread only).
+    private var nextExpectedEnd: LogOffset?
     /// Signalled on a failure, so a reader waiting for input stops at once instead of at its
     /// next line.
     private let failed = Wakeup()
@@ -172,6 +177,7 @@ final class StreamingAppend: @unchecked Sendable {
         self.settings = settings
         self.watchdog = watchdog
         room = DispatchSemaphore(value: settings.window)
+        nextExpectedEnd = settings.expectedEnd
     }
 
     /// Runs to the end of the input; throws the first failure.
@@ -278,7 +284,9 @@ final class StreamingAppend: @unchecked Sendable {
             inFlight += 1
             watchdog.arm()
         }
-        client.sendAppend(to: settings.log, batch: batch, mode: settings.mode) { [self] result in
+        let expected = nextExpectedEnd
+        nextExpectedEnd = expected?.advanced(by: batch.count)
+        client.sendAppend(to: settings.log, batch: batch, mode: settings.mode, ifEndIs: expected) { [self] result in
             acknowledged(result, records: count)
         }
     }

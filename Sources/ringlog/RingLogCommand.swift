@@ -52,7 +52,8 @@ struct RingLogCommand: AsyncParsableCommand {
 let exitCodesHelp = """
     Exit codes: 0 success; 1 error reported by the server (not listed below); 2 cannot connect \
     to the server, or the address is not a RingLog server; 3 unknown log; 4 offset out of range \
-    or not a batch start; 5 corrupt data; 6 connection lost; 7 no answer within --timeout; 64 bad \
+    or not a batch start; 5 corrupt data; 6 connection lost; 7 no answer within --timeout; 8 the \
+    log's end was not the one --if-end expected (nothing written); 64 bad \
     command line or a record too large for the server; 130 interrupted (Ctrl-C).
     """
 
@@ -155,6 +156,7 @@ func exitStatus(for error: RingLogError) -> Int32 {
         switch failure.code {
         case .unknownLog: 3
         case .offsetOutOfRange, .notBatchBoundary: 4
+        case .endMismatch: 8
         case .corruptBatch: 5
         case .shuttingDown: 6
         default: 1

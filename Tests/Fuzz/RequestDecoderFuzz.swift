@@ -30,7 +30,7 @@ public func fuzzOneInput(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
         precondition(consumed == end - index, "the framer must take every byte it is given")
         index = end
     }
-    precondition(framer.partialBytes <= WireProtocol.headerBytes + limits.maxAppendBodyBytes)
+    precondition(framer.partialBytes <= WireProtocol.headerBytes + limits.maxAppendBodyBytes + AppendIfRequest.prefixBytes)
     decodeAsResponses(stream)
     return 0
 }
@@ -43,14 +43,22 @@ func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) 
     case .deleteLog, .logInfo: _ = try? LogNameRequest.decode(body)
     case .read: _ = try? ReadRequest.decode(body)
     case .trim: _ = try? OffsetMessage.decode(body)
-    case .append:
-        guard Batch.validateIncoming(body, maxPayloadBytes: limits.maxAppendBodyBytes - Batch.headerBytes) == nil else { return }
-        let header = BatchHeader(unchecked: body.baseAddress!)
-        let payload = UnsafeRawBufferPointer(rebasing: body[Batch.headerBytes...])
-        if let ranges = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) {
-            for range in ranges { precondition(range.upperBound <= payload.count) }
-        }
+    case .append: decodeBatch(body)
+    case .appendIf:
+        guard let request = try? AppendIfRequest.decode(body) else { return }
+        precondition(request.batch.count == body.count - AppendIfRequest.prefixBytes)
+        decodeBatch(request.batch)
     case .ping, .listLogs, .serverStats, nil: break
+    }
+}
+
+/// An appended batch as the server checks it, and its records as a reader splits them.
+func decodeBatch(_ body: UnsafeRawBufferPointer) {
+    guard Batch.validateIncoming(body, maxPayloadBytes: limits.maxAppendBodyBytes - Batch.headerBytes) == nil else { return }
+    let header = BatchHeader(unchecked: body.baseAddress!)
+    let payload = UnsafeRawBufferPointer(rebasing: body[Batch.headerBytes...])
+    if let ranges = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) {
+        for range in ranges { precondition(range.upperBound <= payload.count) }
     }
 }
 

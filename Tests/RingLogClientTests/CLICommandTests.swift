@@ -290,4 +290,18 @@ import Testing
         #expect(completion.status == 0)
         #expect(completion.output.contains("tail"))
     }
+
+    @Test func appendIfEndWritesOnlyAtTheExpectedEnd() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "c").status == 0)
+        #expect(try server.ringlog("append", "c", "--if-end", "0", "a", "b").output == "0/0\n0/1\n")
+        let stale = try server.ringlog("append", "c", "--if-end", "0", "x")
+        #expect(stale.status == 8)
+        #expect(stale.error.contains("END_MISMATCH"))
+        #expect(stale.error.contains("the log's end is 58"))
+        // Streamed input in several batches: each expects the end the one before left.
+        let streamed = try server.ringlog("append", "c", "--if-end", "58", "--batch-bytes", "60", input: Array("p\nq\nr\ns\nt\nu\n".utf8))
+        #expect(streamed.status == 0, "\(streamed.error)")
+        #expect(try server.ringlog("read", "c").output == "a\nb\np\nq\nr\ns\nt\nu\n")
+    }
 }

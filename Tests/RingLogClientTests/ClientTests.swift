@@ -86,6 +86,28 @@ import Testing
         try await client.ping()
     }
 
+    /// A conditional append goes in at the expected end and is refused elsewhere, with the end.
+    @Test func conditionalAppendsFenceAWriter() async throws {
+        let server = try TestServer()
+        let client = try await RingLogClient.connect(to: server.address.description)
+        defer { client.close() }
+        #expect(client.server.features.contains(.appendIf))
+        let log = try await client.createLog("fenced").logID
+        let batch = RecordFraming.batch([Array("one".utf8)])
+        let first = try await client.append(to: log, batch: batch, ifEndIs: .zero)
+        #expect(first.offset == .zero)
+        do {
+            _ = try await client.append(to: log, batch: batch, ifEndIs: .zero)
+            Issue.record("a stale expectation was accepted")
+        } catch {
+            guard case .server(let failure) = error else { throw error }
+            #expect(failure.code == .endMismatch)
+            #expect(failure.currentEnd == LogOffset(UInt64(batch.count)))
+        }
+        let second = try await client.append(to: log, batch: batch, ifEndIs: LogOffset(UInt64(batch.count)))
+        #expect(second.offset == LogOffset(UInt64(batch.count)))
+    }
+
     /// Records sent one by one through a producer come back from a consumer in order, with the
     /// positions the producer reported, across batch and segment boundaries.
     @Test func producerPositionsMatchWhatTheConsumerSeesAcrossBatchesAndSegments() async throws {

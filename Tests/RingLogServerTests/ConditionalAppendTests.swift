@@ -1,0 +1,99 @@
+import Glibc
+import RingLogTestKit
+import RingLogTesting
+import RingLogWire
+import Testing
+
+/// APPEND_IF: a batch goes in only if the log ends where the writer expects; otherwise nothing is
+/// written and the answer says where the log ends.
+@Suite struct ConditionalAppendTests {
+    func appendIf(_ client: RawClient, _ log: LogID, expecting end: LogOffset, _ payload: [UInt8], mode: AckMode = .durable) throws -> WireResponse {
+        let batch = Batch.make(payload: payload)
+        let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: end, batch: $0) }
+        return try client.call(.appendIf, body, logID: log, flags: mode.rawValue)
+    }
+
+    @Test func helloAnnouncesIt() throws {
+        let server = try TestServer()
+        let hello = try server.client().call(.hello, HelloRequest().encoded()).decode(HelloResponse.self)
+        #expect(hello.features.contains(.appendIf))
+    }
+
+    @Test func theBatchGoesInOnlyAtTheExpectedEnd() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("fenced").logID
+        let first = try appendIf(client, log, expecting: .zero, payload(100, seed: 1)).decode(AppendResponse.self)
+        #expect(first.offset == .zero)
+        let end = LogOffset(UInt64(Batch.headerBytes + 100))
+        // A writer that still believes the log is empty is refused, and told where it ends.
+        let stale = try appendIf(client, log, expecting: .zero, payload(100, seed: 2))
+        #expect(stale.errorCode == .endMismatch)
+        #expect(stale.error?.detail1 == end.rawValue)
+        #expect(stale.error?.detail2 == end.rawValue, "the committed end too")
+        #expect(try client.readAll(log).map(\.payload) == [payload(100, seed: 1)], "nothing was written")
+        // Past the end is refused the same way; at the end, it goes in (written mode too).
+        #expect(try appendIf(client, log, expecting: LogOffset(9_999), payload(10, seed: 3)).errorCode == .endMismatch)
+        let second = try appendIf(client, log, expecting: end, payload(50, seed: 4), mode: .written).decode(AppendResponse.self)
+        #expect(second.offset == end)
+        #expect(try client.call(.ping).header.status == 0, "the connection stays open after a refusal")
+    }
+
+    /// A single writer pipelines: each request expects the end the one before will leave. One
+    /// wrong expectation is refused and, the end not having moved, so is everything after it
+    /// that counted on it.
+    @Test func aSingleWriterPipelinesAndARefusalStopsWhatDependsOnIt() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("pipe").logID
+        var expected = LogOffset.zero
+        var ids: [UInt64] = []
+        for seed in 0..<5 {
+            let batch = Batch.make(payload: payload(60, seed: seed))
+            // The third one expects one byte too far.
+            let claim = seed == 2 ? expected.advanced(by: 1) : expected
+            let id = client.takeRequestID()
+            try client.send(client.encode(.appendIf, batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: claim, batch: $0) }, logID: log, requestID: id))
+            ids.append(id)
+            expected = expected.advanced(by: batch.count)
+        }
+        var outcomes: [ErrorCode?] = []
+        for id in ids {
+            let response = try client.receive()
+            #expect(response.header.requestID == id, "answered in order")
+            outcomes.append(response.errorCode)
+        }
+        #expect(outcomes == [nil, nil, .endMismatch, .endMismatch, .endMismatch])
+        #expect(try client.readAll(log).count == 2)
+    }
+
+    @Test func twoWritersCannotBothAppendAtTheSameEnd() throws {
+        let server = try TestServer()
+        let writerA = try server.client()
+        let writerB = try server.client()
+        let log = try writerA.createLog("race").logID
+        #expect(try appendIf(writerA, log, expecting: .zero, payload(10, seed: 1)).errorCode == nil)
+        let loser = try appendIf(writerB, log, expecting: .zero, payload(10, seed: 2))
+        #expect(loser.errorCode == .endMismatch)
+        #expect(try writerB.readAll(log).map(\.payload) == [payload(10, seed: 1)])
+    }
+
+    @Test func badRequestsAreRefusedAndTheConnectionServesOn() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let log = try client.createLog("bad").logID
+        // Too short to hold the expected end.
+        #expect(try client.call(.appendIf, [1, 2, 3], logID: log).errorCode == .malformedRequest)
+        // A damaged batch after a good prefix.
+        var batch = Batch.make(payload: payload(20, seed: 1))
+        batch[batch.count - 1] ^= 0xFF
+        let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: .zero, batch: $0) }
+        #expect(try client.call(.appendIf, body, logID: log).errorCode == .crcMismatch)
+        // An unknown acknowledgement mode, and an unknown log.
+        let good = Batch.make(payload: payload(20, seed: 2)).withUnsafeBytes { AppendIfRequest.encode(expectedEnd: .zero, batch: $0) }
+        #expect(try client.call(.appendIf, good, logID: log, flags: 9).errorCode == .malformedRequest)
+        #expect(try client.call(.appendIf, good, logID: LogID(77)).errorCode == .unknownLog)
+        #expect(try client.call(.appendIf, good, logID: log).errorCode == nil)
+        #expect(try client.readAll(log).count == 1)
+    }
+}
