@@ -153,6 +153,7 @@ struct LogRecovery {
         let state = LogState(
             meta: meta, epoch: epoch, directory: directory, directoryFD: Int32(opened), segments: segments,
             positions: LogPositions(start: startOffset, end: end))
+        state.lastAppendMicros = segments.map(\.maxAppendTimeMicros).max() ?? 0
         let now = context.environment.wallMicros()
         let log = Log(state: state, context: context, checkpointOffset: scanFrom, nowMicros: now)
         // Persist the new epoch and move the checkpoint to the verified, now synced, end.

@@ -74,6 +74,9 @@ final class LogState {
     var failure: StorageError?
     /// Deletion started: the log takes no more appends and its id no longer finds it.
     var deleting = false
+    /// The newest append time given to a batch: the next is never older (the wall clock may
+    /// step back). Recovery starts it at the newest time its segments hold.
+    var lastAppendMicros: UInt64 = 0
 
     init(meta: LogMeta, epoch: UInt32, directory: CPath, directoryFD: Int32, segments: [Segment], positions: LogPositions) {
         precondition(!segments.isEmpty, "a log has at least one segment")

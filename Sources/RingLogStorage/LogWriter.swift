@@ -41,10 +41,14 @@ final class LogWriter {
         let target = context.tail.pointer(sequence)
         target.copyMemory(from: batch.baseAddress!, byteCount: length)
         let (offset, end) = state.positions.reserve(length)
-        Batch.stamp(target, offset: offset, appendTimeMicros: nowMicros, epoch: state.epoch)
+        // Append times never go back within a log, whatever the wall clock does, so they can be
+        // searched in order.
+        let appendTime = max(nowMicros, state.lastAppendMicros)
+        state.lastAppendMicros = appendTime
+        Batch.stamp(target, offset: offset, appendTimeMicros: appendTime, epoch: state.epoch)
         state.tail.record(logStart: offset, sequence: sequence, length: length)
         segment.index.noteBatch(at: segment.relative(offset))
-        segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, nowMicros)
+        segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, appendTime)
         segment.dataEnd = end
         uncommittedBatchEnds.append(end)
         return (offset, end)

@@ -179,6 +179,32 @@ import Testing
         #expect(try harness.readAll(id).map(\.offset) == [fits])
     }
 
+    /// The wall clock steps back (NTP, a VM restored): append times within a log still never go
+    /// back, before and after a crash, so they can be searched in order.
+    @Test func appendTimesNeverGoBackWhenTheClockDoes() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("clock")
+        _ = try harness.append(id, payload(100, seed: 1))
+        harness.driver.nowMicros -= 60_000_000
+        _ = try harness.append(id, payload(100, seed: 2))
+        try harness.driver.crashAndRecover()
+        harness.driver.nowMicros -= 60_000_000
+        _ = try harness.append(id, payload(100, seed: 3))
+        harness.driver.nowMicros += 300_000_000
+        _ = try harness.append(id, payload(100, seed: 4))
+        let result = try harness.read(id, from: .zero).get()
+        var times: [UInt64] = []
+        try result.withUnsafeBytes { bytes in
+            try StoredBatches.forEach(in: bytes, startingAt: .zero, damaged: { TestFailure($0.description) }) { _, header, _ throws(TestFailure) in
+                times.append(header.appendTimeMicros)
+            }
+        }
+        #expect(times.count == 4)
+        #expect(times == times.sorted(), "append times: \(times)")
+        #expect(times[0] == times[2], "the clock's steps back were held at the newest time")
+        #expect(times[3] > times[2], "and time moves on once the clock passes it")
+    }
+
     @Test func aBatchExactlyFillingASegmentStaysInItAndTheNextStartsANewOne() throws {
         let harness = try Harness()
         let id = try harness.createLog("exactfit")
