@@ -200,6 +200,13 @@ public final class RingLogClient: Sendable {
         }
     }
 
+    /// The offset of the first committed batch appended at or after `timeMicros` (µs since the
+    /// Unix epoch, the server's clock): the log's start when every kept batch is that recent, its
+    /// committed end when none is (SEEK_TIME; `server.features` has `.seekTime`).
+    public func seek(_ log: LogID, atOrAfterMicros timeMicros: UInt64) async throws(RingLogError) -> LogOffset {
+        try await call(.seekTime, SeekTimeRequest(timeMicros: timeMicros).encoded(), logID: log, as: OffsetMessage.self).offset
+    }
+
     /// Advances the log's start; returns the new start.
     public func trim(_ log: LogID, to offset: LogOffset) async throws(RingLogError) -> LogOffset {
         try await call(.trim, OffsetMessage(offset: offset).encoded(), logID: log, as: OffsetMessage.self).offset

@@ -100,6 +100,14 @@ final class RequestDispatcher {
             case .listLogs:
                 try WireReader(body).finish()
                 connection.answer(sequence, .encoded(LogList(logs: store.logs.map(Self.describe)).encoded()))
+            case .seekTime:
+                let time = try SeekTimeRequest.decode(body).timeMicros
+                let context = ResponseContext.make(connection, sequence: sequence)
+                switch store.seek(header.logID, atOrAfter: time, context: context) {
+                case .ready(let offset): connection.answer(sequence, .offset(OffsetMessage(offset: offset)))
+                case .failed(let error): answer(connection, sequence, error: error)
+                case .pending: connection.storageRequestsInFlight += 1
+                }
             case .trim:
                 let target = try OffsetMessage.decode(body).offset
                 connection.storageRequestsInFlight += 1
@@ -120,7 +128,7 @@ final class RequestDispatcher {
         switch opcode {
         case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats:
             if header.logID != .none { return "\(opcode) takes no log id (got \(header.logID))" }
-        case .append, .appendIf, .read, .trim, .logInfo:
+        case .append, .appendIf, .read, .trim, .logInfo, .seekTime:
             break
         }
         return nil

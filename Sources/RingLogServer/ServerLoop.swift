@@ -299,6 +299,12 @@ final class ServerLoop: IOLoopDriver {
                 case .success(let start): connection.answer(sequence, .offset(OffsetMessage(offset: start)))
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
+            case .timeSought(let context, let result):
+                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                switch result {
+                case .success(let offset): connection.answer(sequence, .offset(OffsetMessage(offset: offset)))
+                case .failure(let error): dispatcher.answer(connection, sequence, error: error)
+                }
             case .shutdownComplete(let clean):
                 storeShutDown(clean: clean)
             }

@@ -11,6 +11,8 @@ enum LogOperation {
     case zeroWriteback(Segment, Range<Int>)
     /// Allocate-ahead: one fallocate step of the active segment.
     case allocate(Segment, Range<Int>)
+    /// A read of a lookup by time.
+    case timeSeek(LogTimeSeek.Seek)
 }
 
 /// Multi-step work of one log (`DiskScript`s).
@@ -38,6 +40,7 @@ public final class Log {
     private let files: SegmentFiles
     private let reader: LogReader
     private let upkeep: LogUpkeep
+    private let timeSeeker: LogTimeSeek
     /// Operations issued for this log and not yet completed (deletion waits for zero).
     var operationsInFlight = 0
     var isDirty = false
@@ -49,6 +52,7 @@ public final class Log {
         files = SegmentFiles(state: state, context: context)
         reader = LogReader(state: state, context: context)
         upkeep = LogUpkeep(state: state, context: context, checkpointOffset: checkpointOffset, nowMicros: nowMicros)
+        timeSeeker = LogTimeSeek(state: state, context: context)
     }
 
     public var id: LogID { state.id }
@@ -178,6 +182,9 @@ public final class Log {
             writer.allocateFinished(segment, range, result: result)
             files.releaseLease(segment)
             context.markDirty(self)
+        case .timeSeek(let seek):
+            files.releaseLease(seek.segment)
+            if let answer = timeSeeker.readFinished(seek, result: result, for: self) { context.emit(.timeSought(context: seek.requester, answer)) }
         }
     }
 
@@ -202,6 +209,11 @@ public final class Log {
     }
 
     // MARK: Reading
+
+    /// The first committed batch appended at or after a time. See `LogTimeSeek`.
+    func seek(atOrAfter timeMicros: UInt64, requester: UInt64) -> TimeSeekStart {
+        timeSeeker.seek(atOrAfter: timeMicros, requester: requester, for: self)
+    }
 
     /// Reads whole committed batches from `offset`. See `LogReader.read`.
     func read(from offset: LogOffset, maxBytes: Int, purpose: LogReader.Purpose) -> ReadStart {

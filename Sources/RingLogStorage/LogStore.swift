@@ -107,6 +107,14 @@ public final class LogStore {
         return log.read(from: offset, maxBytes: max(1, maxBytes), purpose: .client(context: requester))
     }
 
+    /// The offset of the first committed batch appended at or after `timeMicros` (µs since the
+    /// Unix epoch): the start when all kept batches are that recent, the committed end when none
+    /// is. May read the segment: then a `.timeSought` event answers.
+    public func seek(_ id: LogID, atOrAfter timeMicros: UInt64, context requester: UInt64) -> TimeSeekStart {
+        guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
+        return log.seek(atOrAfter: timeMicros, requester: requester)
+    }
+
     /// Advances the log's start; a `.trimmed` event answers.
     public func trim(_ id: LogID, to offset: LogOffset, context requester: UInt64) {
         guard let log = logsByID[id] else {

@@ -28,6 +28,15 @@ public struct ReadResult {
     public var nextOffset: LogOffset { offset.advanced(by: range.count) }
 }
 
+/// How a lookup by time began (`LogStore.seek`).
+public enum TimeSeekStart {
+    /// Answered at once: the offset of the first batch at or after the time.
+    case ready(LogOffset)
+    /// Reading the segment; a `.timeSought` event with the same context answers.
+    case pending
+    case failed(StorageError)
+}
+
 public enum ReadStart {
     /// Served at once (from the tail cache, or empty at the committed end).
     case ready(ReadResult)

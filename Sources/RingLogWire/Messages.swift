@@ -121,8 +121,10 @@ public struct HelloResponse: WireMessage, Equatable {
         public init(rawValue: UInt16) { self.rawValue = rawValue }
         /// APPEND_IF (conditional appends).
         public static let appendIf = Features(rawValue: 1 << 0)
+        /// SEEK_TIME (the first batch appended at or after a time).
+        public static let seekTime = Features(rawValue: 1 << 1)
         /// What this build of the server offers.
-        public static let all: Features = [.appendIf]
+        public static let all: Features = [.appendIf, .seekTime]
     }
 
     public var version: UInt16
@@ -397,6 +399,19 @@ public struct OffsetMessage: WireMessage, Equatable {
 
     public static func decode(from reader: inout WireReader) throws(WireError) -> OffsetMessage {
         OffsetMessage(offset: LogOffset(try reader.u64()))
+    }
+}
+
+/// The body of SEEK_TIME: a time in µs since the Unix epoch.
+public struct SeekTimeRequest: WireMessage, Equatable {
+    public var timeMicros: UInt64
+
+    public init(timeMicros: UInt64) { self.timeMicros = timeMicros }
+
+    public func encode(into writer: inout WireWriter) { writer.u64(timeMicros) }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> SeekTimeRequest {
+        SeekTimeRequest(timeMicros: try reader.u64())
     }
 }
 

@@ -22,6 +22,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     case trim = 0x22
     /// APPEND only if the log's end is where the writer expects (see `AppendIfRequest`).
     case appendIf = 0x23
+    /// The offset of the first batch appended at or after a time (`SeekTimeRequest`).
+    case seekTime = 0x24
     case serverStats = 0x30
 }
 

@@ -14,7 +14,7 @@ struct StorageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ringlog-storage-bench",
         abstract: "Benchmark the RingLog storage engine alone (no network).",
-        subcommands: [Append.self, FillTail.self, FillSegments.self, Recover.self])
+        subcommands: [Append.self, FillTail.self, FillSegments.self, Recover.self, Seek.self])
 }
 
 struct Common: ParsableArguments {
@@ -217,6 +217,61 @@ struct Recover: ParsableCommand {
 }
 
 /// `value` with `digits` decimals (Foundation-free).
+struct Seek: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time lookups by time on the log `fill-tail` wrote: random times between its first and last batch.")
+
+    @OptionGroup var common: Common
+
+    @Option(help: "Payload bytes per batch that fill-tail used.")
+    var batchBytes: Int = 64 << 10
+
+    @Option(help: "Lookups to time.")
+    var count: Int = 1000
+
+    func run() throws {
+        let runner = try Runner(store: openStore(common))
+        guard let log = runner.store.logs.first(where: { $0.name == "tail" }) else { throw ValidationError("no log 'tail' in \(common.dir): run fill-tail first") }
+        let batch = batchBytes + Batch.headerBytes
+        func appendTime(at offset: LogOffset) throws -> UInt64 {
+            var result: ReadResult
+            switch runner.store.read(from: log.id, offset: offset, maxBytes: 1, context: 1) {
+            case .ready(let ready): result = ready
+            case .failed(let error): throw ValidationError("read: \(error)")
+            case .pending:
+                while true {
+                    runner.turn(wait: true)
+                    if case .readCompleted(_, let answer)? = runner.store.nextEvent() { result = try answer.get(); break }
+                }
+            }
+            return result.withUnsafeBytes { BatchHeader(unchecked: $0.baseAddress!).appendTimeMicros }
+        }
+        let first = try appendTime(at: log.startOffset)
+        let last = try appendTime(at: LogOffset(log.committedEnd.rawValue - UInt64(batch)))
+        var generator = SystemRandomNumberGenerator()
+        var micros: [Double] = []
+        for _ in 0..<count {
+            let target = UInt64.random(in: first...max(first, last), using: &generator)
+            let started = MonotonicClock.nanos()
+            switch runner.store.seek(log.id, atOrAfter: target, context: 2) {
+            case .ready: break
+            case .failed(let error): throw ValidationError("seek: \(error)")
+            case .pending:
+                var answered = false
+                while !answered {
+                    runner.turn(wait: true)
+                    while let event = runner.store.nextEvent() { if case .timeSought = event { answered = true } }
+                }
+            }
+            micros.append(Double(MonotonicClock.nanos() - started) / 1000)
+        }
+        micros.sort()
+        let median = micros[micros.count / 2]
+        let p99 = micros[min(micros.count - 1, micros.count * 99 / 100)]
+        print("seek log=\(log.committedEnd.rawValue)B segments=\(log.segmentCount) lookups=\(count) median_us=\(fixed(median, digits: 1)) p99_us=\(fixed(p99, digits: 1)) max_us=\(fixed(micros.last!, digits: 1))")
+    }
+}
+
 func fixed(_ value: Double, digits: Int) -> String {
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }

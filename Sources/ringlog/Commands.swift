@@ -174,6 +174,8 @@ struct Read: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @Argument(help: "Log name.") var log: String
     @Option(help: "Start at this batch offset (default: the log's start).") var from: LogOffset?
+    @Option(help: "Start at the first batch appended at or after this time: 10m (ago), 2h, 7d, 2026-11-29T09:00:00Z, or @UNIX-SECONDS.")
+    var since: String?
     @Option(help: "Stop after this many records.") var count: Int?
     @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
     var skipCorrupt = false
@@ -185,6 +187,10 @@ struct Read: AsyncParsableCommand {
         let info = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
         let out = StandardOutput()
         var offset = from ?? info.startOffset
+        if let since {
+            let time = try sinceMicros(since)
+            offset = try await reportingErrors { try await watchdog.run { try await client.seek(info.logID, atOrAfterMicros: time) } }
+        }
         var printed = 0
         let limit = count ?? Int.max
         var end = info.committedEnd
@@ -250,6 +256,8 @@ struct Tail: AsyncParsableCommand {
             (batch headers and payloads travel; time grows with the log's size, not with N).
             """)
     var last: Int?
+    @Option(help: "Start at the first batch appended at or after this time: 10m (ago), 2h, 7d, 2026-11-29T09:00:00Z, or @UNIX-SECONDS.")
+    var since: String?
     @Option(help: "Exit after this many records.") var count: Int?
     @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
     var skipCorrupt = false
@@ -257,7 +265,8 @@ struct Tail: AsyncParsableCommand {
     var noReconnect = false
 
     func validate() throws {
-        if from != nil && last != nil { throw ValidationError("give --from or --last, not both") }
+        if [from != nil, last != nil, since != nil].filter({ $0 }).count > 1 { throw ValidationError("give one of --from, --last and --since") }
+        if let since { _ = try sinceMicros(since) }
         if let last, last < 0 { throw ValidationError("--last must be 0 or more") }
     }
 
@@ -269,6 +278,10 @@ struct Tail: AsyncParsableCommand {
         /// Records of the first batch already accounted for (`--last`).
         var skip = 0
         if let last { (position, skip) = try await reportingErrors { try await startOfLast(last, client: client, info: info) } }
+        if let since {
+            let time = try sinceMicros(since)
+            position = try await reportingErrors { try await watchdog.run { try await client.seek(info.logID, atOrAfterMicros: time) } }
+        }
         let out = StandardOutput()
         var printed = 0
         let limit = count ?? Int.max
@@ -352,6 +365,44 @@ func readWithin(_ client: RingLogClient, log: LogID, from offset: LogOffset, wai
     }
     defer { guardTask.cancel() }
     return try await client.read(from: log, offset: offset, maxWaitMillis: waitMillis)
+}
+
+/// `--since`: a duration ago (`90s`, `10m`, `2h`, `7d`), a UTC time (`2026-11-29T09:00:00Z`,
+/// fractions of a second allowed), or `@` and Unix seconds; µs since the Unix epoch.
+func sinceMicros(_ text: String, nowMicros: UInt64 = WallClock.micros()) throws -> UInt64 {
+    if let seconds = parseDuration(text) {
+        let (micros, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+        return overflow ? 0 : nowMicros - min(nowMicros, micros)
+    }
+    if text.hasPrefix("@"), let seconds = Double(text.dropFirst()), seconds >= 0, seconds < 1e11 { return UInt64(seconds * 1e6) }
+    // 2026-11-29T09:00:00Z, 2026-11-29T09:00:00.250Z
+    let characters = Array(text.utf8)
+    func number(_ range: Range<Int>) -> Int32? { Int32(String(decoding: characters[range], as: UTF8.self)) }
+    if characters.count >= 20, characters.last == UInt8(ascii: "Z"), characters[4] == UInt8(ascii: "-"), characters[7] == UInt8(ascii: "-"),
+        characters[10] == UInt8(ascii: "T"), characters[13] == UInt8(ascii: ":"), characters[16] == UInt8(ascii: ":"),
+        let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
+        let minute = number(14..<16), let second = number(17..<19), (1...12).contains(month), (1...31).contains(day),
+        (0...23).contains(hour), (0...59).contains(minute), (0...60).contains(second)
+    {
+        var fraction = 0.0
+        if characters.count > 20 {
+            guard characters[19] == UInt8(ascii: "."), let value = Double("0." + String(decoding: characters[20..<(characters.count - 1)], as: UTF8.self))
+            else { throw ValidationError("--since \(text): the fraction of a second is not a number") }
+            fraction = value
+        } else if characters[19] != UInt8(ascii: "Z") {
+            throw ValidationError("--since \(text) is not a UTC time like 2026-11-29T09:00:00Z")
+        }
+        var parts = tm()
+        parts.tm_year = year - 1900
+        parts.tm_mon = month - 1
+        parts.tm_mday = day
+        parts.tm_hour = hour
+        parts.tm_min = minute
+        parts.tm_sec = second
+        let seconds = timegm(&parts)
+        if seconds >= 0 { return UInt64(seconds) * 1_000_000 + UInt64(fraction * 1e6) }
+    }
+    throw ValidationError("--since \(text) is not a time: give 10m, 2h, 7d (ago), 2026-11-29T09:00:00Z, or @1764406800")
 }
 
 /// Where the last `count` records of a log begin: a batch offset and how many of that batch's

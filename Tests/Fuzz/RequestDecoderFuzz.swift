@@ -43,6 +43,7 @@ func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) 
     case .deleteLog, .logInfo: _ = try? LogNameRequest.decode(body)
     case .read: _ = try? ReadRequest.decode(body)
     case .trim: _ = try? OffsetMessage.decode(body)
+    case .seekTime: _ = try? SeekTimeRequest.decode(body)
     case .append: decodeBatch(body)
     case .appendIf:
         guard let request = try? AppendIfRequest.decode(body) else { return }

@@ -304,4 +304,24 @@ import Testing
         #expect(streamed.status == 0, "\(streamed.error)")
         #expect(try server.ringlog("read", "c").output == "a\nb\np\nq\nr\ns\nt\nu\n")
     }
+
+    @Test func readAndTailSinceATime() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "t").status == 0)
+        for word in ["early", "middle", "late"] {
+            #expect(try server.ringlog("append", "t", word).status == 0)
+            usleep(20_000)
+        }
+        let records = try jsonLines(try server.ringlog("read", "t", "--json").output)
+        let middle = try #require(records[1]["appendTimeMicros"] as? Int)
+        // Half a millisecond before the middle record: it and what follows.
+        let since = String(format: "@%.4f", Double(middle - 500) / 1e6)
+        #expect(try server.ringlog("read", "t", "--since", since).output == "middle\nlate\n")
+        #expect(try server.ringlog("read", "t", "--since", "1h").output == "early\nmiddle\nlate\n")
+        #expect(try server.ringlog("read", "t", "--since", "2100-01-01T00:00:00Z").output == "")
+        #expect(try server.ringlog("read", "t", "--since", "2000-01-01T00:00:00.5Z").output == "early\nmiddle\nlate\n")
+        #expect(try server.ringlog("tail", "t", "--since", since, "--count", "2").output == "middle\nlate\n")
+        #expect(try server.ringlog("read", "t", "--since", "yesterday").status == 64)
+        #expect(try server.ringlog("tail", "t", "--since", "1h", "--last", "1").status == 64)
+    }
 }

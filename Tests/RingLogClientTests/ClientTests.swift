@@ -86,6 +86,19 @@ import Testing
         try await client.ping()
     }
 
+    @Test func seekingByTimeFindsTheFirstBatchAtOrAfterIt() async throws {
+        let server = try TestServer()
+        let client = try await RingLogClient.connect(to: server.address.description)
+        defer { client.close() }
+        #expect(client.server.features.contains(.seekTime))
+        let log = try await client.createLog("when").logID
+        let first = try await client.append(to: log, records: [Array("a".utf8)])
+        let records = try await client.read(from: log, offset: first.offset).records()
+        let time = records[0].appendTimeMicros
+        #expect(try await client.seek(log, atOrAfterMicros: time) == first.offset)
+        #expect(try await client.seek(log, atOrAfterMicros: time + 1) == first.committedEnd)
+    }
+
     /// A conditional append goes in at the expected end and is refused elsewhere, with the end.
     @Test func conditionalAppendsFenceAWriter() async throws {
         let server = try TestServer()

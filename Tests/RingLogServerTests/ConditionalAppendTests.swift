@@ -1,4 +1,5 @@
 import Glibc
+import RingLogIO
 import RingLogTestKit
 import RingLogTesting
 import RingLogWire
@@ -95,5 +96,38 @@ import Testing
         #expect(try client.call(.appendIf, good, logID: LogID(77)).errorCode == .unknownLog)
         #expect(try client.call(.appendIf, good, logID: log).errorCode == nil)
         #expect(try client.readAll(log).count == 1)
+    }
+}
+
+/// SEEK_TIME: the first batch appended at or after a time, over the wire.
+@Suite struct SeekTimeTests {
+    @Test func theFirstBatchAtOrAfterATimeIsFound() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let hello = try client.call(.hello, HelloRequest().encoded()).decode(HelloResponse.self)
+        #expect(hello.features.contains(.seekTime))
+        let log = try client.createLog("timed").logID
+        func seek(_ time: UInt64) throws -> WireResponse { try client.call(.seekTime, SeekTimeRequest(timeMicros: time).encoded(), logID: log) }
+        #expect(try seek(0).decode(OffsetMessage.self).offset == .zero, "an empty log answers its end")
+        var offsets: [LogOffset] = []
+        for seed in 0..<3 {
+            offsets.append(try client.append(log, payload(100, seed: seed)).decode(AppendResponse.self).offset)
+            usleep(3_000)
+        }
+        let (_, batches, _) = try client.read(log, from: .zero).batches()
+        #expect(batches.count == 3)
+        let times = try client.read(log, from: .zero).body.withUnsafeBytes { body in
+            var times: [UInt64] = []
+            try StoredBatches.forEach(in: UnsafeRawBufferPointer(rebasing: body[ReadResponseHead.encodedBytes...]), startingAt: .zero, damaged: { TestFailure($0.description) }) {
+                _, header, _ throws(TestFailure) in times.append(header.appendTimeMicros)
+            }
+            return times
+        }
+        #expect(try seek(times[1]).decode(OffsetMessage.self).offset == offsets[1])
+        #expect(try seek(times[1] + 1).decode(OffsetMessage.self).offset == offsets[2])
+        #expect(try seek(times[2] + 1).decode(OffsetMessage.self).offset == LogOffset(3 * 148), "after the last: the committed end")
+        #expect(try client.call(.seekTime, SeekTimeRequest(timeMicros: 0).encoded(), logID: LogID(99)).errorCode == .unknownLog)
+        #expect(try client.call(.seekTime, [1, 2], logID: log).errorCode == .malformedRequest)
+        #expect(try client.call(.ping).header.status == 0)
     }
 }

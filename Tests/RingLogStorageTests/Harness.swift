@@ -124,6 +124,15 @@ final class Harness {
         return all
     }
 
+    func seek(_ id: LogID, atOrAfter timeMicros: UInt64) throws -> Result<LogOffset, StorageError> {
+        let context = context()
+        switch store.seek(id, atOrAfter: timeMicros, context: context) {
+        case .ready(let offset): return .success(offset)
+        case .failed(let error): return .failure(error)
+        case .pending: return try waitFor("timeSought") { if case .timeSought(context, let result) = $0 { result } else { nil } }
+        }
+    }
+
     func trim(_ id: LogID, to offset: LogOffset) throws -> Result<LogOffset, StorageError> {
         let context = context()
         store.trim(id, to: offset, context: context)
