@@ -100,6 +100,45 @@ final class RequestDispatcher {
             case .listLogs:
                 try WireReader(body).finish()
                 connection.answer(sequence, .encoded(LogList(logs: store.logs.map(Self.describe)).encoded()))
+            case .cursorCommit:
+                let request = try CursorCommitRequest.decode(body)
+                let expected: CursorPosition?? =
+                    switch request.condition {
+                    case .none: nil
+                    case .absent: .some(nil)
+                    case .at(let offset, let index): .some(CursorPosition(offset: LogOffset(offset), index: index))
+                    }
+                let position = CursorPosition(offset: LogOffset(request.offset), index: request.index)
+                let context = ResponseContext.make(connection, sequence: sequence)
+                switch store.commitCursor(header.logID, name: request.name, position: position, expected: expected, context: context) {
+                case .failed(let error): answer(connection, sequence, error: error)
+                case .pending: connection.storageRequestsInFlight += 1
+                }
+            case .cursorDelete:
+                let name = try LogNameRequest.decode(body).name
+                switch store.deleteCursor(header.logID, name: name, context: ResponseContext.make(connection, sequence: sequence)) {
+                case .failed(let error): answer(connection, sequence, error: error)
+                case .pending: connection.storageRequestsInFlight += 1
+                }
+            case .cursorFetch:
+                let name = try LogNameRequest.decode(body).name
+                switch store.cursor(header.logID, name: name) {
+                case .success(let position): connection.answer(sequence, .encoded(Self.encode(position).encoded()))
+                case .failure(let error): answer(connection, sequence, error: error)
+                }
+            case .cursorList:
+                try WireReader(body).finish()
+                switch store.cursors(header.logID) {
+                case .success(let cursors):
+                    let end = store.log(header.logID)?.committedEnd ?? .zero
+                    let entries = cursors.map { cursor in
+                        CursorList.Entry(
+                            name: cursor.name, offset: cursor.position.offset.rawValue, index: cursor.position.index,
+                            lagBytes: cursor.position.offset < end ? UInt64(cursor.position.offset.distance(to: end)) : 0)
+                    }
+                    connection.answer(sequence, .encoded(CursorList(entries: entries).encoded()))
+                case .failure(let error): answer(connection, sequence, error: error)
+                }
             case .seekTime:
                 let time = try SeekTimeRequest.decode(body).timeMicros
                 let context = ResponseContext.make(connection, sequence: sequence)
@@ -128,7 +167,7 @@ final class RequestDispatcher {
         switch opcode {
         case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats:
             if header.logID != .none { return "\(opcode) takes no log id (got \(header.logID))" }
-        case .append, .appendIf, .read, .trim, .logInfo, .seekTime:
+        case .append, .appendIf, .read, .trim, .logInfo, .seekTime, .cursorCommit, .cursorFetch, .cursorList, .cursorDelete:
             break
         }
         return nil
@@ -454,6 +493,15 @@ final class RequestDispatcher {
         case .storageFailed: return (.storageFailed, ErrorBody(message: message))
         case .shuttingDown: return (.shuttingDown, ErrorBody(message: message))
         case .io, .dataDirectoryInUse, .recoveryFailed: return (.internalError, ErrorBody(message: message))
+        case .unknownCursor: return (.unknownCursor, ErrorBody(message: message))
+        case .badCursorName: return (.badCursorName, ErrorBody(message: message))
+        case .tooManyCursors(let limit): return (.tooManyCursors, ErrorBody(detail1: UInt64(limit), message: message))
+        case .cursorMismatch(_, let current):
+            return (.cursorMismatch, ErrorBody(detail1: current?.offset.rawValue ?? UInt64.max, detail2: UInt64(current?.index ?? 0), message: message))
         }
+    }
+
+    static func encode(_ position: CursorPosition) -> CursorPositionMessage {
+        CursorPositionMessage(offset: position.offset.rawValue, index: position.index)
     }
 }

@@ -299,6 +299,13 @@ final class ServerLoop: IOLoopDriver {
                 case .success(let start): connection.answer(sequence, .offset(OffsetMessage(offset: start)))
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
+            case .cursorUpdated(let context, let result):
+                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                switch result {
+                case .success(let position?): connection.answer(sequence, .encoded(RequestDispatcher.encode(position).encoded()))
+                case .success(nil): connection.answer(sequence, .empty)
+                case .failure(let error): dispatcher.answer(connection, sequence, error: error)
+                }
             case .timeSought(let context, let result):
                 guard let (connection, sequence) = storageAnswered(context) else { continue }
                 switch result {
@@ -405,6 +412,14 @@ final class ServerLoop: IOLoopDriver {
     /// `GET /metrics`: the same statistics as SERVER_STATS, per-log gauges, histograms, process.
     func metricsText() -> [UInt8] {
         metrics.collect(store)
-        return metrics.render(statistics: statistics(), errors: errorCounts(), logs: store.logs)
+        var lags: [(log: String, cursor: String, lagBytes: UInt64)] = []
+        for log in store.logs {
+            guard case .success(let cursors) = store.cursors(log.id) else { continue }
+            for cursor in cursors {
+                let lag = cursor.position.offset < log.committedEnd ? UInt64(cursor.position.offset.distance(to: log.committedEnd)) : 0
+                lags.append((log.name, cursor.name, lag))
+            }
+        }
+        return metrics.render(statistics: statistics(), errors: errorCounts(), logs: store.logs, cursors: lags)
     }
 }

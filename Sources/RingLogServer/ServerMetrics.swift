@@ -34,7 +34,10 @@ struct ServerMetrics {
         for batches in samples.batchesPerCommit { commitBatches.record(Double(batches)) }
     }
 
-    func render(statistics: [Statistic], errors: [(code: ErrorCode, count: UInt64)], logs: [LogInfo]) -> [UInt8] {
+    func render(
+        statistics: [Statistic], errors: [(code: ErrorCode, count: UInt64)], logs: [LogInfo],
+        cursors: [(log: String, cursor: String, lagBytes: UInt64)] = []
+    ) -> [UInt8] {
         var families: [(name: String, text: String)] = []
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             var text = "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -56,6 +59,11 @@ struct ServerMetrics {
         perLog("ringlog_log_stored_bytes", "Bytes of batches the log holds, from its first segment's base to the committed end.") { UInt64($0.storedBytes) }
         perLog("ringlog_log_disk_bytes", "Bytes allocated to the log's segment files, the spare included.") { UInt64($0.diskBytes) }
         perLog("ringlog_log_segments", "Segment files of the log.") { UInt64($0.segmentCount) }
+        family(
+            "ringlog_cursor_lag_bytes", "gauge", "Bytes from each cursor to its log's committed end (0 at or past it).",
+            cursors.sorted { ($0.log, $0.cursor) < ($1.log, $1.cursor) }.map {
+                ("{log=\"\(escapeLabel($0.log))\",cursor=\"\(escapeLabel($0.cursor))\"}", "\($0.lagBytes)")
+            })
         family("ringlog_fdatasync_seconds", "histogram", "Time each segment fdatasync took.", fdatasyncSeconds.samples(name: "ringlog_fdatasync_seconds"))
         family("ringlog_commit_batches", "histogram", "Batches each fdatasync made durable (group commit).", commitBatches.samples(name: "ringlog_commit_batches"))
         family("ringlog_build_info", "gauge", "The running ringlogd's version (always 1).", [("{version=\"\(ringLogVersion)\"}", "1")])

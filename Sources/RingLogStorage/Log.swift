@@ -20,6 +20,8 @@ enum LogScript {
     case prepareSpare
     case rotate(Segment)
     case checkpoint(CheckpointPlan)
+    /// Writing the cursors file.
+    case cursors
     /// Removing files inside the log's directory: counted as the log's work, so deleting the log
     /// (and perhaps creating another under its name) waits for it.
     case cleanup
@@ -41,11 +43,12 @@ public final class Log {
     private let reader: LogReader
     private let upkeep: LogUpkeep
     private let timeSeeker: LogTimeSeek
+    let cursors: LogCursors
     /// Operations issued for this log and not yet completed (deletion waits for zero).
     var operationsInFlight = 0
     var isDirty = false
 
-    init(state: LogState, context: LogContext, checkpointOffset: LogOffset, nowMicros: UInt64) {
+    init(state: LogState, context: LogContext, checkpointOffset: LogOffset, nowMicros: UInt64, cursors durable: [String: CursorPosition] = [:]) {
         self.state = state
         self.context = context
         writer = LogWriter(state: state, context: context)
@@ -53,6 +56,7 @@ public final class Log {
         reader = LogReader(state: state, context: context)
         upkeep = LogUpkeep(state: state, context: context, checkpointOffset: checkpointOffset, nowMicros: nowMicros)
         timeSeeker = LogTimeSeek(state: state, context: context)
+        cursors = LogCursors(state: state, context: context, durable: durable)
     }
 
     public var id: LogID { state.id }
@@ -112,8 +116,11 @@ public final class Log {
 
     /// Issues the write and fdatasyncs the log's state allows. Returns true while work remains.
     func issueIO() -> Bool {
-        guard !state.deleting, state.failure == nil else { return false }
-        return writer.issueIO(for: self)
+        guard !state.deleting else { return false }
+        // Cursors live in their own file: a log whose segment writes failed still keeps them.
+        cursors.issueWrite(for: self)
+        guard state.failure == nil else { return cursors.hasWork }
+        return writer.issueIO(for: self) || cursors.hasWork
     }
 
     /// The ring sequence of this log's oldest unwritten byte; the tail cache must not overwrite it.
@@ -203,6 +210,9 @@ public final class Log {
             }
         case .checkpoint(let plan):
             checkpointFinished(plan, result)
+        case .cursors:
+            cursors.writeFinished(result)
+            context.markDirty(self)
         case .cleanup:
             if case .failure(let error) = result { context.logger.warning("cleanup step failed", metadata: ["log": "\(name)", "error": "\(error)"]) }
         }
@@ -289,6 +299,7 @@ public final class Log {
     /// Stops all new work; the store deletes the directory once nothing is in flight.
     func beginDeleting() {
         state.deleting = true
+        cursors.abandon(.unknownLog(name))
         writer.abandonUnwritten()
         upkeep.abandonTrims()
         wakeBlockedAppends()

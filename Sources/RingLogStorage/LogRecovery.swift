@@ -34,6 +34,8 @@ public struct RecoveryReport: Sendable, CustomStringConvertible {
     public var corruption: [Corruption] = []
     /// Segments whose sparse index had to be rebuilt by scanning.
     public var rebuiltIndexes: [LogOffset] = []
+    /// Cursors found in the log's cursors file.
+    public var cursors = 0
     public var durationMicros: UInt64 = 0
 
     public var description: String {
@@ -155,7 +157,19 @@ struct LogRecovery {
             positions: LogPositions(start: startOffset, end: end))
         state.lastAppendMicros = segments.map(\.maxAppendTimeMicros).max() ?? 0
         let now = context.environment.wallMicros()
-        let log = Log(state: state, context: context, checkpointOffset: scanFrom, nowMicros: now)
+        let cursors: [String: CursorPosition]
+        switch disk.readSmallFile(directory.appending(LogFileNames.cursors), limit: 64 << 20) {
+        case .failure(let error): return .failure(error)
+        case .success(nil): cursors = [:]
+        case .success(let bytes?):
+            // Written whole and renamed into place: a file that does not decode was damaged after.
+            guard let decoded = CursorsFile.decode(bytes) else {
+                return .failure(.storageFailed("\(directory)/\(LogFileNames.cursors) is damaged (its checksum or layout does not hold)"))
+            }
+            cursors = decoded
+        }
+        report.cursors = cursors.count
+        let log = Log(state: state, context: context, checkpointOffset: scanFrom, nowMicros: now, cursors: cursors)
         // Persist the new epoch and move the checkpoint to the verified, now synced, end.
         let plan = CheckpointPlan(state: state, desiredStart: startOffset, nowMicros: now, clean: false)
         if case .failure(let error) = plan.script.run(on: disk) { return .failure(error) }

@@ -115,6 +115,38 @@ public final class LogStore {
         return log.seek(atOrAfter: timeMicros, requester: requester)
     }
 
+    // MARK: Cursors
+
+    /// Sets cursor `name` of the log to `position` (with `expected`, only if it is now there;
+    /// `.some(nil)`: only if it does not exist). A `.cursorUpdated` event answers once durable.
+    public func commitCursor(
+        _ id: LogID, name: String, position: CursorPosition, expected: CursorPosition??, context requester: UInt64
+    ) -> CursorStart {
+        guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
+        if context.shuttingDown { return .failed(.shuttingDown) }
+        return log.cursors.commit(name, position, expected: expected, requester: requester, for: log)
+    }
+
+    /// Deletes cursor `name`; a `.cursorUpdated` event (nil) answers once durable.
+    public func deleteCursor(_ id: LogID, name: String, context requester: UInt64) -> CursorStart {
+        guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
+        if context.shuttingDown { return .failed(.shuttingDown) }
+        return log.cursors.delete(name, requester: requester, for: log)
+    }
+
+    /// Cursor `name`'s position: the last commit accepted (acknowledged, or about to be).
+    public func cursor(_ id: LogID, name: String) -> Result<CursorPosition, StorageError> {
+        guard let log = logsByID[id] else { return .failure(.unknownLog("id \(id)")) }
+        guard let position = log.cursors.current[name] else { return .failure(.unknownCursor(name)) }
+        return .success(position)
+    }
+
+    /// Every cursor of the log, by name.
+    public func cursors(_ id: LogID) -> Result<[(name: String, position: CursorPosition)], StorageError> {
+        guard let log = logsByID[id] else { return .failure(.unknownLog("id \(id)")) }
+        return .success(log.cursors.current.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
     /// Advances the log's start; a `.trimmed` event answers.
     public func trim(_ id: LogID, to offset: LogOffset, context requester: UInt64) {
         guard let log = logsByID[id] else {

@@ -70,6 +70,8 @@ public struct StoreConfiguration: Sendable {
     /// follows the data: at most about this much more per log, plus a spare's half once the
     /// active segment is half full. 0 allocates whole segments up front.
     public var allocateAheadBytes: Int
+    /// Cursors one log may hold (CURSOR_COMMIT of a new name beyond it is refused).
+    public var maxCursorsPerLog: Int
     /// Writes that start inside a batch of at least this many bytes are uncached (RWF_DONTCACHE):
     /// bulk ingest then cycles through a few page-cache pages instead of filling the cache, which
     /// on this kind of machine is the slowest part of a large durable append (docs/storage.md).
@@ -96,7 +98,8 @@ public struct StoreConfiguration: Sendable {
         zeroAheadMaxSyncBytes: Int = 256 << 10,
         uncachedBatchBytes: Int = 512 << 10,
         uncachedColdReads: Bool = true,
-        allocateAheadBytes: Int = 4 << 20
+        allocateAheadBytes: Int = 4 << 20,
+        maxCursorsPerLog: Int = 1024
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -112,6 +115,7 @@ public struct StoreConfiguration: Sendable {
         self.uncachedBatchBytes = uncachedBatchBytes
         self.uncachedColdReads = uncachedColdReads
         self.allocateAheadBytes = allocateAheadBytes
+        self.maxCursorsPerLog = maxCursorsPerLog
     }
 
     /// Bytes allocated when a segment file is made: half the allocate-ahead distance, or the
@@ -142,6 +146,7 @@ public struct StoreConfiguration: Sendable {
         if allocateAheadBytes != 0 {
             check("allocate-ahead-bytes", allocateAheadBytes, 8_192...(1 << 30), rule: "or 0 (whole segments)")
         }
+        check("max-cursors", maxCursorsPerLog, 0...1_000_000, unit: .count)
         if uncachedBatchBytes != 0 {
             // Smaller would make nearly every write uncached, and each append would then find the
             // page it continues dropped and read it back from the disk first.

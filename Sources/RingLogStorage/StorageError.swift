@@ -26,6 +26,11 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A log's files could not be opened at start-up; the store does not open without it.
     case recoveryFailed(log: String, reason: String)
     case shuttingDown
+    case unknownCursor(String)
+    case badCursorName(String)
+    case tooManyCursors(limit: Int)
+    /// A conditional cursor commit found the cursor elsewhere (nil: it does not exist).
+    case cursorMismatch(name: String, current: CursorPosition?)
 
     public var description: String {
         switch self {
@@ -50,6 +55,11 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             "log \(log) cannot be recovered: \(reason). Nothing was changed; to start without this log, move "
                 + "its directory (logs/\(log)) out of the data directory"
         case .shuttingDown: "the server is shutting down"
+        case .unknownCursor(let name): "unknown cursor \(name)"
+        case .badCursorName(let reason): "bad cursor name: \(reason)"
+        case .tooManyCursors(let limit): "the log has its limit of \(limit) cursors; delete one first"
+        case .cursorMismatch(let name, let current):
+            "cursor \(name) is " + (current.map { "at \($0)" } ?? "not set") + ", not where the commit expected it; nothing changed"
         }
     }
 

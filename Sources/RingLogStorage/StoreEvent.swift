@@ -16,6 +16,8 @@ public enum StoreEvent {
     case created(context: UInt64, Result<LogInfo, StorageError>)
     case deleted(context: UInt64, Result<LogID, StorageError>)
     case trimmed(context: UInt64, Result<LogOffset, StorageError>)
+    /// A cursor commit (the position) or delete (nil) is durable, or failed.
+    case cursorUpdated(context: UInt64, Result<CursorPosition?, StorageError>)
     /// The answer of a lookup by time that had to read the segment.
     case timeSought(context: UInt64, Result<LogOffset, StorageError>)
     /// Nothing more is in flight after `beginShutdown`. `clean` says every log is written, synced and

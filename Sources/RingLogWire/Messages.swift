@@ -123,8 +123,10 @@ public struct HelloResponse: WireMessage, Equatable {
         public static let appendIf = Features(rawValue: 1 << 0)
         /// SEEK_TIME (the first batch appended at or after a time).
         public static let seekTime = Features(rawValue: 1 << 1)
+        /// CURSOR_COMMIT, CURSOR_FETCH, CURSOR_LIST, CURSOR_DELETE.
+        public static let cursors = Features(rawValue: 1 << 2)
         /// What this build of the server offers.
-        public static let all: Features = [.appendIf, .seekTime]
+        public static let all: Features = [.appendIf, .seekTime, .cursors]
     }
 
     public var version: UInt16
@@ -399,6 +401,129 @@ public struct OffsetMessage: WireMessage, Equatable {
 
     public static func decode(from reader: inout WireReader) throws(WireError) -> OffsetMessage {
         OffsetMessage(offset: LogOffset(try reader.u64()))
+    }
+}
+
+/// CURSOR_COMMIT: set cursor `name` to (`offset`, `index`), optionally only if it is now at an
+/// expected position or does not exist yet.
+public struct CursorCommitRequest: WireMessage, Equatable {
+    public enum Condition: Equatable, Sendable {
+        case none
+        case at(offset: UInt64, index: UInt32)
+        case absent
+    }
+
+    public var offset: UInt64
+    public var index: UInt32
+    public var condition: Condition
+    public var name: String
+
+    public init(name: String, offset: UInt64, index: UInt32 = 0, condition: Condition = .none) {
+        self.name = name
+        self.offset = offset
+        self.index = index
+        self.condition = condition
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(offset)
+        writer.u32(index)
+        switch condition {
+        case .none:
+            writer.u32(0)
+            writer.u64(0)
+            writer.u32(0)
+        case .at(let expectedOffset, let expectedIndex):
+            writer.u32(1)
+            writer.u64(expectedOffset)
+            writer.u32(expectedIndex)
+        case .absent:
+            writer.u32(2)
+            writer.u64(0)
+            writer.u32(0)
+        }
+        writer.string(name)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> CursorCommitRequest {
+        let offset = try reader.u64()
+        let index = try reader.u32()
+        let kind = try reader.u32()
+        let expectedOffset = try reader.u64()
+        let expectedIndex = try reader.u32()
+        let condition: Condition
+        switch kind {
+        case 0: condition = .none
+        case 1: condition = .at(offset: expectedOffset, index: expectedIndex)
+        case 2: condition = .absent
+        default: throw WireError("unknown cursor condition \(kind)")
+        }
+        if kind != 1 && (expectedOffset != 0 || expectedIndex != 0) { throw WireError("expected position must be 0 without condition 1") }
+        return CursorCommitRequest(name: try reader.string(), offset: offset, index: index, condition: condition)
+    }
+}
+
+/// A cursor's position: the answer of CURSOR_COMMIT and CURSOR_FETCH.
+public struct CursorPositionMessage: WireMessage, Equatable {
+    public var offset: UInt64
+    public var index: UInt32
+
+    public init(offset: UInt64, index: UInt32) {
+        self.offset = offset
+        self.index = index
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(offset)
+        writer.u32(index)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> CursorPositionMessage {
+        CursorPositionMessage(offset: try reader.u64(), index: try reader.u32())
+    }
+}
+
+/// CURSOR_LIST: every cursor of a log, by name, with how far behind the committed end it is.
+public struct CursorList: WireMessage, Equatable {
+    public struct Entry: Equatable, Sendable {
+        public var name: String
+        public var offset: UInt64
+        public var index: UInt32
+        /// Bytes from the cursor's offset to the committed end (0 when at or past it).
+        public var lagBytes: UInt64
+
+        public init(name: String, offset: UInt64, index: UInt32, lagBytes: UInt64) {
+            self.name = name
+            self.offset = offset
+            self.index = index
+            self.lagBytes = lagBytes
+        }
+    }
+
+    public var entries: [Entry]
+
+    public init(entries: [Entry]) { self.entries = entries }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u32(UInt32(entries.count))
+        for entry in entries {
+            writer.string(entry.name)
+            writer.u64(entry.offset)
+            writer.u32(entry.index)
+            writer.u64(entry.lagBytes)
+        }
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> CursorList {
+        let count = try reader.u32()
+        // Each entry takes at least 22 bytes: a count larger than the body could hold is refused
+        // before anything is reserved for it.
+        guard Int(count) <= reader.remaining / 22 else { throw WireError("cursor list claims \(count) entries") }
+        var entries: [Entry] = []
+        for _ in 0..<count {
+            entries.append(Entry(name: try reader.string(), offset: try reader.u64(), index: try reader.u32(), lagBytes: try reader.u64()))
+        }
+        return CursorList(entries: entries)
     }
 }
 

@@ -24,6 +24,11 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     case appendIf = 0x23
     /// The offset of the first batch appended at or after a time (`SeekTimeRequest`).
     case seekTime = 0x24
+    /// Consumers' named positions in a log (`CursorCommitRequest`, `CursorPositionMessage`, `CursorList`).
+    case cursorCommit = 0x25
+    case cursorFetch = 0x26
+    case cursorList = 0x27
+    case cursorDelete = 0x28
     case serverStats = 0x30
 }
 
@@ -48,11 +53,18 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case logExists = 11
     case badLogName = 12
     case badLogSettings = 13
+    /// No cursor of that name in the log.
+    case unknownCursor = 14
+    /// The log holds its limit of cursors.
+    case tooManyCursors = 15
+    case badCursorName = 16
     case offsetOutOfRange = 20
     case notBatchBoundary = 21
     case corruptBatch = 22
     /// APPEND_IF: the log's end is not the one the request expected; nothing was written.
     case endMismatch = 23
+    /// A conditional cursor commit found the cursor elsewhere; nothing changed.
+    case cursorMismatch = 24
     case tooManyConnections = 30
     case tooManyInFlight = 31
     case timedOut = 32
@@ -77,6 +89,10 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .logExists: "LOG_EXISTS"
         case .badLogName: "BAD_LOG_NAME"
         case .badLogSettings: "BAD_LOG_SETTINGS"
+        case .unknownCursor: "UNKNOWN_CURSOR"
+        case .tooManyCursors: "TOO_MANY_CURSORS"
+        case .badCursorName: "BAD_CURSOR_NAME"
+        case .cursorMismatch: "CURSOR_MISMATCH"
         case .offsetOutOfRange: "OFFSET_OUT_OF_RANGE"
         case .notBatchBoundary: "NOT_BATCH_BOUNDARY"
         case .corruptBatch: "CORRUPT_BATCH"

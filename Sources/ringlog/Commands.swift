@@ -263,6 +263,13 @@ struct Tail: AsyncParsableCommand {
     var skipCorrupt = false
     @Flag(help: "Exit (code 6) when the server stops or the connection drops, instead of reconnecting.")
     var noReconnect = false
+    @Option(
+        help: """
+            Resume from this cursor (a position the server keeps for this consumer; see `ringlog \
+            cursors`) and move it past each record once it is printed and flushed. --from, --last or \
+            --since override where this run starts. A new cursor starts at the end.
+            """)
+    var cursor: String?
 
     func validate() throws {
         if [from != nil, last != nil, since != nil].filter({ $0 }).count > 1 { throw ValidationError("give one of --from, --last and --since") }
@@ -282,7 +289,24 @@ struct Tail: AsyncParsableCommand {
             let time = try sinceMicros(since)
             position = try await reportingErrors { try await watchdog.run { try await client.seek(info.logID, atOrAfterMicros: time) } }
         }
+        if let cursor, from == nil, last == nil, since == nil {
+            do {
+                let saved = try await client.cursor(cursor, in: info.logID)
+                (position, skip) = (saved.batchOffset, saved.index)
+            } catch {
+                guard error.serverCode == .unknownCursor else {
+                    Console.error("ringlog: \(error)")
+                    throw ExitCode(exitStatus(for: error))
+                }
+            }
+        }
         let out = StandardOutput()
+        /// Moves the cursor to `next` once what comes before it is printed and flushed.
+        func commit(_ next: RecordPosition) async throws(RingLogError) {
+            guard let cursor else { return }
+            out.flush()
+            _ = try await client.commitCursor(cursor, in: info.logID, at: next)
+        }
         var printed = 0
         let limit = count ?? Int.max
         guard limit > 0 else { return }
@@ -294,12 +318,17 @@ struct Tail: AsyncParsableCommand {
                 for record in records.dropFirst(skip) {
                     output.write(record, to: out)
                     printed += 1
-                    if printed >= limit { return }
+                    if printed >= limit {
+                        try await commit(RecordPosition(batchOffset: record.position.batchOffset, index: record.position.index + 1))
+                        return
+                    }
                 }
                 skip = 0
                 out.flush()
                 if let damage { throw damage }
+                let moved = fetched.nextOffset != position
                 position = fetched.nextOffset
+                if moved { try await commit(RecordPosition(batchOffset: position, index: 0)) }
                 // A server that does not long-poll is asked again a moment later, not at once.
                 if fetched.isEmpty && wait == 0 { try? await Task.sleep(for: .milliseconds(100)) }
             } catch {
@@ -440,6 +469,66 @@ func startOfLast(_ count: Int, client: RingLogClient, info: LogDescription) asyn
     }
     guard first < batches.count, count > 0 else { return (offset, 0) }
     return (batches[first].offset, max(0, total - count))
+}
+
+struct Cursors: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List a log's cursors (positions the server keeps for consumers); set or delete one.",
+        discussion: """
+            A cursor is a named position in a log: the next record a consumer will read, as \
+            OFFSET/INDEX (a batch offset and the index of a record in it). `tail --cursor NAME` \
+            resumes from one and moves it as it prints. Changes are acknowledged once durable. \
+            Listing shows each cursor's lag: the bytes from it to the committed end.
+
+            \(exitCodesHelp)
+            """)
+
+    @OptionGroup var options: ServerOptions
+    @Argument(help: "Log name.") var log: String
+    @Option(help: "Set this cursor (to --to).") var set: String?
+    @Option(help: "Where --set puts the cursor: OFFSET, OFFSET/INDEX, start or end.") var to: String?
+    @Option(help: "Delete this cursor.") var delete: String?
+    @Flag(help: "Print JSON (JSON Lines for the list).") var json = false
+
+    func validate() throws {
+        if set != nil && delete != nil { throw ValidationError("give --set or --delete, not both") }
+        if (set == nil) != (to == nil) { throw ValidationError("--set NAME goes with --to POSITION") }
+    }
+
+    func run() async throws {
+        let watchdog = options.watchdog()
+        let client = try await options.connect(watchdog)
+        defer { client.close() }
+        let info = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
+        if let name = delete {
+            try await reportingErrors { try await watchdog.run { try await client.deleteCursor(name, in: info.logID) } }
+            print(json ? "{\"deleted\":\(jsonString(name))}" : "deleted cursor \(name)")
+            return
+        }
+        if let name = set, let to {
+            let target: RecordPosition
+            switch to {
+            case "start": target = RecordPosition(batchOffset: info.startOffset, index: 0)
+            case "end": target = RecordPosition(batchOffset: info.committedEnd, index: 0)
+            default:
+                let parts = to.split(separator: "/", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let offset = UInt64(parts[0]), let index = parts.count == 2 ? Int(parts[1]) : 0, index >= 0 else {
+                    throw ValidationError("--to \(to) is not a position: OFFSET, OFFSET/INDEX, start or end")
+                }
+                target = RecordPosition(batchOffset: LogOffset(offset), index: index)
+            }
+            let saved = try await reportingErrors { try await watchdog.run { try await client.commitCursor(name, in: info.logID, at: target) } }
+            print(json ? "{\"name\":\(jsonString(name)),\"offset\":\(saved.batchOffset),\"index\":\(saved.index)}" : "cursor \(name) at \(saved)")
+            return
+        }
+        let cursors = try await reportingErrors { try await watchdog.run { try await client.cursors(in: info.logID) } }
+        for cursor in cursors {
+            print(
+                json
+                    ? "{\"name\":\(jsonString(cursor.name)),\"offset\":\(cursor.offset),\"index\":\(cursor.index),\"lagBytes\":\(cursor.lagBytes)}"
+                    : "\(cursor.name)\t\(cursor.offset)/\(cursor.index)\tlag=\(cursor.lagBytes)")
+        }
+    }
 }
 
 struct Info: AsyncParsableCommand {

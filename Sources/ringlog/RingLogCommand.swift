@@ -45,7 +45,7 @@ struct RingLogCommand: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Create.self, Delete.self, List.self, Append.self, Read.self, Tail.self, Info.self, Trim.self, Ping.self, Bench.self,
+            Create.self, Delete.self, List.self, Append.self, Read.self, Tail.self, Cursors.self, Info.self, Trim.self, Ping.self, Bench.self,
         ])
 }
 

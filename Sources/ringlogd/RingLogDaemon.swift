@@ -139,6 +139,9 @@ struct RingLogDaemon: AsyncParsableCommand {
             """)
     var allocateAheadBytes = ByteSize(bytes: storeDefaults.allocateAheadBytes)
 
+    @Option(help: "Cursors (consumers' saved positions) one log may hold.")
+    var maxCursors = storeDefaults.maxCursorsPerLog
+
     @Option(
         help: """
             Appends in batches at least this large are written uncached (RWF_DONTCACHE, Linux 6.14+): \
@@ -212,6 +215,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.zeroAheadBytes = zeroAheadBytes.bytes
         storage.zeroChunkBytes = zeroChunkBytes.bytes
         storage.allocateAheadBytes = allocateAheadBytes.bytes
+        storage.maxCursorsPerLog = maxCursors
         storage.uncachedBatchBytes = uncachedBatchBytes.bytes
         storage.uncachedColdReads = uncachedColdReads
         storage.defaultLogSettings = LogSettings(

@@ -44,6 +44,9 @@ func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) 
     case .read: _ = try? ReadRequest.decode(body)
     case .trim: _ = try? OffsetMessage.decode(body)
     case .seekTime: _ = try? SeekTimeRequest.decode(body)
+    case .cursorCommit: _ = try? CursorCommitRequest.decode(body)
+    case .cursorFetch, .cursorDelete: _ = try? LogNameRequest.decode(body)
+    case .cursorList: break
     case .append: decodeBatch(body)
     case .appendIf:
         guard let request = try? AppendIfRequest.decode(body) else { return }
@@ -78,6 +81,8 @@ func decodeAsResponses(_ bytes: UnsafeRawBufferPointer) {
         _ = try? LogList.decode(body)
         _ = try? ServerStats.decode(body)
         _ = try? AppendResponse.decode(body)
+        _ = try? CursorPositionMessage.decode(body)
+        _ = try? CursorList.decode(body)
         if body.count >= ReadResponseHead.encodedBytes {
             walkStoredBatches(UnsafeRawBufferPointer(rebasing: body[ReadResponseHead.encodedBytes...]))
         }

@@ -324,4 +324,29 @@ import Testing
         #expect(try server.ringlog("read", "t", "--since", "yesterday").status == 64)
         #expect(try server.ringlog("tail", "t", "--since", "1h", "--last", "1").status == 64)
     }
+
+    @Test func tailWithACursorResumesWhereItStoppedAndCursorsListsSetsDeletes() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "q").status == 0)
+        #expect(try server.ringlog("append", "q", "a", "b", "c").status == 0)
+        #expect(try server.ringlog("append", "q", "d").status == 0)
+        #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--from", "0", "--count", "2").output == "a\nb\n")
+        // Stopped in the middle of a batch: the next run starts at its third record.
+        #expect(try server.ringlog("cursors", "q").output == "worker\t0/2\tlag=116\n")
+        #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--count", "2").output == "c\nd\n")
+        // Batches: a, b, c at 0 (63 bytes), d at 63 (53 bytes). Stopping right after d leaves the
+        // cursor past d's only record.
+        let listed = try jsonLines(try server.ringlog("cursors", "q", "--json").output)
+        #expect(listed.first?["offset"] as? Int == 63)
+        #expect(listed.first?["index"] as? Int == 1)
+        #expect(listed.first?["lagBytes"] as? Int == 53)
+        #expect(try server.ringlog("append", "q", "e").status == 0)
+        #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--count", "1").output == "e\n")
+        #expect(try server.ringlog("cursors", "q", "--set", "worker", "--to", "start").output == "cursor worker at 0/0\n")
+        #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--count", "1").output == "a\n")
+        #expect(try server.ringlog("cursors", "q", "--delete", "worker").output == "deleted cursor worker\n")
+        #expect(try server.ringlog("cursors", "q", "--delete", "worker").status == 1)
+        #expect(try server.ringlog("cursors", "q", "--set", "w", "--to", "nowhere").status == 64)
+        #expect(try server.ringlog("cursors", "q").output.isEmpty)
+    }
 }

@@ -131,3 +131,43 @@ import Testing
         #expect(try client.call(.ping).header.status == 0)
     }
 }
+
+/// Cursors over the wire: commit (plain and conditional), fetch, list with lag, delete; they
+/// survive a restart of the server on the same data directory.
+@Suite struct CursorOperationTests {
+    func commit(_ client: RawClient, _ log: LogID, _ name: String, _ offset: UInt64, index: UInt32 = 0, condition: CursorCommitRequest.Condition = .none) throws -> WireResponse {
+        try client.call(.cursorCommit, CursorCommitRequest(name: name, offset: offset, index: index, condition: condition).encoded(), logID: log)
+    }
+
+    @Test func cursorsAreKeptDurablyAndConditionally() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        var server: TestServer? = try TestServer(directory: directory)
+        var client = try server!.client()
+        let hello = try client.call(.hello, HelloRequest().encoded()).decode(HelloResponse.self)
+        #expect(hello.features.contains(.cursors))
+        let log = try client.createLog("orders").logID
+        for seed in 0..<3 { _ = try client.append(log, payload(100, seed: seed)).decode(AppendResponse.self) }
+        #expect(try commit(client, log, "billing", 148, index: 1).decode(CursorPositionMessage.self) == CursorPositionMessage(offset: 148, index: 1))
+        let stale = try commit(client, log, "billing", 296, condition: .at(offset: 0, index: 0))
+        #expect(stale.errorCode == .cursorMismatch)
+        #expect(stale.error?.detail1 == 148 && stale.error?.detail2 == 1, "the mismatch says where the cursor is")
+        #expect(try commit(client, log, "billing", 296, condition: .at(offset: 148, index: 1)).errorCode == nil)
+        #expect(try commit(client, log, "audit", 0, condition: .absent).errorCode == nil)
+        #expect(try commit(client, log, "audit", 0, condition: .absent).errorCode == .cursorMismatch)
+        #expect(try commit(client, log, "x/y", 0).errorCode == .badCursorName)
+        #expect(try commit(client, log, "far", 999_999).errorCode == .offsetOutOfRange)
+        #expect(try client.call(.cursorFetch, LogNameRequest(name: "nobody").encoded(), logID: log).errorCode == .unknownCursor)
+        server!.stop()
+        server = try TestServer(directory: directory)
+        client = try server!.client()
+        #expect(try client.call(.cursorFetch, LogNameRequest(name: "billing").encoded(), logID: log).decode(CursorPositionMessage.self).offset == 296)
+        let list = try client.call(.cursorList, logID: log).decode(CursorList.self)
+        #expect(list.entries.map(\.name) == ["audit", "billing"])
+        #expect(list.entries.map(\.lagBytes) == [444, 148], "bytes from each cursor to the committed end")
+        #expect(try client.call(.cursorDelete, LogNameRequest(name: "audit").encoded(), logID: log).errorCode == nil)
+        #expect(try client.call(.cursorDelete, LogNameRequest(name: "audit").encoded(), logID: log).errorCode == .unknownCursor)
+        #expect(try client.call(.cursorList, logID: LogID(5)).errorCode == .unknownLog)
+        #expect(try client.call(.cursorCommit, [1, 2, 3], logID: log).errorCode == .malformedRequest)
+    }
+}

@@ -133,6 +133,21 @@ final class Harness {
         }
     }
 
+    /// Commits (or with `delete`, deletes) a cursor and waits until it is durable.
+    func cursor(_ id: LogID, _ name: String, set position: CursorPosition? = nil, expected: CursorPosition?? = nil) throws
+        -> Result<CursorPosition?, StorageError>
+    {
+        let context = context()
+        let start =
+            if let position { store.commitCursor(id, name: name, position: position, expected: expected, context: context) } else {
+                store.deleteCursor(id, name: name, context: context)
+            }
+        switch start {
+        case .failed(let error): return .failure(error)
+        case .pending: return try waitFor("cursorUpdated") { if case .cursorUpdated(context, let result) = $0 { result } else { nil } }
+        }
+    }
+
     func trim(_ id: LogID, to offset: LogOffset) throws -> Result<LogOffset, StorageError> {
         let context = context()
         store.trim(id, to: offset, context: context)
