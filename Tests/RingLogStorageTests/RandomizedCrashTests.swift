@@ -25,6 +25,7 @@ import Testing
         #expect(model.crashes >= 5, "seed \(seed) crashed only \(model.crashes) times")
         #expect(model.verifiedBatches > 500, "seed \(seed) verified only \(model.verifiedBatches) batches")
         #expect(model.harness.store.log(model.id)!.info.segmentCount + model.segmentsTrimmed > 3, "seed \(seed) never rotated")
+        #expect(model.cursorCommitsAcknowledged > 0, "seed \(seed) never had a cursor commit acknowledged")
         print("seed \(seed): \(model.crashes) crashes, \(model.cuts) cuts, \(model.verifiedBatches) batches verified")
     }
 
@@ -87,6 +88,13 @@ struct CrashModel {
     var segmentsTrimmed = 0
     /// Recoveries that found and cut a torn or lost tail.
     var cuts = 0
+    /// The model cursor: its last acknowledged (or recovered) position, the commits sent since, in
+    /// order, and those still unanswered by context.
+    var cursorDurable: CursorPosition?
+    var cursorSentSince: [CursorPosition] = []
+    var cursorPending: [UInt64: CursorPosition] = [:]
+    var nextCursorContext: UInt64 = 1 << 40
+    var cursorCommitsAcknowledged = 0
 
     init(seed: UInt64) throws {
         harness = try Harness(seed: seed, configuration: .small(segmentBytes: 64 << 10, tailCacheBytes: 128 << 10))
@@ -102,7 +110,8 @@ struct CrashModel {
         case 880..<920:
             harness.driver.nowMicros += UInt64.random(in: 0...2_000_000, using: &generator)
             harness.driver.maintain()
-        case 920..<966: try readRandomBatch()
+        case 920..<961: try readRandomBatch()
+        case 961..<966: try commitCursorSomewhere()
         case 966..<975: try seekRandomTime()
         case 975..<988: try trimSomewhere()
         default:
@@ -147,6 +156,23 @@ struct CrashModel {
             try check(everPlaced[batch.offset]?.contains(batch.payload) == true, "read returned a batch at \(batch.offset) nobody appended")
         }
         try check(result.nextOffset <= harness.store.log(id)!.committedEnd, "read returned uncommitted bytes")
+    }
+
+    /// Moves the model cursor to an acknowledged batch (or the committed end), inside it at times.
+    private mutating func commitCursorSomewhere() throws {
+        guard let log = harness.store.log(id) else { return }
+        let targets = mustHold.keys.filter { $0 >= start && $0 < log.committedEnd }
+        let offset = targets.randomElement(using: &generator) ?? log.committedEnd
+        let position = CursorPosition(offset: offset, index: UInt32.random(in: 0...2, using: &generator))
+        let context = nextCursorContext
+        nextCursorContext += 1
+        switch harness.store.commitCursor(id, name: "model", position: position, expected: nil, context: context) {
+        case .pending:
+            cursorPending[context] = position
+            cursorSentSince.append(position)
+        case .failed(let error):
+            throw TestFailure("cursor commit to \(position) refused: \(error)")
+        }
     }
 
     /// A lookup by time, checked against the times of every kept committed batch read back.
@@ -209,6 +235,14 @@ struct CrashModel {
                 throw TestFailure("storage failure with no fault injected: \(error)")
             case .trimmed(_, .success(let newStart)):
                 advanceStart(to: newStart)
+            case .cursorUpdated(let context, let result):
+                guard let sent = cursorPending.removeValue(forKey: context) else { break }
+                guard case .success(let position) = result, position == sent else { throw TestFailure("cursor commit answered \(result)") }
+                // Answers come in commit order: everything sent up to this one is settled.
+                guard let index = cursorSentSince.firstIndex(of: sent) else { throw TestFailure("cursor answer for a commit not sent") }
+                cursorSentSince.removeFirst(index + 1)
+                cursorDurable = sent
+                cursorCommitsAcknowledged += 1
             default:
                 break
             }
@@ -238,6 +272,13 @@ struct CrashModel {
             expected = batch.offset.advanced(by: Batch.headerBytes + batch.payload.count)
         }
         try check(expected == log.committedEnd, "batches end at \(expected), log says \(log.committedEnd)")
+        // The cursor is at its last acknowledged position or a later one that was sent.
+        let cursor = try? harness.store.cursor(id, name: "model").get()
+        try check(cursor == cursorDurable || (cursor != nil && cursorSentSince.contains(cursor!)),
+            "cursor at \(String(describing: cursor)); acknowledged \(String(describing: cursorDurable)), sent since \(cursorSentSince)")
+        cursorDurable = cursor
+        cursorSentSince = []
+        cursorPending = [:]
         for (offset, bytes) in mustHold {
             try check(found[offset] == bytes, "acknowledged batch at \(offset) is \(found[offset] == nil ? "missing" : "different")")
             verifiedBatches += 1
