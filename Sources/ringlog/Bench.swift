@@ -48,6 +48,13 @@ struct BenchProduce: AsyncParsableCommand {
     @Option(help: "durable or written.") var mode = "durable"
     @Option(help: "Target records per second in total (open loop); default: as fast as acknowledgements allow.") var rate: Double?
     @Option(help: "Stop after this many records instead of after --duration.") var count: Int?
+    @Option(
+        help: """
+            Alongside the appends, commit cursors of the log at this many commits per second in \
+            total (32 committers on their own connection, each moving its own cursor by one record \
+            each time); the summary's cursorCommitsPerSecond says how many were acknowledged.
+            """)
+    var cursorCommits: Double?
 
     func run() async throws {
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else { throw ValidationError("--mode must be durable or written") }
@@ -56,10 +63,69 @@ struct BenchProduce: AsyncParsableCommand {
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: ack,
             rate: rate, count: count, stampRecords: false)
-        let summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
+        let committers = try await cursorCommitters(log: log, address: address)
+        var summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
             ProduceRun(core: core, address: address, plan: plan, options: options, report: report)
         }
+        if let committers {
+            let (commits, seconds) = await committers.stop()
+            summary.cursorCommitsPerSecond = Double(commits) / seconds
+        }
         try finishBench(summary, options)
+    }
+
+    /// Starts the cursor committers, when asked for.
+    private func cursorCommitters(log: String, address: String) async throws -> CursorCommitLoad? {
+        guard let rate = cursorCommits, rate > 0 else { return nil }
+        let client = try await reportingErrors { try await RingLogClient.connect(to: address) }
+        let id = try await reportingErrors { try await client.info(log).logID }
+        return CursorCommitLoad(client: client, log: id, rate: rate, warmup: options.warmup)
+    }
+}
+
+/// Cursor commits at a steady rate beside a produce run: 32 tasks, each committing its own cursor
+/// to the log's committed end (as it last saw it) on a schedule, counted after the warm-up.
+final class CursorCommitLoad: Sendable {
+    private let client: RingLogClient
+    private let tasks: [Task<Int, Never>]
+    private let started = ContinuousClock.now
+    private let warmup: Double
+
+    init(client: RingLogClient, log: LogID, rate: Double, warmup: Double) {
+        self.client = client
+        self.warmup = warmup
+        let committers = 32
+        let interval = Duration.seconds(Double(committers) / rate)
+        let measuredFrom = ContinuousClock.now + .seconds(warmup)
+        tasks = (0..<committers).map { committer in
+            Task {
+                var next = ContinuousClock.now + interval * (Double(committer) / Double(committers))
+                var counted = 0
+                var step = 0
+                while !Task.isCancelled {
+                    try? await Task.sleep(until: next)
+                    next += interval
+                    step += 1
+                    // A new position each time (the log's start, moving record by record), so
+                    // every commit is a change that must be made durable.
+                    guard (try? await client.commitCursor("bench-\(committer)", in: log, at: RecordPosition(batchOffset: .zero, index: step))) != nil else { continue }
+                    if ContinuousClock.now >= measuredFrom { counted += 1 }
+                }
+                return counted
+            }
+        }
+    }
+
+    /// Stops the committers; returns the commits acknowledged after the warm-up and the seconds
+    /// they had.
+    func stop() async -> (commits: Int, seconds: Double) {
+        let elapsed = ContinuousClock.now - started
+        for task in tasks { task.cancel() }
+        var total = 0
+        for task in tasks { total += await task.value }
+        client.close()
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18 - warmup
+        return (total, max(seconds, 0.001))
     }
 }
 
@@ -195,6 +261,8 @@ struct BenchSummary: Sendable {
     var firstError: String?
     /// Ended early by Ctrl-C: the figures cover the time until then.
     var interrupted = false
+    /// `produce --cursor-commits`: cursor commits acknowledged per second alongside.
+    var cursorCommitsPerSecond: Double?
 
     var recordsPerSecond: Double { Double(records) / seconds }
     var megabytesPerSecond: Double { Double(payloadBytes) / seconds / 1e6 }
@@ -211,6 +279,7 @@ struct BenchSummary: Sendable {
             fields.append("\"serverCpuPercent\":" + (serverCPUPercent.map { fixed($0, 1) } ?? "null"))
             fields.append("\"firstError\":" + jsonOptionalString(firstError))
             fields.append("\"interrupted\":\(interrupted)")
+            if let cursorCommitsPerSecond { fields.append("\"cursorCommitsPerSecond\":\(fixed(cursorCommitsPerSecond, 1))") }
             return "{" + fields.joined(separator: ",") + "}"
         }
         var lines = [
