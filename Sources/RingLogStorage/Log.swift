@@ -20,8 +20,8 @@ enum LogScript {
     case prepareSpare
     case rotate(Segment)
     case checkpoint(CheckpointPlan)
-    /// Writing the cursors file.
-    case cursors
+    /// Writing a version of the cursors.
+    case cursors(DiskScript)
     /// Removing files inside the log's directory: counted as the log's work, so deleting the log
     /// (and perhaps creating another under its name) waits for it.
     case cleanup
@@ -48,7 +48,10 @@ public final class Log {
     var operationsInFlight = 0
     var isDirty = false
 
-    init(state: LogState, context: LogContext, checkpointOffset: LogOffset, nowMicros: UInt64, cursors durable: [String: CursorPosition] = [:]) {
+    init(
+        state: LogState, context: LogContext, checkpointOffset: LogOffset, nowMicros: UInt64,
+        cursors durable: (cursors: [String: CursorPosition], sequence: UInt64) = ([:], 0)
+    ) {
         self.state = state
         self.context = context
         writer = LogWriter(state: state, context: context)
@@ -56,7 +59,7 @@ public final class Log {
         reader = LogReader(state: state, context: context)
         upkeep = LogUpkeep(state: state, context: context, checkpointOffset: checkpointOffset, nowMicros: nowMicros)
         timeSeeker = LogTimeSeek(state: state, context: context)
-        cursors = LogCursors(state: state, context: context, durable: durable)
+        cursors = LogCursors(state: state, context: context, durable: durable.cursors, sequence: durable.sequence)
     }
 
     public var id: LogID { state.id }
@@ -211,7 +214,7 @@ public final class Log {
         case .checkpoint(let plan):
             checkpointFinished(plan, result)
         case .cursors:
-            cursors.writeFinished(result)
+            cursors.writeFinished(run, result)
             context.markDirty(self)
         case .cleanup:
             if case .failure(let error) = result { context.logger.warning("cleanup step failed", metadata: ["log": "\(name)", "error": "\(error)"]) }
@@ -306,7 +309,7 @@ public final class Log {
     }
 
     /// Descriptors to close once the log's directory is gone.
-    func descriptorsToClose() -> [Int32] { files.descriptorsToClose() }
+    func descriptorsToClose() -> [Int32] { files.descriptorsToClose() + cursors.descriptorsToClose() }
 
     /// File names a deleted log's directory may hold.
     func fileNames() -> [String] { files.fileNames() }

@@ -24,15 +24,18 @@ public enum CursorStart {
     case pending
 }
 
-/// A log's cursors file (docs/storage.md, "Cursors"): `magic "RLK1"`, `u32 count`, then per
-/// cursor `u16 nameLength, name, u64 offset, u32 index`, then a CRC32C of everything before.
+/// A log's cursors, as one slot file holds them (docs/storage.md, "Cursors"): `magic "RLK1"`,
+/// `u32 count`, `u64 sequence`, then per cursor `u16 nameLength, name, u64 offset, u32 index`,
+/// then a CRC32C of everything before. Bytes after the CRC (left by a longer earlier version) are
+/// ignored.
 enum CursorsFile {
     static let magic: UInt32 = 0x314B_4C52 // "RLK1"
 
-    static func encode(_ cursors: [String: CursorPosition]) -> [UInt8] {
+    static func encode(_ cursors: [String: CursorPosition], sequence: UInt64) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendLittleEndian(magic)
         bytes.appendLittleEndian(UInt32(cursors.count))
+        bytes.appendLittleEndian(sequence)
         for (name, position) in cursors.sorted(by: { $0.key < $1.key }) {
             bytes.appendLittleEndian(UInt16(name.utf8.count))
             bytes.append(contentsOf: name.utf8)
@@ -43,31 +46,36 @@ enum CursorsFile {
         return bytes
     }
 
-    /// The cursors, or nil when the bytes are not a whole, intact cursors file.
-    static func decode(_ bytes: [UInt8]) -> [String: CursorPosition]? {
+    /// The cursors and the version's sequence, or nil when the bytes do not start with a whole,
+    /// intact version (a write torn by a crash, or an empty file).
+    static func decode(_ bytes: [UInt8]) -> (cursors: [String: CursorPosition], sequence: UInt64)? {
         let reader = FieldReader(bytes: bytes)
-        guard bytes.count >= 12, reader.u32(0) == magic, reader.checksumHolds(at: bytes.count - 4) else { return nil }
+        guard bytes.count >= 20, reader.u32(0) == magic else { return nil }
         let count = Int(reader.u32(4))
+        let sequence = reader.u64(8)
         var cursors: [String: CursorPosition] = [:]
-        var at = 8
+        var at = 16
         for _ in 0..<count {
-            guard at + 2 <= bytes.count - 4 else { return nil }
+            guard at + 2 <= bytes.count else { return nil }
             let length = Int(reader.u16(at))
             at += 2
-            guard at + length + 12 <= bytes.count - 4, let name = String(validating: bytes[at..<(at + length)], as: UTF8.self) else { return nil }
+            guard at + length + 12 <= bytes.count, let name = String(validating: bytes[at..<(at + length)], as: UTF8.self) else { return nil }
             at += length
             cursors[name] = CursorPosition(offset: LogOffset(reader.u64(at)), index: reader.u32(at + 8))
             at += 12
         }
-        return at == bytes.count - 4 ? cursors : nil
+        guard reader.checksumHolds(at: at) else { return nil }
+        return (cursors, sequence)
     }
 }
 
 /// The named positions consumers keep in one log (CURSOR_COMMIT and friends): set, fetched,
-/// listed, deleted, and made durable the way appends are: a change is acknowledged once the
-/// cursors file holding it is written, fdatasynced and renamed into place (and the directory
-/// synced). Changes arriving while one file is being written wait and go out together in the
-/// next (group commit), so a thousand commits cost two fsyncs, not a thousand.
+/// listed, deleted, and made durable the way appends are. Every version of the cursors goes,
+/// whole, into one of two slot files in turn (`cursors.0`, `cursors.1`), overwriting the older
+/// version: one write and one fdatasync, no rename. A change is acknowledged once its version is
+/// synced; a version torn by a crash fails its checksum and the other slot, the version before,
+/// stands. Changes arriving while a version is being written wait and go out together in the next
+/// (group commit), so a thousand commits cost one fdatasync, not a thousand.
 final class LogCursors {
     enum Change {
         case set(String, CursorPosition)
@@ -81,13 +89,18 @@ final class LogCursors {
     private(set) var writeInFlight = false
     /// Every accepted change applied, durable or not: what fetches, lists and conditions see.
     private(set) var current: [String: CursorPosition]
+    /// The newest version's sequence on disk; the next goes to slot `(sequence + 1) % 2`.
+    private var sequence: UInt64
+    /// The two slot files' descriptors, once opened (the first write opens them).
+    private var slots: [Int32] = []
     private let state: LogState
     private let context: LogContext
 
-    init(state: LogState, context: LogContext, durable: [String: CursorPosition]) {
+    init(state: LogState, context: LogContext, durable: [String: CursorPosition], sequence: UInt64) {
         self.state = state
         self.context = context
         current = durable
+        self.sequence = sequence
     }
 
     var hasWork: Bool { !waiting.isEmpty }
@@ -124,23 +137,39 @@ final class LogCursors {
         writing = waiting
         waiting = []
         writeInFlight = true
-        // The file holds everything accepted so far; what is accepted while it is written goes
-        // in the next one.
-        let temporary = state.directory.appending(LogFileNames.cursorsTemporary)
-        let script = DiskScript([
-            .open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "cursors"),
-            .write(.opened("cursors"), position: 0, OwnedBytes(CursorsFile.encode(current))),
-            .fdatasync(.opened("cursors")),
-            .close(.opened("cursors")),
-            .rename(from: temporary, to: state.directory.appending(LogFileNames.cursors)),
-            .fsync(.fd(state.directoryFD)),
-        ])
-        context.requests.start(script, for: .log(log, .cursors))
+        // The version holds everything accepted so far; what is accepted while it is written
+        // goes in the next one.
+        let bytes = OwnedBytes(CursorsFile.encode(current, sequence: sequence + 1))
+        let target = Int((sequence + 1) % 2)
+        let script: DiskScript
+        if slots.count == 2 {
+            script = DiskScript([.write(.fd(slots[target]), position: 0, bytes), .fdatasync(.fd(slots[target]))])
+        } else {
+            // The first write since the log opened: open (create) both slots and make their
+            // names durable, then write.
+            let flags = O_RDWR | O_CREAT | O_CLOEXEC
+            script = DiskScript([
+                .open(state.directory.appending(LogFileNames.cursorSlot(0)), flags: flags, mode: 0o644, as: "slot0"),
+                .open(state.directory.appending(LogFileNames.cursorSlot(1)), flags: flags, mode: 0o644, as: "slot1"),
+                .fsync(.fd(state.directoryFD)),
+                .write(.opened("slot\(target)"), position: 0, bytes),
+                .fdatasync(.opened("slot\(target)")),
+            ])
+        }
+        context.requests.start(script, for: .log(log, .cursors(script)))
     }
 
-    /// The file is durable (or failed): the changes it carried are answered.
-    func writeFinished(_ result: Result<Void, StorageError>) {
+    /// The slot files' descriptors, for closing with the log.
+    func descriptorsToClose() -> [Int32] {
+        defer { slots = [] }
+        return slots
+    }
+
+    /// The version is durable (or failed): the changes it carried are answered.
+    func writeFinished(_ script: DiskScript, _ result: Result<Void, StorageError>) {
         writeInFlight = false
+        if slots.isEmpty, case .success = result { slots = [script.openedDescriptor("slot0"), script.openedDescriptor("slot1")] }
+        if case .success = result { sequence += 1 }
         let answered = writing
         writing = []
         for (change, requester) in answered {
@@ -155,9 +184,10 @@ final class LogCursors {
             }
         }
         if case .failure = result {
-            // What the failed file carried may or may not be on disk: the in-memory view keeps
-            // it (a later file will carry it again), and its committers were told it failed.
-            context.logger.warning("writing the cursors file failed", metadata: ["log": "\(state.name)"])
+            // What the failed version carried may or may not be on disk: the in-memory view
+            // keeps it (the next version carries it again, to the same slot, since the sequence
+            // did not move), and its committers were told it failed.
+            context.logger.warning("writing the cursors failed", metadata: ["log": "\(state.name)"])
         }
     }
 

@@ -157,18 +157,23 @@ struct LogRecovery {
             positions: LogPositions(start: startOffset, end: end))
         state.lastAppendMicros = segments.map(\.maxAppendTimeMicros).max() ?? 0
         let now = context.environment.wallMicros()
-        let cursors: [String: CursorPosition]
-        switch disk.readSmallFile(directory.appending(LogFileNames.cursors), limit: 64 << 20) {
-        case .failure(let error): return .failure(error)
-        case .success(nil): cursors = [:]
-        case .success(let bytes?):
-            // Written whole and renamed into place: a file that does not decode was damaged after.
-            guard let decoded = CursorsFile.decode(bytes) else {
-                return .failure(.storageFailed("\(directory)/\(LogFileNames.cursors) is damaged (its checksum or layout does not hold)"))
+        // The newer intact version of the two slots; a torn one (the write a crash interrupted)
+        // fails its checksum and the other, the version before, stands.
+        var cursors: (cursors: [String: CursorPosition], sequence: UInt64) = ([:], 0)
+        var slotBytes = 0
+        for slot in 0..<2 {
+            switch disk.readSmallFile(directory.appending(LogFileNames.cursorSlot(slot)), limit: 64 << 20) {
+            case .failure(let error): return .failure(error)
+            case .success(nil): continue
+            case .success(let bytes?):
+                slotBytes += bytes.count
+                if let version = CursorsFile.decode(bytes), version.sequence > cursors.sequence { cursors = version }
             }
-            cursors = decoded
         }
-        report.cursors = cursors.count
+        if slotBytes > 0 && cursors.sequence == 0 {
+            context.logger.warning("no intact version of the cursors was found; starting without cursors", metadata: ["log": "\(meta.name)"])
+        }
+        report.cursors = cursors.cursors.count
         let log = Log(state: state, context: context, checkpointOffset: scanFrom, nowMicros: now, cursors: cursors)
         // Persist the new epoch and move the checkpoint to the verified, now synced, end.
         let plan = CheckpointPlan(state: state, desiredStart: startOffset, nowMicros: now, clean: false)

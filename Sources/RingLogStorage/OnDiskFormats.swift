@@ -8,9 +8,8 @@ public enum LogFileNames {
     public static let meta = "log.meta"
     public static let checkpoint = "checkpoint"
     public static let checkpointTemporary = "checkpoint.tmp"
-    /// Consumers' cursors (CursorsFile), replaced atomically through the temporary name.
-    public static let cursors = "cursors"
-    public static let cursorsTemporary = "cursors.tmp"
+    /// Consumers' cursors (CursorsFile): two slot files, written in turn.
+    public static func cursorSlot(_ slot: Int) -> String { "cursors.\(slot)" }
     /// The next segment, preallocated before its base offset is known, and renamed when it becomes
     /// active. Each preparation gets its own name: a rename of the previous spare and the creation
     /// of the next may be in flight at once, and must never meet on one name.

@@ -194,7 +194,7 @@ final class SegmentFiles {
 
     /// File names a deleted log's directory may hold.
     func fileNames() -> [String] {
-        var names = [LogFileNames.meta, LogFileNames.checkpoint, LogFileNames.checkpointTemporary, LogFileNames.cursors, LogFileNames.cursorsTemporary]
+        var names = [LogFileNames.meta, LogFileNames.checkpoint, LogFileNames.checkpointTemporary, LogFileNames.cursorSlot(0), LogFileNames.cursorSlot(1)]
         if case .ready(_, let spareName) = spare { names.append(spareName) }
         if spareNumber > 0 { names.append(LogFileNames.spare(spareNumber)) }
         for segment in state.segments {

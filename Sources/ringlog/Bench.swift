@@ -50,9 +50,9 @@ struct BenchProduce: AsyncParsableCommand {
     @Option(help: "Stop after this many records instead of after --duration.") var count: Int?
     @Option(
         help: """
-            Alongside the appends, commit cursors of the log at this many commits per second in \
-            total (32 committers on their own connection, each moving its own cursor by one record \
-            each time); the summary's cursorCommitsPerSecond says how many were acknowledged.
+            Alongside the appends, commit cursors of the log at this many commits per second (open \
+            loop, pipelined on a connection of their own, 32 cursors each moved by one record at a \
+            time); the summary's cursorCommitsPerSecond says how many were acknowledged.
             """)
     var cursorCommits: Double?
 
@@ -62,70 +62,11 @@ struct BenchProduce: AsyncParsableCommand {
         let (log, address) = try await prepareLog(options)
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: ack,
-            rate: rate, count: count, stampRecords: false)
-        let committers = try await cursorCommitters(log: log, address: address)
-        var summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
+            rate: rate, count: count, stampRecords: false, cursorCommitsPerSecond: cursorCommits)
+        let summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
             ProduceRun(core: core, address: address, plan: plan, options: options, report: report)
         }
-        if let committers {
-            let (commits, seconds) = await committers.stop()
-            summary.cursorCommitsPerSecond = Double(commits) / seconds
-        }
         try finishBench(summary, options)
-    }
-
-    /// Starts the cursor committers, when asked for.
-    private func cursorCommitters(log: String, address: String) async throws -> CursorCommitLoad? {
-        guard let rate = cursorCommits, rate > 0 else { return nil }
-        let client = try await reportingErrors { try await RingLogClient.connect(to: address) }
-        let id = try await reportingErrors { try await client.info(log).logID }
-        return CursorCommitLoad(client: client, log: id, rate: rate, warmup: options.warmup)
-    }
-}
-
-/// Cursor commits at a steady rate beside a produce run: 32 tasks, each committing its own cursor
-/// to the log's committed end (as it last saw it) on a schedule, counted after the warm-up.
-final class CursorCommitLoad: Sendable {
-    private let client: RingLogClient
-    private let tasks: [Task<Int, Never>]
-    private let started = ContinuousClock.now
-    private let warmup: Double
-
-    init(client: RingLogClient, log: LogID, rate: Double, warmup: Double) {
-        self.client = client
-        self.warmup = warmup
-        let committers = 32
-        let interval = Duration.seconds(Double(committers) / rate)
-        let measuredFrom = ContinuousClock.now + .seconds(warmup)
-        tasks = (0..<committers).map { committer in
-            Task {
-                var next = ContinuousClock.now + interval * (Double(committer) / Double(committers))
-                var counted = 0
-                var step = 0
-                while !Task.isCancelled {
-                    try? await Task.sleep(until: next)
-                    next += interval
-                    step += 1
-                    // A new position each time (the log's start, moving record by record), so
-                    // every commit is a change that must be made durable.
-                    guard (try? await client.commitCursor("bench-\(committer)", in: log, at: RecordPosition(batchOffset: .zero, index: step))) != nil else { continue }
-                    if ContinuousClock.now >= measuredFrom { counted += 1 }
-                }
-                return counted
-            }
-        }
-    }
-
-    /// Stops the committers; returns the commits acknowledged after the warm-up and the seconds
-    /// they had.
-    func stop() async -> (commits: Int, seconds: Double) {
-        let elapsed = ContinuousClock.now - started
-        for task in tasks { task.cancel() }
-        var total = 0
-        for task in tasks { total += await task.value }
-        client.close()
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18 - warmup
-        return (total, max(seconds, 0.001))
     }
 }
 
@@ -435,6 +376,8 @@ class Measured {
     var serverCPUStart: Double?
     var firstError: String?
     var tracksEndToEnd = false
+    /// `produce --cursor-commits`: commits acknowledged while measuring.
+    var cursorCommitsCounted: Int?
     let workload: String
 
     init(core: LoopCore, options: BenchOptions, workload: String, report: @escaping (Result<BenchSummary, RingLogError>) -> Void) {
@@ -538,7 +481,8 @@ class Measured {
         report(.success(BenchSummary(
             workload: workload, seconds: seconds, records: total.records, payloadBytes: total.payloadBytes, requests: total.requests,
             errors: total.errors, latencyMicros: percentiles(total.latency), endToEndMicros: tracksEndToEnd ? percentiles(endToEnd) : nil,
-            clientCPUPercent: clientCPU, serverCPUPercent: serverCPU, firstError: firstError, interrupted: interrupted)))
+            clientCPUPercent: clientCPU, serverCPUPercent: serverCPU, firstError: firstError, interrupted: interrupted,
+            cursorCommitsPerSecond: cursorCommitsCounted.map { Double($0) / seconds })))
     }
 
     /// Opens `count` connections, then calls `ready` with them (or reports the failure).
@@ -591,6 +535,8 @@ struct ProducePlan: Sendable {
     var count: Int?
     /// Put the send time (monotonic ns) in each record's first 8 bytes, for end-to-end latency.
     var stampRecords: Bool
+    /// Cursor commits per second beside the appends (`--cursor-commits`).
+    var cursorCommitsPerSecond: Double? = nil
 }
 
 final class ProduceRun: Measured, BenchRun {
@@ -621,12 +567,48 @@ final class ProduceRun: Measured, BenchRun {
     }
 
     func start() {
-        connect(address, count: plan.connections) { [self] sockets in
+        let committing = (plan.cursorCommitsPerSecond ?? 0) > 0
+        connect(address, count: plan.connections + (committing ? 1 : 0)) { [self] sockets in
             self.lookUp(self.plan.log, on: sockets[0]) { description in
                 self.logID = description.logID
-                self.begin(sockets)
+                if committing { self.startCommitting(on: sockets[sockets.count - 1]) }
+                self.begin(Array(sockets.prefix(self.plan.connections)))
             }
         }
+    }
+
+    // MARK: Cursor commits alongside (--cursor-commits)
+
+    private var commitsSent = 0
+    private var commitStartNanos: UInt64 = 0
+    private var commitsInFlight = 0
+
+    /// Open loop on the loop core: every millisecond, the commits due by now go out, pipelined
+    /// (at most 1,024 unanswered), each moving one of 32 cursors by one record.
+    private func startCommitting(on socket: ClientSocket) {
+        cursorCommitsCounted = 0
+        commitStartNanos = core.nowNanos
+        paceCommits(on: socket)
+    }
+
+    private func paceCommits(on socket: ClientSocket) {
+        guard running, !stopped, let rate = plan.cursorCommitsPerSecond else { return }
+        let due = Int(Double(core.nowNanos - commitStartNanos) / 1e9 * rate)
+        while commitsSent < due && commitsInFlight < 1_024 {
+            commitsSent += 1
+            commitsInFlight += 1
+            let request = CursorCommitRequest(name: "bench-\(commitsSent % 32)", offset: 0, index: UInt32(truncatingIfNeeded: commitsSent / 32))
+            request.encoded().withUnsafeBytes { body in
+                socket.send(.cursorCommit, body: body, logID: logID) { [self] result in
+                    self.commitsInFlight -= 1
+                    switch result.checkingServerError() {
+                    case .success: if self.measuring { self.cursorCommitsCounted? += 1 }
+                    case .failure(let error): self.recordError(error)
+                    }
+                }
+            }
+        }
+        core.schedule(afterNanos: 1_000_000) { [self] in self.paceCommits(on: socket) }
     }
 
     private func makeBatch(stampedAt nanos: UInt64) -> OwnedBytes {
