@@ -99,6 +99,43 @@ import Testing
         #expect(try await client.seek(log, atOrAfterMicros: time + 1) == first.committedEnd)
     }
 
+    /// A consumer reading through a cursor resumes where it stopped, and the cursor moves only
+    /// past what it handled.
+    @Test func recordsThroughACursorResumeWhereTheConsumerStopped() async throws {
+        let server = try TestServer()
+        let client = try await RingLogClient.connect(to: server.address.description)
+        defer { client.close() }
+        let log = try await client.createLog("jobs").logID
+        _ = try await client.append(to: log, records: ["a", "b", "c"].map { Array($0.utf8) })
+        let second = try await client.append(to: log, records: [Array("d".utf8)])
+        _ = try await client.append(to: log, records: [Array("e".utf8)])
+        var handled: [String] = []
+        for try await record in client.records(of: log, cursor: "worker", waitMillis: 50) {
+            handled.append(String(decoding: record.bytes, as: UTF8.self))
+            if handled.count == 4 { break }
+        }
+        #expect(handled == ["a", "b", "c", "d"])
+        // Asking for "d" handled a, b and c: the cursor is at d's batch (d itself was not handled).
+        try await client.ping()
+        #expect(try await client.cursor("worker", in: log) == RecordPosition(batchOffset: second.offset, index: 0))
+        var resumed: [String] = []
+        for try await record in client.records(of: log, cursor: "worker", waitMillis: 50) {
+            resumed.append(String(decoding: record.bytes, as: UTF8.self))
+            if resumed.count == 2 { break }
+        }
+        #expect(resumed == ["d", "e"])
+        // Inside a batch: a cursor at a/b's index 1 starts with b.
+        try await client.commitCursor("inside", in: log, at: RecordPosition(batchOffset: .zero, index: 1))
+        var inside: [String] = []
+        for try await record in client.records(of: log, cursor: "inside", commit: .every(milliseconds: 0), waitMillis: 50) {
+            inside.append(String(decoding: record.bytes, as: UTF8.self))
+            if inside.count == 2 { break }
+        }
+        #expect(inside == ["b", "c"])
+        try await client.ping()
+        #expect(try await client.cursor("inside", in: log) == RecordPosition(batchOffset: .zero, index: 2), "b handled, c not yet")
+    }
+
     /// A conditional append goes in at the expected end and is refused elsewhere, with the end.
     @Test func conditionalAppendsFenceAWriter() async throws {
         let server = try TestServer()
