@@ -15,7 +15,9 @@ struct Crash: AsyncParsableCommand {
             Each cycle starts ringlogd on the same data directory, verifies the whole log against what \
             was acknowledged (present, intact, at its offset, offsets contiguous, nothing that was never \
             sent), checks the reader can resume where it stopped, then runs writers (durable appends) and \
-            a tailing reader for a random moment and kills the daemon with SIGKILL. Exits 1 on any loss.
+            a tailing reader for a random moment and kills the daemon with SIGKILL. The reader moves a \
+            cursor after each read; after every restart the cursor must be at its last acknowledged \
+            position or a later one it sent. Exits 1 on any loss.
             """)
 
     @Option(help: "Kill-and-restart cycles.") var cycles = 50
@@ -36,6 +38,8 @@ struct Crash: AsyncParsableCommand {
         var verifiedTotal = 0
         var lost = 0
         var strangers = 0
+        let cursor = Shared(CursorLedger())
+        var cursorsBehind = 0
         log("crash test: \(cycles) cycles, \(writers) writers, seed \(seed), data \(directory)")
         for cycle in 1...cycles {
             guard Date() < deadline else { throw TestFailure("out of time after \(cycle - 1) cycles") }
@@ -49,8 +53,12 @@ struct Crash: AsyncParsableCommand {
             if check.lost > 0 || check.strangers > 0 || !check.readerResumed {
                 RingLogTorture.log("cycle \(cycle): LOST \(check.lost), UNKNOWN \(check.strangers), reader resumed: \(check.readerResumed)")
             }
+            if !(try await checkCursor(client, log, cursor)) {
+                cursorsBehind += 1
+                RingLogTorture.log("cycle \(cycle): CURSOR outside [acknowledged, sent]: \(cursor.value)")
+            }
             let loadMillis = UInt64.random(in: 50...UInt64(maxLoadMillis), using: &generator)
-            readerPosition = try await load(daemon, log: log, cycle: cycle, ledger: ledger, from: readerPosition, millis: loadMillis)
+            readerPosition = try await load(daemon, log: log, cycle: cycle, ledger: ledger, from: readerPosition, millis: loadMillis, cursor: cursor)
             client.close()
             if cycle % 10 == 0 || cycle == cycles {
                 RingLogTorture.log("cycle \(cycle): \(ledger.acknowledgedCount) acknowledged so far, \(verifiedTotal) verifications, lost \(lost)")
@@ -59,14 +67,18 @@ struct Crash: AsyncParsableCommand {
         // One last start to check what the final kill left.
         let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: [])
         let client = try await RingLogClient.connect(to: daemon.address.description)
-        let check = try await verify(client, try await client.info("crash").logID, ledger: ledger, readerPosition: readerPosition)
+        let finalLog = try await client.info("crash").logID
+        let check = try await verify(client, finalLog, ledger: ledger, readerPosition: readerPosition)
         verifiedTotal += check.verified
         lost += check.lost
         strangers += check.strangers
+        if !(try await checkCursor(client, finalLog, cursor)) { cursorsBehind += 1 }
         client.close()
         daemon.stop()
-        print("cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)  seed \(seed)")
-        if lost > 0 || strangers > 0 { throw ExitCode(1) }
+        print(
+            "cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)  "
+                + "cursor commits acknowledged \(cursor.value.acknowledgedCount)  cursor wrong \(cursorsBehind)  seed \(seed)")
+        if lost > 0 || strangers > 0 || cursorsBehind > 0 { throw ExitCode(1) }
     }
 
     struct Check {
@@ -121,7 +133,23 @@ struct Crash: AsyncParsableCommand {
 
     /// Writers append durably while a reader tails, until the daemon is killed. Returns where the
     /// reader got to.
-    func load(_ daemon: Daemon, log: LogID, cycle: Int, ledger: Ledger, from position: LogOffset, millis: UInt64) async throws -> LogOffset {
+    /// The reader's cursor after a restart: at its last acknowledged commit or a later one it
+    /// sent (it only moves forward), never behind. Resets the ledger to what was found.
+    func checkCursor(_ client: RingLogClient, _ log: LogID, _ cursor: Shared<CursorLedger>) async throws -> Bool {
+        let found: LogOffset
+        do {
+            found = try await client.cursor("reader", in: log).batchOffset
+        } catch {
+            guard error.serverCode == .unknownCursor else { throw error }
+            return cursor.value.acknowledged == nil
+        }
+        let ledger = cursor.value
+        let good = found >= (ledger.acknowledged ?? .zero) && found <= max(ledger.sentMax, ledger.acknowledged ?? .zero)
+        cursor.update { $0.acknowledged = found; $0.sentMax = found }
+        return good
+    }
+
+    func load(_ daemon: Daemon, log: LogID, cycle: Int, ledger: Ledger, from position: LogOffset, millis: UInt64, cursor: Shared<CursorLedger>) async throws -> LogOffset {
         let address = daemon.address.description
         let readerEnd = Shared(position)
         let writerCount = writers
@@ -157,6 +185,13 @@ struct Crash: AsyncParsableCommand {
                     guard (try? fetched.records()) != nil else { return }
                     offset = fetched.nextOffset
                     readerEnd.update { $0 = offset }
+                    // Move the reader's cursor past what it read.
+                    cursor.update { $0.sentMax = max($0.sentMax, offset) }
+                    guard (try? await client.commitCursor("reader", in: log, at: RecordPosition(batchOffset: offset, index: 0))) != nil else { return }
+                    cursor.update {
+                        $0.acknowledged = max($0.acknowledged ?? .zero, offset)
+                        $0.acknowledgedCount += 1
+                    }
                 }
             }
             try await Task.sleep(for: .milliseconds(millis))
@@ -165,6 +200,14 @@ struct Crash: AsyncParsableCommand {
         }
         return readerEnd.value
     }
+}
+
+/// The reader's cursor: its last acknowledged position and the furthest it sent.
+struct CursorLedger: Sendable, CustomStringConvertible {
+    var acknowledged: LogOffset?
+    var sentMax = LogOffset.zero
+    var acknowledgedCount = 0
+    var description: String { "acknowledged \(acknowledged.map { "\($0)" } ?? "none"), sent up to \(sentMax)" }
 }
 
 /// What writers sent and what was acknowledged, shared by their tasks.
