@@ -106,31 +106,33 @@ public struct CursorRecordStream: AsyncSequence, Sendable {
                 records = stream.client.records(of: stream.log, from: start.batchOffset, waitMillis: stream.waitMillis).makeAsyncIterator()
                 self.start = start
             }
+            // Asking for the next record says the previous one is handled: the cursor may move
+            // past it now, before any wait for more.
+            commitIfDue()
             while true {
                 guard let record = try await records!.next() else { return nil }
                 if record.position.batchOffset == start.batchOffset && record.position.index < start.index { continue }
-                commitIfDue(before: record)
                 previous = record
                 return record
             }
         }
 
-        /// The previous record is handled: move the cursor past it when the policy says so.
-        private mutating func commitIfDue(before record: Record) {
+        /// Moves the cursor past the previous (handled) record when the policy says so: after the
+        /// last record of a batch, or once the interval has passed. Past a batch's last record is
+        /// (batch, count), which a reader resumes from at the next batch.
+        private mutating func commitIfDue() {
             guard let previous else { return }
             let now = MonotonicClock.nanos()
             let due: Bool =
                 switch stream.policy {
-                case .afterEachBatch: record.position.batchOffset != previous.position.batchOffset
+                case .afterEachBatch: previous.position.index + 1 >= previous.batchRecordCount
                 case .every(let milliseconds): now - lastCommitNanos >= UInt64(milliseconds) * 1_000_000
                 }
             guard due else { return }
             lastCommitNanos = now
-            let position =
-                record.position.batchOffset != previous.position.batchOffset
-                ? RecordPosition(batchOffset: record.position.batchOffset, index: 0)
-                : RecordPosition(batchOffset: previous.position.batchOffset, index: previous.position.index + 1)
+            let position = RecordPosition(batchOffset: previous.position.batchOffset, index: previous.position.index + 1)
             stream.client.sendCursorCommit(stream.cursor, in: stream.log, at: position, failure: failure)
+            self.previous = nil
         }
     }
 }

@@ -24,6 +24,8 @@ public struct Record: Sendable, Equatable {
     /// When the server appended the record's batch (µs since the Unix epoch, server clock).
     public let appendTimeMicros: UInt64
     public let bytes: [UInt8]
+    /// Records in this record's batch (the last one's index is one less).
+    public var batchRecordCount: Int = 1
 }
 
 /// Walks stored batches, checking each as docs/protocol.md says a reader must.
@@ -111,7 +113,7 @@ public struct FetchedBatches: Sendable {
                         records.append(
                             Record(
                                 position: RecordPosition(batchOffset: batchOffset, index: index), appendTimeMicros: header.appendTimeMicros,
-                                bytes: Array(payload[record])))
+                                bytes: Array(payload[record]), batchRecordCount: ranges.count))
                     }
                 }
             }

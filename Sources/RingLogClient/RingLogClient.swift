@@ -148,7 +148,8 @@ public final class RingLogClient: Sendable {
     /// the log's end as the condition saw it (see `ServerError.currentEnd`).
     public func append(to log: LogID, batch: [UInt8], mode: AckMode = .durable, ifEndIs expectedEnd: LogOffset) async throws(RingLogError) -> AppendResponse {
         let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: expectedEnd, batch: $0) }
-        return try await request(.appendIf, body, logID: log, flags: mode.rawValue) { response throws(RingLogError) in
+        // Each call waits for its answer, so it has seen every earlier one: a new chain.
+        return try await request(.appendIf, body, logID: log, flags: mode.rawValue | AppendIfRequest.newChainFlag) { response throws(RingLogError) in
             try decodeBody(response.body, as: AppendResponse.self)
         }
     }
@@ -166,9 +167,10 @@ public final class RingLogClient: Sendable {
     /// Sends an append at once, without waiting: appends sent this way from one thread or task go
     /// out, and are answered, in the order of the calls. `completion` runs on the client's loop
     /// thread with the acknowledgement.
-    /// With `expectedEnd`, the append is conditional (APPEND_IF, as `append(to:batch:mode:ifEndIs:)`).
+    /// With `expectedEnd`, the append is conditional (APPEND_IF, as `append(to:batch:mode:ifEndIs:)`);
+    /// `newChain` marks the first of a pipeline of them (see `AppendIfRequest.newChainFlag`).
     public func sendAppend(
-        to log: LogID, batch: [UInt8], mode: AckMode = .durable, ifEndIs expectedEnd: LogOffset? = nil,
+        to log: LogID, batch: [UInt8], mode: AckMode = .durable, ifEndIs expectedEnd: LogOffset? = nil, newChain: Bool = false,
         completion: @escaping @Sendable (Result<AppendResponse, RingLogError>) -> Void
     ) {
         let owned = OwnedBytes(batch)
@@ -184,7 +186,7 @@ public final class RingLogClient: Sendable {
             }
             let body = AppendIfRequest.encode(expectedEnd: expectedEnd, batch: owned.bytes)
             body.withUnsafeBytes { bytes in
-                socket.send(.appendIf, body: bytes, logID: log, flags: mode.rawValue) { result in
+                socket.send(.appendIf, body: bytes, logID: log, flags: mode.rawValue | (newChain ? AppendIfRequest.newChainFlag : 0)) { result in
                     completion(decodeResponse(result, as: AppendResponse.self))
                 }
             }

@@ -44,6 +44,9 @@ final class Connection: IOHandler {
     var appendLog: Log?
     /// Set while an append waits for room in the store; the connection reads nothing meanwhile.
     var blockedAppend: (header: RequestHeader, batch: OwnedBytes, sequence: UInt32, expectedEnd: LogOffset?)?
+    /// Logs whose APPEND_IF chain on this connection was broken by an END_MISMATCH: later
+    /// APPEND_IFs for them are refused until one starts a new chain (`AppendIfRequest.newChainFlag`).
+    var brokenChains: Set<LogID> = []
 
     // What waits on its behalf.
     /// Its acknowledgements and long-polls, one `LogWait` per log (see `Waiters`).

@@ -86,7 +86,18 @@ final class RequestDispatcher {
             case .append: return append(connection, header, sequence, body, expectedEnd: nil)
             case .appendIf:
                 let request = try AppendIfRequest.decode(body)
-                return append(connection, header, sequence, request.batch, expectedEnd: request.expectedEnd)
+                var plain = header
+                plain.flags &= ~AppendIfRequest.newChainFlag
+                if header.flags & AppendIfRequest.newChainFlag != 0 {
+                    connection.brokenChains.remove(header.logID)
+                } else if connection.brokenChains.contains(header.logID) {
+                    // It was sent counting on a request of its chain that was refused.
+                    connection.answer(sequence, code: .endMismatch, ErrorBody(
+                        detail1: store.log(header.logID)?.reservedEnd.rawValue ?? 0, detail2: store.log(header.logID)?.committedEnd.rawValue ?? 0,
+                        message: "an earlier APPEND_IF of this chain was refused; nothing was written (start a new chain to go on)"))
+                    return server.canRead(connection)
+                }
+                return append(connection, plain, sequence, request.batch, expectedEnd: request.expectedEnd)
             case .read:
                 let request = try ReadRequest.decode(body)
                 admitRead(connection, sequence, logID: header.logID, offset: request.offset, maxBytes: Int(request.maxBytes),
@@ -231,6 +242,7 @@ final class RequestDispatcher {
         // can move the end between the check and the placement. (A log that failed or is being
         // deleted reports that instead, below.)
         if let expectedEnd, log.failure == nil, !log.deleting, log.reservedEnd != expectedEnd {
+            connection.brokenChains.insert(header.logID)
             connection.answer(
                 sequence, code: .endMismatch,
                 ErrorBody(

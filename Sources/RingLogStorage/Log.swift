@@ -215,7 +215,9 @@ public final class Log {
             checkpointFinished(plan, result)
         case .cursors:
             cursors.writeFinished(run, result)
-            context.markDirty(self)
+            // Waiting changes go out now; a failed version is retried by maintenance instead,
+            // not in a loop against a failing disk.
+            if cursors.hasWork { context.markDirty(self) }
         case .cleanup:
             if case .failure(let error) = result { context.logger.warning("cleanup step failed", metadata: ["log": "\(name)", "error": "\(error)"]) }
         }
@@ -296,6 +298,12 @@ public final class Log {
     /// The clean checkpoint was attempted, and whether it was written.
     var cleanCheckpointDone: Bool { upkeep.cleanCheckpointDone }
     var cleanCheckpointWritten: Bool { upkeep.cleanCheckpointWritten }
+
+    /// Maintenance: a cursors version that failed is written again (about once per maintenance).
+    func retryCursorsIfWanted() {
+        guard !state.deleting, cursors.rewriteWanted else { return }
+        cursors.issueWrite(for: self)
+    }
 
     // MARK: Deleting
 

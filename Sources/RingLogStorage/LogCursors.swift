@@ -104,6 +104,9 @@ final class LogCursors {
     }
 
     var hasWork: Bool { !waiting.isEmpty }
+    /// The last version failed to be written: what it carried is in `current` (it may or may not
+    /// be on disk) and goes into the next version; maintenance writes one if no change comes.
+    private(set) var rewriteWanted = false
 
     /// Sets `name` to `position`; with `expected`, only if the cursor is now at that position
     /// (`.some(nil)`: only if it does not exist).
@@ -133,7 +136,8 @@ final class LogCursors {
 
     /// Writes every waiting change in one new cursors file, unless one is being written.
     func issueWrite(for log: Log) {
-        guard !writeInFlight, !waiting.isEmpty, state.directoryFD >= 0 else { return }
+        guard !writeInFlight, !waiting.isEmpty || rewriteWanted, state.directoryFD >= 0 else { return }
+        rewriteWanted = false
         writing = waiting
         waiting = []
         writeInFlight = true
@@ -186,8 +190,9 @@ final class LogCursors {
         if case .failure = result {
             // What the failed version carried may or may not be on disk: the in-memory view
             // keeps it (the next version carries it again, to the same slot, since the sequence
-            // did not move), and its committers were told it failed.
-            context.logger.warning("writing the cursors failed", metadata: ["log": "\(state.name)"])
+            // did not move), and its committers were told it failed. Maintenance tries again.
+            rewriteWanted = true
+            context.logger.warning("writing the cursors failed; trying again", metadata: ["log": "\(state.name)"])
         }
     }
 

@@ -166,6 +166,11 @@ struct LogRecovery {
             case .failure(let error): return .failure(error)
             case .success(nil): continue
             case .success(let bytes?):
+                // Larger than any version this server writes: refuse rather than start without
+                // the cursors (and overwrite one of their copies).
+                guard bytes.count < 64 << 20 else {
+                    return .failure(.storageFailed("\(directory)/\(LogFileNames.cursorSlot(slot)) is larger than any cursors version (64 MiB or more)"))
+                }
                 slotBytes += bytes.count
                 if let version = CursorsFile.decode(bytes), version.sequence > cursors.sequence { cursors = version }
             }

@@ -137,6 +137,7 @@ public final class LogStore {
     /// Cursor `name`'s position: the last commit accepted (acknowledged, or about to be).
     public func cursor(_ id: LogID, name: String) -> Result<CursorPosition, StorageError> {
         guard let log = logsByID[id] else { return .failure(.unknownLog("id \(id)")) }
+        if let problem = LogName.problem(with: name) { return .failure(.badCursorName(problem)) }
         guard let position = log.cursors.current[name] else { return .failure(.unknownCursor(name)) }
         return .success(position)
     }
@@ -388,6 +389,7 @@ public final class LogStore {
         let oldestResident = context.tail.oldestResident
         for log in logsByID.values {
             log.state.tail.prune(oldestResident: oldestResident)
+            log.retryCursorsIfWanted()
             guard log.failure == nil else { continue }
             log.applyRetention(nowMicros: now)
             log.checkpointIfDue(nowMicros: now)

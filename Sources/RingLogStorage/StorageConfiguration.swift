@@ -146,7 +146,9 @@ public struct StoreConfiguration: Sendable {
         if allocateAheadBytes != 0 {
             check("allocate-ahead-bytes", allocateAheadBytes, 8_192...(1 << 30), rule: "or 0 (whole segments)")
         }
-        check("max-cursors", maxCursorsPerLog, 0...1_000_000, unit: .count)
+        // A slot holds every cursor (up to 142 bytes each): 100,000 keep it under 16 MiB, well
+        // inside what recovery reads.
+        check("max-cursors", maxCursorsPerLog, 0...100_000, unit: .count)
         if uncachedBatchBytes != 0 {
             // Smaller would make nearly every write uncached, and each append would then find the
             // page it continues dropped and read it back from the disk first.

@@ -305,6 +305,11 @@ public struct LogList: WireMessage, Equatable {
 /// one before it will leave.
 public struct AppendIfRequest {
     public static let prefixBytes = 8
+    /// Request header flag (beside the acknowledgement mode): the writer has seen the answers to
+    /// all its earlier APPEND_IF requests for this log on this connection and starts a new chain.
+    /// After an END_MISMATCH, the connection refuses every APPEND_IF for that log without it, so a
+    /// pipelined request that counted on the refused one is never written.
+    public static let newChainFlag: UInt32 = 1 << 31
     public var expectedEnd: LogOffset
     /// The batch, inside the body it was decoded from.
     public var batch: UnsafeRawBufferPointer

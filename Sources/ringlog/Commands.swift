@@ -180,6 +180,11 @@ struct Read: AsyncParsableCommand {
     @Flag(help: "Step over a damaged batch (reported on standard error) instead of stopping with exit code 5.")
     var skipCorrupt = false
 
+    func validate() throws {
+        if from != nil && since != nil { throw ValidationError("give --from or --since, not both") }
+        if let since { _ = try sinceMicros(since) }
+    }
+
     func run() async throws {
         let watchdog = options.watchdog()
         let client = try await options.connect(watchdog)
@@ -315,7 +320,9 @@ struct Tail: AsyncParsableCommand {
                 let wait = client.server.maxWaitMillis > 0 ? min(Int(client.server.maxWaitMillis), 5_000) : 0
                 let fetched = try await readWithin(client, log: info.logID, from: position, waitMillis: wait)
                 let (records, damage) = fetched.recordsBeforeDamage()
-                for record in records.dropFirst(skip) {
+                // Records of the cursor's batch before its index were handled by an earlier run.
+                let skipBatch = position
+                for record in records where !(record.position.batchOffset == skipBatch && record.position.index < skip) {
                     output.write(record, to: out)
                     printed += 1
                     if printed >= limit {
@@ -415,8 +422,11 @@ func sinceMicros(_ text: String, nowMicros: UInt64 = WallClock.micros()) throws 
     {
         var fraction = 0.0
         if characters.count > 20 {
-            guard characters[19] == UInt8(ascii: "."), let value = Double("0." + String(decoding: characters[20..<(characters.count - 1)], as: UTF8.self))
-            else { throw ValidationError("--since \(text): the fraction of a second is not a number") }
+            let digits = characters[20..<(characters.count - 1)]
+            guard characters[19] == UInt8(ascii: "."), (1...9).contains(digits.count),
+                digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                let value = Double("0." + String(decoding: digits, as: UTF8.self))
+            else { throw ValidationError("--since \(text): the fraction of a second must be 1 to 9 digits") }
             fraction = value
         } else if characters[19] != UInt8(ascii: "Z") {
             throw ValidationError("--since \(text) is not a UTC time like 2026-11-29T09:00:00Z")
@@ -512,7 +522,9 @@ struct Cursors: AsyncParsableCommand {
             case "end": target = RecordPosition(batchOffset: info.committedEnd, index: 0)
             default:
                 let parts = to.split(separator: "/", omittingEmptySubsequences: false)
-                guard (1...2).contains(parts.count), let offset = UInt64(parts[0]), let index = parts.count == 2 ? Int(parts[1]) : 0, index >= 0 else {
+                guard (1...2).contains(parts.count), let offset = UInt64(parts[0]), let index = parts.count == 2 ? Int(parts[1]) : 0,
+                    (0...Int(UInt32.max)).contains(index)
+                else {
                     throw ValidationError("--to \(to) is not a position: OFFSET, OFFSET/INDEX, start or end")
                 }
                 target = RecordPosition(batchOffset: LogOffset(offset), index: index)

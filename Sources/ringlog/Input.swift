@@ -285,8 +285,9 @@ final class StreamingAppend: @unchecked Sendable {
             watchdog.arm()
         }
         let expected = nextExpectedEnd
+        let first = expected != nil && expected == settings.expectedEnd
         nextExpectedEnd = expected?.advanced(by: batch.count)
-        client.sendAppend(to: settings.log, batch: batch, mode: settings.mode, ifEndIs: expected) { [self] result in
+        client.sendAppend(to: settings.log, batch: batch, mode: settings.mode, ifEndIs: expected, newChain: first) { [self] result in
             acknowledged(result, records: count)
         }
     }

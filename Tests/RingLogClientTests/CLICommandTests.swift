@@ -322,6 +322,8 @@ import Testing
         #expect(try server.ringlog("read", "t", "--since", "2000-01-01T00:00:00.5Z").output == "early\nmiddle\nlate\n")
         #expect(try server.ringlog("tail", "t", "--since", since, "--count", "2").output == "middle\nlate\n")
         #expect(try server.ringlog("read", "t", "--since", "yesterday").status == 64)
+        #expect(try server.ringlog("read", "t", "--since", "2026-11-29T09:00:00.5e300Z").status == 64)
+        #expect(try server.ringlog("read", "t", "--since", "1h", "--from", "0").status == 64)
         #expect(try server.ringlog("tail", "t", "--since", "1h", "--last", "1").status == 64)
     }
 
@@ -348,5 +350,8 @@ import Testing
         #expect(try server.ringlog("cursors", "q", "--delete", "worker").status == 1)
         #expect(try server.ringlog("cursors", "q", "--set", "w", "--to", "nowhere").status == 64)
         #expect(try server.ringlog("cursors", "q").output.isEmpty)
+        // A cursor whose index is past its batch's records resumes at the next batch.
+        #expect(try server.ringlog("cursors", "q", "--set", "far", "--to", "0/100").status == 0)
+        #expect(try server.ringlog("tail", "q", "--cursor", "far", "--count", "1").output == "d\n")
     }
 }

@@ -8,10 +8,13 @@ import Testing
 /// APPEND_IF: a batch goes in only if the log ends where the writer expects; otherwise nothing is
 /// written and the answer says where the log ends.
 @Suite struct ConditionalAppendTests {
-    func appendIf(_ client: RawClient, _ log: LogID, expecting end: LogOffset, _ payload: [UInt8], mode: AckMode = .durable) throws -> WireResponse {
+    /// One APPEND_IF, waiting for its answer, so (by default) a new chain each time.
+    func appendIf(
+        _ client: RawClient, _ log: LogID, expecting end: LogOffset, _ payload: [UInt8], mode: AckMode = .durable, newChain: Bool = true
+    ) throws -> WireResponse {
         let batch = Batch.make(payload: payload)
         let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: end, batch: $0) }
-        return try client.call(.appendIf, body, logID: log, flags: mode.rawValue)
+        return try client.call(.appendIf, body, logID: log, flags: mode.rawValue | (newChain ? AppendIfRequest.newChainFlag : 0))
     }
 
     @Test func helloAnnouncesIt() throws {
@@ -66,6 +69,38 @@ import Testing
         }
         #expect(outcomes == [nil, nil, .endMismatch, .endMismatch, .endMismatch])
         #expect(try client.readAll(log).count == 2)
+    }
+
+    /// Another writer's batch of the same size lands first: the first of a pipelined pair is
+    /// refused, and so is the second, though its expected end now matches, since it counted on
+    /// the first. A new chain (the flag) goes on from the end the writer was told.
+    @Test func aRefusalBreaksThePipelinedChainUntilANewOneStarts() throws {
+        let server = try TestServer()
+        let writerA = try server.client()
+        let writerB = try server.client()
+        let log = try writerA.createLog("chain").logID
+        let size = Batch.make(payload: payload(40, seed: 0)).count
+        #expect(try appendIf(writerB, log, expecting: .zero, payload(40, seed: 9)).errorCode == nil, "B gets there first")
+        var ids: [UInt64] = []
+        for (seed, expected) in [(1, LogOffset.zero), (2, LogOffset(UInt64(size)))] {
+            let batch = Batch.make(payload: payload(40, seed: seed))
+            let id = writerA.takeRequestID()
+            let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: expected, batch: $0) }
+            // The first of the pair starts a new chain, as a writer's first request does.
+            let flags = seed == 1 ? AppendIfRequest.newChainFlag : 0
+            try writerA.send(writerA.encode(.appendIf, body, logID: log, flags: flags, requestID: id))
+            ids.append(id)
+        }
+        #expect(try writerA.receive().errorCode == .endMismatch)
+        #expect(try writerA.receive().errorCode == .endMismatch, "a2 counted on a1 and is refused")
+        #expect(try writerA.readAll(log).map(\.payload) == [payload(40, seed: 9)], "nothing of A's was written")
+        // Without the flag the chain stays broken; with it, A goes on from the end it was told.
+        #expect(try appendIf(writerA, log, expecting: LogOffset(UInt64(size)), payload(40, seed: 3), newChain: false).errorCode == .endMismatch)
+        let batch = Batch.make(payload: payload(40, seed: 4))
+        let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: LogOffset(UInt64(size)), batch: $0) }
+        let restarted = try writerA.call(.appendIf, body, logID: log, flags: AppendIfRequest.newChainFlag)
+        #expect(restarted.errorCode == nil)
+        #expect(try restarted.decode(AppendResponse.self).offset == LogOffset(UInt64(size)))
     }
 
     @Test func twoWritersCannotBothAppendAtTheSameEnd() throws {
