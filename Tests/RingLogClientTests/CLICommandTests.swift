@@ -354,4 +354,29 @@ import Testing
         #expect(try server.ringlog("cursors", "q", "--set", "far", "--to", "0/100").status == 0)
         #expect(try server.ringlog("tail", "q", "--cursor", "far", "--count", "1").output == "d\n")
     }
+
+    /// From a terminal (a pty from script(1)), `append` says how to end the input, and takes
+    /// what is typed.
+    @Test func appendFromATerminalSaysHowToEndInput() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "typed").status == 0)
+        try #require(FileManager.default.fileExists(atPath: "/usr/bin/script"), "script(1) (bsdutils) provides the terminal")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        process.arguments = ["-qec", "\(Daemon.binary("ringlog").path) -s \(server.address) append typed", "/dev/null"]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        usleep(500_000)
+        input.fileHandleForWriting.write(Data("typed line\n".utf8))
+        usleep(300_000)
+        input.fileHandleForWriting.write(Data([4]))  // Ctrl-D
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(text.contains("end with Ctrl-D"), "\(text)")
+        #expect(try server.ringlog("read", "typed").output == "typed line\n")
+    }
 }
