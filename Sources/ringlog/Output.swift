@@ -30,9 +30,9 @@ struct OutputOptions: ParsableArguments {
             output.append(hexString(record.bytes))
             output.append("\n")
         case .json:
-            output.append(
-                "{\"offset\":\(record.position.batchOffset),\"index\":\(record.position.index),\"appendTimeMicros\":\(record.appendTimeMicros),"
-                    + "\(jsonValue(record.bytes))}\n")
+            output.append("{\"offset\":\(record.position.batchOffset),\"index\":\(record.position.index),\"appendTimeMicros\":\(record.appendTimeMicros),")
+            output.appendJSONValue(record.bytes)
+            output.append("}\n")
         }
     }
 }
@@ -57,6 +57,35 @@ final class StandardOutput {
     }
 
     func line(_ text: String) { append(text + "\n") }
+
+    /// `"value":...,"encoding":...` for a record: a JSON string when its bytes are UTF-8, else
+    /// base64, marked by `"encoding"` either way; escaped byte by byte into the buffer, so a read
+    /// of a large log in JSON stays within a few times the text output's cost.
+    func appendJSONValue(_ bytes: [UInt8]) {
+        let isText = bytes.allSatisfy { $0 < 0x80 } || String(validating: bytes, as: UTF8.self) != nil
+        guard isText else {
+            append("\"value\":\"\(base64(bytes))\",\"encoding\":\"base64\"")
+            return
+        }
+        buffer.append(contentsOf: "\"value\":\"".utf8)
+        let hex = Array("0123456789abcdef".utf8)
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\""): buffer.append(contentsOf: "\\\"".utf8)
+            case UInt8(ascii: "\\"): buffer.append(contentsOf: "\\\\".utf8)
+            case UInt8(ascii: "\n"): buffer.append(contentsOf: "\\n".utf8)
+            case UInt8(ascii: "\r"): buffer.append(contentsOf: "\\r".utf8)
+            case UInt8(ascii: "\t"): buffer.append(contentsOf: "\\t".utf8)
+            case 0..<0x20:
+                buffer.append(contentsOf: "\\u00".utf8)
+                buffer.append(hex[Int(byte >> 4)])
+                buffer.append(hex[Int(byte & 15)])
+            default: buffer.append(byte)
+            }
+        }
+        buffer.append(contentsOf: "\",\"encoding\":\"utf8\"".utf8)
+        if buffer.count >= limit { flush() }
+    }
 
     /// Writes everything buffered. A closed pipe (`ringlog tail LOG | head`) ends the program
     /// quietly, as it ends `cat`.
@@ -87,15 +116,6 @@ func hexString(_ bytes: [UInt8]) -> String {
         out.append(digits[Int(byte & 15)])
     }
     return String(decoding: out, as: UTF8.self)
-}
-
-/// `"value":...` for a record: a JSON string when the bytes are UTF-8, else base64, marked by
-/// `"encoding"` either way.
-func jsonValue(_ bytes: [UInt8]) -> String {
-    if let text = String(validating: bytes, as: UTF8.self) {
-        return "\"value\":\(jsonString(text)),\"encoding\":\"utf8\""
-    }
-    return "\"value\":\"\(base64(bytes))\",\"encoding\":\"base64\""
 }
 
 func base64(_ bytes: [UInt8]) -> String {
