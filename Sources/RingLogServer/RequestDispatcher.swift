@@ -94,7 +94,7 @@ final class RequestDispatcher {
                     // It was sent counting on a request of its chain that was refused.
                     connection.answer(sequence, code: .endMismatch, ErrorBody(
                         detail1: store.log(header.logID)?.reservedEnd.rawValue ?? 0, detail2: store.log(header.logID)?.committedEnd.rawValue ?? 0,
-                        message: "an earlier APPEND_IF of this chain was refused; nothing was written (start a new chain to go on)"))
+                        message: "an earlier APPEND_IF of this chain was refused; this batch was not written (start a new chain to go on)"))
                     return server.canRead(connection)
                 }
                 return append(connection, plain, sequence, request.batch, expectedEnd: request.expectedEnd)
@@ -247,7 +247,7 @@ final class RequestDispatcher {
                 sequence, code: .endMismatch,
                 ErrorBody(
                     detail1: log.reservedEnd.rawValue, detail2: log.committedEnd.rawValue,
-                    message: "the log's end is \(log.reservedEnd), not \(expectedEnd) as expected; nothing was written"))
+                    message: "the log's end is \(log.reservedEnd), not \(expectedEnd) as expected; this batch was not written"))
             return true
         }
         switch store.append(to: log, batch: batch) {

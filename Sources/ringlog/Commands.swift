@@ -53,7 +53,7 @@ struct Create: AsyncParsableCommand {
                 try await client.createLog(log, segmentBytes: segment, retentionBytes: retainedBytes, retentionMillis: age.map { $0 * 1000 })
             }
         }
-        print(json ? describeJSON(created) : "created \(created.name) (id \(created.logID))")
+        say(json ? describeJSON(created) : "created \(created.name) (id \(created.logID))")
     }
 }
 
@@ -69,7 +69,7 @@ struct Delete: AsyncParsableCommand {
         let client = try await options.connect(watchdog)
         defer { client.close() }
         try await reportingErrors { try await watchdog.run { try await client.deleteLog(log) } }
-        print(json ? "{\"deleted\":\(jsonString(log))}" : "deleted \(log)")
+        say(json ? "{\"deleted\":\(jsonString(log))}" : "deleted \(log)")
     }
 }
 
@@ -86,7 +86,7 @@ struct List: AsyncParsableCommand {
         let client = try await options.connect(watchdog)
         defer { client.close() }
         let logs = try await reportingErrors { try await watchdog.run { try await client.listLogs() } }
-        for log in logs { print(json ? describeJSON(log) : "\(log.name)\tstart=\(log.startOffset)\tend=\(log.committedEnd)\tbytes=\(log.storedBytes)") }
+        for log in logs { say(json ? describeJSON(log) : "\(log.name)\tstart=\(log.startOffset)\tend=\(log.committedEnd)\tbytes=\(log.storedBytes)") }
     }
 }
 
@@ -128,6 +128,7 @@ struct Append: AsyncParsableCommand {
     @Flag(help: "Print positions as JSON Lines: {\"offset\":N,\"index\":I}.") var json = false
 
     func validate() throws {
+        guard ["durable", "written"].contains(mode) else { throw ValidationError("--mode must be durable or written") }
         guard (0...60_000).contains(lingerMs) else { throw ValidationError("--linger-ms must be from 0 to 60000") }
         _ = try parseSize(batchBytes)
     }
@@ -141,7 +142,10 @@ struct Append: AsyncParsableCommand {
             source = .records(records.map { Array($0.utf8) })
         } else if let file, file != "-" {
             let fd = open(file, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw ValidationError("cannot read \(file): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                Console.error("ringlog: cannot read \(file): \(String(cString: strerror(errno)))")
+                throw ExitCode(64)
+            }
             source = .descriptor(fd)
         } else {
             if isatty(0) == 1 { Console.error("ringlog: reading records from the terminal, one per line; end with Ctrl-D") }
@@ -242,7 +246,8 @@ struct Tail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Follow a log like tail -f: print records as they are committed.",
         discussion: """
-            Starts at the end of the log (new records only) unless --from or --last is given, and \
+            Starts at the end of the log (new records only) unless --from, --last, --since or --cursor \
+            says otherwise, and \
             writes each response's records as they arrive, to a terminal, a pipe or a file alike. \
             When the server stops or the connection drops, tail reconnects with backoff and goes \
             on from the first record it had not printed (--no-reconnect exits with code 6 \
@@ -302,6 +307,11 @@ struct Tail: AsyncParsableCommand {
                 guard error.serverCode == .unknownCursor else {
                     Console.error("ringlog: \(error)")
                     throw ExitCode(exitStatus(for: error))
+                }
+                // A new cursor is saved where this run starts, so what is appended from now on is
+                // read by the next run even if this one prints nothing.
+                _ = try await reportingErrors {
+                    try await client.commitCursor(cursor, in: info.logID, at: RecordPosition(batchOffset: position, index: 0), expecting: .absent)
                 }
             }
         }
@@ -512,7 +522,7 @@ struct Cursors: AsyncParsableCommand {
         let info = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
         if let name = delete {
             try await reportingErrors { try await watchdog.run { try await client.deleteCursor(name, in: info.logID) } }
-            print(json ? "{\"deleted\":\(jsonString(name))}" : "deleted cursor \(name)")
+            say(json ? "{\"deleted\":\(jsonString(name))}" : "deleted cursor \(name)")
             return
         }
         if let name = set, let to {
@@ -528,14 +538,25 @@ struct Cursors: AsyncParsableCommand {
                     throw ValidationError("--to \(to) is not a position: OFFSET, OFFSET/INDEX, start or end")
                 }
                 target = RecordPosition(batchOffset: LogOffset(offset), index: index)
+                // A batch start holding at least `index` records (or the end, index 0): read it.
+                if target.batchOffset != info.committedEnd || index != 0 {
+                    let fetched = try await reportingErrors {
+                        try await watchdog.run { try await client.read(from: info.logID, offset: target.batchOffset, maxBytes: 1) }
+                    }
+                    let records = try await reportingErrors { try fetched.records() }
+                    guard let first = records.first, first.position.batchOffset == target.batchOffset, index <= first.batchRecordCount else {
+                        Console.error("ringlog: --to \(to): the batch at \(offset) holds fewer than \(index) records")
+                throw ExitCode(4)
+                    }
+                }
             }
             let saved = try await reportingErrors { try await watchdog.run { try await client.commitCursor(name, in: info.logID, at: target) } }
-            print(json ? "{\"name\":\(jsonString(name)),\"offset\":\(saved.batchOffset),\"index\":\(saved.index)}" : "cursor \(name) at \(saved)")
+            say(json ? "{\"name\":\(jsonString(name)),\"offset\":\(saved.batchOffset),\"index\":\(saved.index)}" : "cursor \(name) at \(saved)")
             return
         }
         let cursors = try await reportingErrors { try await watchdog.run { try await client.cursors(in: info.logID) } }
         for cursor in cursors {
-            print(
+            say(
                 json
                     ? "{\"name\":\(jsonString(cursor.name)),\"offset\":\(cursor.offset),\"index\":\(cursor.index),\"lagBytes\":\(cursor.lagBytes)}"
                     : "\(cursor.name)\t\(cursor.offset)/\(cursor.index)\tlag=\(cursor.lagBytes)")
@@ -565,21 +586,21 @@ struct Info: AsyncParsableCommand {
         guard let log else {
             let stats = try await reportingErrors { try await watchdog.run { try await client.serverStats() } }
             if json {
-                print("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),"
+                say("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),"
                     + statsJSON(stats) + "}")
             } else {
-                print("server \(client.server.serverName) at \(client.address)")
-                for entry in stats { print("\(entry.name) \(entry.value)") }
+                say("server \(client.server.serverName) at \(client.address)")
+                for entry in stats { say("\(entry.name) \(entry.value)") }
             }
             return
         }
         let description = try await reportingErrors { try await watchdog.run { try await client.info(log) } }
         if json {
-            print(describeJSON(description))
+            say(describeJSON(description))
             return
         }
         let size = { (bytes: UInt64) in "\(describeByteSize(bytes)) (\(bytes) B)" }
-        print("""
+        say("""
             log             \(description.name) (id \(description.logID))
             start offset    \(description.startOffset)
             committed end   \(description.committedEnd)
@@ -590,7 +611,7 @@ struct Info: AsyncParsableCommand {
             retention       \(description.retentionBytes == 0 ? "no size limit" : describeByteSize(description.retentionBytes)), \
             \(description.retentionMillis == 0 ? "no age limit" : describeDuration(seconds: description.retentionMillis / 1000))
             """)
-        if !description.failure.isEmpty { print("FAILED          \(description.failure)") }
+        if !description.failure.isEmpty { say("FAILED          \(description.failure)") }
     }
 }
 
@@ -629,7 +650,7 @@ struct Trim: AsyncParsableCommand {
         defer { client.close() }
         let id = try await logID(client, log, watchdog)
         let start = try await reportingErrors { try await watchdog.run { try await client.trim(id, to: offset) } }
-        print(json ? "{\"startOffset\":\(start)}" : "start \(start)")
+        say(json ? "{\"startOffset\":\(start)}" : "start \(start)")
     }
 }
 
@@ -647,9 +668,9 @@ struct Ping: AsyncParsableCommand {
         try await reportingErrors { try await watchdog.run { try await client.ping() } }
         let micros = (MonotonicClock.nanos() - started) / 1_000
         if json {
-            print("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),\"roundTripSeconds\":\(Double(micros) / 1e6)}")
+            say("{\"server\":\(jsonString(client.server.serverName)),\"address\":\(jsonString(client.address.description)),\"roundTripSeconds\":\(Double(micros) / 1e6)}")
         } else {
-            print("pong from \(client.server.serverName) at \(client.address) in \(micros) µs")
+            say("pong from \(client.server.serverName) at \(client.address) in \(micros) µs")
         }
     }
 }

@@ -56,7 +56,9 @@ enum Delimiter: Equatable, ExpressibleByArgument {
 struct RecordTooLarge: Error {
     let bytes: Int
     let limit: Int
-    var message: String { "record of \(bytes) B exceeds the largest record this server takes (\(limit) B)" }
+    /// Found while the record was still arriving: it is at least `bytes` long.
+    var atLeast = false
+    var message: String { "record of \(atLeast ? "at least " : "")\(bytes) B exceeds the largest record this server takes (\(limit) B)" }
 }
 
 /// Cuts a byte stream into records at `delimiter`; bytes are never decoded or re-encoded. A
@@ -98,7 +100,7 @@ struct RecordSplitter {
         // What is left is the start of a record; keep a separator's worth unsearched in case it
         // is cut between chunks.
         searched = max(0, pending.count - (delimiterLength - 1))
-        if pending.count > maxRecordBytes + delimiterLength { throw RecordTooLarge(bytes: pending.count, limit: maxRecordBytes) }
+        if pending.count > maxRecordBytes + delimiterLength { throw RecordTooLarge(bytes: pending.count, limit: maxRecordBytes, atLeast: true) }
     }
 
     /// The last record, when the input did not end with a separator.
@@ -238,7 +240,7 @@ final class StreamingAppend: @unchecked Sendable {
                 if count < 0 && errno == EINTR { continue }
                 do {
                     if count < 0 {
-                        fail(ValidationError("cannot read the input: \(String(cString: strerror(errno)))"))
+                        fail(CommandFailure(message: "cannot read the input: \(String(cString: strerror(errno)))"))
                         break reading
                     }
                     if count == 0 {

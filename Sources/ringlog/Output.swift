@@ -95,6 +95,7 @@ final class StandardOutput {
             let result = buffer.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + written, $0.count - written) }
             if result < 0 {
                 if errno == EINTR { continue }
+                // The reader went away (`| head`): nothing more to do, and nothing went wrong.
                 if errno == EPIPE { exit(0) }
                 Console.error("ringlog: cannot write to standard output: \(String(cString: strerror(errno)))")
                 exit(74)

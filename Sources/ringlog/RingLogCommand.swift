@@ -10,6 +10,9 @@ struct RingLogCommand: AsyncParsableCommand {
     /// `--server`, `-s` and `--timeout` belong to the subcommands; accept them before the
     /// subcommand too (`ringlog -s host:port ping`) by moving them to the end.
     static func main() async {
+        // A closed pipe (`ringlog read LOG | head`) shows up as EPIPE from write, which ends the
+        // command quietly with status 0 (StandardOutput), rather than as a kill by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         var arguments = Array(CommandLine.arguments.dropFirst())
         var moved: [String] = []
         while let first = arguments.first, first.hasPrefix("-") {
@@ -54,13 +57,17 @@ let exitCodesHelp = """
     to the server, or the address is not a RingLog server; 3 unknown log; 4 offset out of range \
     or not a batch start; 5 corrupt data; 6 connection lost; 7 no answer within --timeout; 8 the \
     log's end was not the one --if-end expected (nothing written); 64 bad \
-    command line or a record too large for the server; 130 interrupted (Ctrl-C).
+    command line or a record too large for the server; 74 standard output could not be written; \
+    130 interrupted (Ctrl-C).
     """
 
 /// Options every subcommand that talks to a server takes.
 struct ServerOptions: ParsableArguments {
-    @Option(name: [.short, .long], help: "Server address, host:port or [ipv6]:port (default: $RINGLOG_SERVER, else 127.0.0.1:7400).")
-    var server = environmentServer ?? "127.0.0.1:7400"
+    @Option(name: [.customShort("s"), .customLong("server")], help: "Server address, host:port or [ipv6]:port (default: $RINGLOG_SERVER, else 127.0.0.1:7400).")
+    var serverOption: String?
+
+    /// `--server`, else `$RINGLOG_SERVER`, else the default.
+    var server: String { serverOption ?? environmentServer ?? "127.0.0.1:7400" }
     @Option(help: "Seconds to wait for each answer, connecting included; 0 waits for ever (default: 10; tail: no limit).")
     var timeout: Double?
 
@@ -68,7 +75,7 @@ struct ServerOptions: ParsableArguments {
         if let timeout, !(0...1_000_000).contains(timeout) { throw ValidationError("--timeout must be from 0 to 1000000 seconds") }
         do { _ = try SocketAddress.split(server) } catch {
             // Say where the bad address came from: the flag, or the environment.
-            let source = environmentServer == server ? "$RINGLOG_SERVER" : "--server"
+            let source = serverOption == nil ? "$RINGLOG_SERVER" : "--server"
             throw ValidationError("\(source) \(server): \(error)")
         }
     }
@@ -143,6 +150,9 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     } catch let error as RecordTooLarge {
         Console.error("ringlog: \(error.message)")
         throw ExitCode(64)
+    } catch let error as CommandFailure {
+        Console.error("ringlog: \(error.message)")
+        throw ExitCode(error.code)
     }
 }
 
@@ -162,6 +172,20 @@ func exitStatus(for error: RingLogError) -> Int32 {
         default: 1
         }
     }
+}
+
+/// A failure found while running (not a usage error): said on standard error, with its code.
+struct CommandFailure: Error {
+    let message: String
+    var code: Int32 = 64
+}
+
+/// One line to standard output, through write(2), so a failing write is an error (exit 74) and
+/// a closed pipe ends the command quietly, as for record output.
+func say(_ line: String) {
+    let output = StandardOutput()
+    output.line(line)
+    output.flush()
 }
 
 /// Resolves a log name to its id.

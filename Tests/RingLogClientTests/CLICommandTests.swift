@@ -350,9 +350,11 @@ import Testing
         #expect(try server.ringlog("cursors", "q", "--delete", "worker").status == 1)
         #expect(try server.ringlog("cursors", "q", "--set", "w", "--to", "nowhere").status == 64)
         #expect(try server.ringlog("cursors", "q").output.isEmpty)
-        // A cursor whose index is past its batch's records resumes at the next batch.
-        #expect(try server.ringlog("cursors", "q", "--set", "far", "--to", "0/100").status == 0)
-        #expect(try server.ringlog("tail", "q", "--cursor", "far", "--count", "1").output == "d\n")
+        // A cursor past all of its batch's records resumes at the next batch; one past what the
+        // batch holds is refused when set.
+        #expect(try server.ringlog("cursors", "q", "--set", "far", "--to", "0/3").status == 0)
+        #expect(try server.ringlog("tail", "q", "--cursor", "far", "--count", "1", "--timeout", "5").output == "d\n")
+        #expect(try server.ringlog("cursors", "q", "--set", "far", "--to", "0/100").status == 4)
     }
 
     /// From a terminal (a pty from script(1)), `append` says how to end the input, and takes
@@ -378,5 +380,46 @@ import Testing
         process.waitUntilExit()
         #expect(text.contains("end with Ctrl-D"), "\(text)")
         #expect(try server.ringlog("read", "typed").output == "typed line\n")
+    }
+
+    /// What a newcomer following docs/cli.md tripped over: a closed pipe, a full disk on
+    /// standard output, a new cursor that printed nothing, impossible cursor positions, a
+    /// missing input file.
+    @Test func pipesFullOutputsNewCursorsAndBadPositionsBehaveAsDocumented() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "p").status == 0)
+        let lines = (0..<20_000).map { "line \($0) of some text to fill more than a pipe" }.joined(separator: "\n") + "\n"
+        #expect(try server.ringlog("append", "p", "--quiet", input: Array(lines.utf8)).status == 0)
+        let ringlog = Daemon.binary("ringlog").path
+        func bash(_ script: String) throws -> (status: Int32, output: String, error: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", script]
+            let output = Pipe()
+            let error = Pipe()
+            process.standardOutput = output
+            process.standardError = error
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let errors = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text, errors)
+        }
+        let piped = try bash("set -o pipefail; \(ringlog) -s \(server.address) read p | head -1; echo \"status ${PIPESTATUS[0]}\"")
+        #expect(piped.output.hasSuffix("status 0\n"), "a closed pipe ends read quietly: \(piped.output.suffix(40)) \(piped.error)")
+        let full = try bash("\(ringlog) -s \(server.address) list > /dev/full")
+        #expect(full.status == 74, "\(full.error)")
+        #expect(full.error.contains("cannot write to standard output"))
+        // A new cursor is saved where tail starts, before anything is printed.
+        let tail = try server.tool("tail", "p", "--cursor", "fresh")
+        usleep(700_000)
+        tail.signal(SIGTERM)
+        _ = tail.wait()
+        #expect(try server.ringlog("cursors", "p").output.hasPrefix("fresh\t"), "the new cursor exists")
+        #expect(try server.ringlog("cursors", "p", "--set", "x", "--to", "7").status == 4, "not a batch start")
+        #expect(try server.ringlog("cursors", "p", "--set", "x", "--to", "0/999999").status == 4, "more records than the batch holds")
+        let missing = try server.ringlog("append", "p", "--file", "/nonexistent/input")
+        #expect(missing.status == 64)
+        #expect(missing.error.hasPrefix("ringlog: cannot read /nonexistent/input"), "\(missing.error)")
     }
 }
