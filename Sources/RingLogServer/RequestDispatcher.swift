@@ -141,11 +141,8 @@ final class RequestDispatcher {
                 try WireReader(body).finish()
                 switch store.cursors(header.logID) {
                 case .success(let cursors):
-                    let end = store.log(header.logID)?.committedEnd ?? .zero
                     let entries = cursors.map { cursor in
-                        CursorList.Entry(
-                            name: cursor.name, offset: cursor.position.offset.rawValue, index: cursor.position.index,
-                            lagBytes: cursor.position.offset < end ? UInt64(cursor.position.offset.distance(to: end)) : 0)
+                        CursorList.Entry(name: cursor.name, offset: cursor.position.offset.rawValue, index: cursor.position.index, lagBytes: cursor.lagBytes)
                     }
                     connection.answer(sequence, .encoded(CursorList(entries: entries).encoded()))
                 case .failure(let error): answer(connection, sequence, error: error)

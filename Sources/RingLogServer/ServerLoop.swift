@@ -415,10 +415,7 @@ final class ServerLoop: IOLoopDriver {
         var lags: [(log: String, cursor: String, lagBytes: UInt64)] = []
         for log in store.logs {
             guard case .success(let cursors) = store.cursors(log.id) else { continue }
-            for cursor in cursors {
-                let lag = cursor.position.offset < log.committedEnd ? UInt64(cursor.position.offset.distance(to: log.committedEnd)) : 0
-                lags.append((log.name, cursor.name, lag))
-            }
+            for cursor in cursors { lags.append((log.name, cursor.name, cursor.lagBytes)) }
         }
         return metrics.render(statistics: statistics(), errors: errorCounts(), logs: store.logs, cursors: lags)
     }

@@ -142,10 +142,15 @@ public final class LogStore {
         return .success(position)
     }
 
-    /// Every cursor of the log, by name.
-    public func cursors(_ id: LogID) -> Result<[(name: String, position: CursorPosition)], StorageError> {
+    /// Every cursor of the log, by name, with its lag: the bytes from it to the committed end
+    /// (0 at or past it).
+    public func cursors(_ id: LogID) -> Result<[(name: String, position: CursorPosition, lagBytes: UInt64)], StorageError> {
         guard let log = logsByID[id] else { return .failure(.unknownLog("id \(id)")) }
-        return .success(log.cursors.current.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        let end = log.committedEnd
+        return .success(
+            log.cursors.current.sorted { $0.key < $1.key }.map { name, position in
+                (name, position, position.offset < end ? UInt64(position.offset.distance(to: end)) : 0)
+            })
     }
 
     /// Advances the log's start; a `.trimmed` event answers.

@@ -67,23 +67,9 @@ final class StandardOutput {
             append("\"value\":\"\(base64(bytes))\",\"encoding\":\"base64\"")
             return
         }
-        buffer.append(contentsOf: "\"value\":\"".utf8)
-        let hex = Array("0123456789abcdef".utf8)
-        for byte in bytes {
-            switch byte {
-            case UInt8(ascii: "\""): buffer.append(contentsOf: "\\\"".utf8)
-            case UInt8(ascii: "\\"): buffer.append(contentsOf: "\\\\".utf8)
-            case UInt8(ascii: "\n"): buffer.append(contentsOf: "\\n".utf8)
-            case UInt8(ascii: "\r"): buffer.append(contentsOf: "\\r".utf8)
-            case UInt8(ascii: "\t"): buffer.append(contentsOf: "\\t".utf8)
-            case 0..<0x20:
-                buffer.append(contentsOf: "\\u00".utf8)
-                buffer.append(hex[Int(byte >> 4)])
-                buffer.append(hex[Int(byte & 15)])
-            default: buffer.append(byte)
-            }
-        }
-        buffer.append(contentsOf: "\",\"encoding\":\"utf8\"".utf8)
+        buffer.append(contentsOf: "\"value\":".utf8)
+        appendJSONString(bytes, to: &buffer)
+        buffer.append(contentsOf: ",\"encoding\":\"utf8\"".utf8)
         if buffer.count >= limit { flush() }
     }
 
@@ -138,23 +124,31 @@ func base64(_ bytes: [UInt8]) -> String {
 
 /// A JSON string literal (control characters escaped).
 func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                out += "\\u00" + hexString([UInt8(scalar.value)])
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
+    var out: [UInt8] = []
+    appendJSONString(text.utf8, to: &out)
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// Appends valid UTF-8 `bytes` as a JSON string literal: quotes, backslashes and control
+/// characters escaped, everything else as it is.
+func appendJSONString(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+    let hex = Array("0123456789abcdef".utf8)
+    out.append(UInt8(ascii: "\""))
+    for byte in bytes {
+        switch byte {
+        case UInt8(ascii: "\""): out.append(contentsOf: "\\\"".utf8)
+        case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+        case UInt8(ascii: "\n"): out.append(contentsOf: "\\n".utf8)
+        case UInt8(ascii: "\r"): out.append(contentsOf: "\\r".utf8)
+        case UInt8(ascii: "\t"): out.append(contentsOf: "\\t".utf8)
+        case 0..<0x20:
+            out.append(contentsOf: "\\u00".utf8)
+            out.append(hex[Int(byte >> 4)])
+            out.append(hex[Int(byte & 15)])
+        default: out.append(byte)
         }
     }
-    return out + "\""
+    out.append(UInt8(ascii: "\""))
 }
 
 /// A JSON string, or null when absent or empty.
