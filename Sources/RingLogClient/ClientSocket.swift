@@ -78,7 +78,7 @@ package final class ClientSocket: IOHandler {
     static let receiveChunk = 256 << 10
     static let largeBodyThreshold = 128 << 10
     /// Batches up to this size are copied into the send buffer rather than referenced.
-    static let copiedBatchBytes = 2 << 10
+    package static let copiedBatchBytes = 2 << 10
 
     init(core: LoopCore, address: SocketAddress, onConnected: @escaping (Result<ClientSocket, RingLogError>) -> Void) {
         self.core = core

@@ -86,7 +86,11 @@ public final class RingLogClient: Sendable {
 
     /// The largest record one batch can carry on this server: its largest batch, less the batch
     /// header and one record's framing.
-    public var maxRecordBytes: Int { Int(server.maxBatchBytes) - Batch.headerBytes - RecordFraming.overheadBytes }
+    public var maxRecordBytes: Int { Int(server.maxBatchBytes) - batchFormat.headerBytes - RecordFraming.overheadBytes }
+
+    /// The batch format this client writes to this server: format 2 (record numbers, idempotent
+    /// producers) when the server announces it, else format 1.
+    public var batchFormat: Batch.Format { server.features.contains(.batchFormat2) ? .v2 : .v1 }
 
     /// Closes the connection; calls still waiting fail with `connectionClosed`.
     public func close() {
@@ -135,7 +139,7 @@ public final class RingLogClient: Sendable {
     /// record `i` is at position (offset, i).
     public func append<Records: Sequence>(to log: LogID, records: Records, mode: AckMode = .durable) async throws(RingLogError) -> AppendResponse
     where Records.Element: Collection, Records.Element.Element == UInt8 {
-        var builder = BatchBuilder()
+        var builder = BatchBuilder(format: batchFormat)
         for record in records { builder.add(record) }
         guard !builder.isEmpty else { throw .invalidArgument("a batch needs at least one record") }
         return try await append(to: log, batch: builder.finish(), mode: mode)
@@ -150,7 +154,7 @@ public final class RingLogClient: Sendable {
         let body = batch.withUnsafeBytes { AppendIfRequest.encode(expectedEnd: expectedEnd, batch: $0) }
         // Each call waits for its answer, so it has seen every earlier one: a new chain.
         return try await request(.appendIf, body, logID: log, flags: mode.rawValue | AppendIfRequest.newChainFlag) { response throws(RingLogError) in
-            try decodeBody(response.body, as: AppendResponse.self)
+            try appendResponse(response)
         }
     }
 
@@ -159,7 +163,7 @@ public final class RingLogClient: Sendable {
         let owned = OwnedBytes(batch)
         return try await withSocket { socket, _, resume in
             socket.sendAppend(logID: log, mode: mode, batch: owned) { result in
-                resume(decodeResponse(result, as: AppendResponse.self))
+                resume(decodeAppend(result))
             }
         }
     }
@@ -181,13 +185,13 @@ public final class RingLogClient: Sendable {
                 return
             }
             guard let expectedEnd else {
-                socket.sendAppend(logID: log, mode: mode, batch: owned) { result in completion(decodeResponse(result, as: AppendResponse.self)) }
+                socket.sendAppend(logID: log, mode: mode, batch: owned) { result in completion(decodeAppend(result)) }
                 return
             }
             let body = AppendIfRequest.encode(expectedEnd: expectedEnd, batch: owned.bytes)
             body.withUnsafeBytes { bytes in
                 socket.send(.appendIf, body: bytes, logID: log, flags: mode.rawValue | (newChain ? AppendIfRequest.newChainFlag : 0)) { result in
-                    completion(decodeResponse(result, as: AppendResponse.self))
+                    completion(decodeAppend(result))
                 }
             }
         }
@@ -207,6 +211,13 @@ public final class RingLogClient: Sendable {
     /// committed end when none is (SEEK_TIME; `server.features` has `.seekTime`).
     public func seek(_ log: LogID, atOrAfterMicros timeMicros: UInt64) async throws(RingLogError) -> LogOffset {
         try await call(.seekTime, SeekTimeRequest(timeMicros: timeMicros).encoded(), logID: log, as: OffsetMessage.self).offset
+    }
+
+    /// An idempotent producer's id and epoch (INIT_PRODUCER; `server.features` has
+    /// `.batchFormat2`): a new id at epoch 0, or with `producerId`, the same id at the next epoch.
+    /// `Producer` does this itself; this is for clients that number their own batches.
+    public func initProducer(_ producerId: UInt64 = 0, epoch: UInt16 = 0) async throws(RingLogError) -> InitProducerResponse {
+        try await call(.initProducer, InitProducerRequest(producerId: producerId, epoch: epoch).encoded(), as: InitProducerResponse.self)
     }
 
     /// Advances the log's start; returns the new start.
@@ -268,6 +279,20 @@ func withLoop<T: Sendable>(
 
 func decodeBody<Message: WireMessage>(_ body: UnsafeRawBufferPointer, as: Message.Type) throws(RingLogError) -> Message {
     do { return try Message.decode(body) } catch { throw .protocolViolation("undecodable \(Message.self): \(error)") }
+}
+
+/// An append's acknowledgement, with the DUPLICATE flag of its response header.
+func appendResponse(_ response: ClientResponse) throws(RingLogError) -> AppendResponse {
+    var acknowledgement = try decodeBody(response.body, as: AppendResponse.self)
+    acknowledgement.duplicate = response.header.flags & ResponseHeader.duplicate != 0
+    return acknowledgement
+}
+
+/// An append's response: its acknowledgement, or the server's error.
+package func decodeAppend(_ result: Result<ClientResponse, RingLogError>) -> Result<AppendResponse, RingLogError> {
+    result.checkingServerError().flatMap { response in
+        do throws(RingLogError) { return .success(try appendResponse(response)) } catch { return .failure(error) }
+    }
 }
 
 /// A response decoded as `Message`, or the server's error, or a protocol violation when the body

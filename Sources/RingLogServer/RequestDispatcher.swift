@@ -162,6 +162,15 @@ final class RequestDispatcher {
             case .serverStats:
                 try WireReader(body).finish()
                 connection.answer(sequence, .encoded(server.serverStats().encoded()))
+            case .initProducer:
+                let request = try InitProducerRequest.decode(body)
+                switch store.initProducer(id: request.producerId, epoch: request.epoch) {
+                case .success(let granted):
+                    server.counters.producersInitialized += 1
+                    let response = InitProducerResponse(producerId: granted.id, epoch: granted.epoch, window: UInt32(store.producerWindow))
+                    connection.answer(sequence, .encoded(response.encoded()))
+                case .failure(let error): answer(connection, sequence, error: error)
+                }
             }
         } catch {
             connection.answer(sequence, code: .malformedRequest, ErrorBody(message: "malformed \(opcode) body: \(error)"))
@@ -173,7 +182,7 @@ final class RequestDispatcher {
     static func reservedFieldProblem(_ opcode: Opcode, _ header: RequestHeader) -> String? {
         if opcode != .append && opcode != .appendIf && header.flags != 0 { return "flags must be 0 for \(opcode) (got \(header.flags))" }
         switch opcode {
-        case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats:
+        case .hello, .ping, .createLog, .deleteLog, .listLogs, .serverStats, .initProducer:
             if header.logID != .none { return "\(opcode) takes no log id (got \(header.logID))" }
         case .append, .appendIf, .read, .trim, .logInfo, .seekTime, .cursorCommit, .cursorFetch, .cursorList, .cursorDelete:
             break
@@ -208,7 +217,7 @@ final class RequestDispatcher {
             connection.answer(sequence, code: .malformedRequest, ErrorBody(message: "unknown acknowledgement mode \(header.flags)"))
             return server.canRead(connection)
         }
-        if let problem = Batch.validateIncoming(body, maxPayloadBytes: configuration.storage.maxBatchBytes - Batch.headerBytes) {
+        if let problem = Batch.validateIncoming(body, maxBatchBytes: configuration.storage.maxBatchBytes) {
             // A payloadLength past the limit is a malformed batch like one that disagrees with the
             // body (LENGTH_OVER_LIMIT is the header-level error, which closes): docs/protocol.md.
             let code: ErrorCode = if case .checksumMismatch = problem { .crcMismatch } else { .badBatch }
@@ -237,24 +246,32 @@ final class RequestDispatcher {
         }
         // The condition is checked where the batch would be placed, in the same turn: nothing
         // can move the end between the check and the placement. (A log that failed or is being
-        // deleted reports that instead, below.)
-        if let expectedEnd, log.failure == nil, !log.deleting, log.reservedEnd != expectedEnd {
+        // deleted reports that instead; an idempotent retry gets its original offset.)
+        switch store.append(to: log, batch: batch, expectedEnd: expectedEnd) {
+        case .placed(let offset, let end):
+            server.counters.appends += 1
+            server.counters.appendedBytes += UInt64(batch.count)
+            server.counters.appendedRecords += UInt64(BatchHeader(unchecked: batch.baseAddress!).recordCount)
+            let wait = server.waiters.wait(of: connection, on: header.logID)
+            server.waiters.addAcknowledgement(
+                PendingAck(offset: offset, end: end, sequence: sequence), durable: header.flags == AckMode.durable.rawValue, to: wait)
+            return true
+        case .duplicate(let offset, let end):
+            server.counters.duplicateAppends += 1
+            // Answered like the batch it repeats: once that batch is written or committed.
+            let wait = server.waiters.wait(of: connection, on: header.logID)
+            server.waiters.addAcknowledgement(
+                PendingAck(offset: offset, end: end, sequence: sequence, duplicate: true), durable: header.flags == AckMode.durable.rawValue, to: wait)
+            server.waiters.acknowledge(header.logID, upTo: header.flags == AckMode.durable.rawValue ? log.committedEnd : log.writtenEnd,
+                durable: header.flags == AckMode.durable.rawValue, committedEnd: log.committedEnd)
+            return true
+        case .endMismatch(let reserved, let committed):
             connection.brokenChains.insert(header.logID)
             connection.answer(
                 sequence, code: .endMismatch,
                 ErrorBody(
-                    detail1: log.reservedEnd.rawValue, detail2: log.committedEnd.rawValue,
-                    message: "the log's end is \(log.reservedEnd), not \(expectedEnd) as expected; this batch was not written"))
-            return true
-        }
-        switch store.append(to: log, batch: batch) {
-        case .placed(let offset, let end):
-            server.counters.appends += 1
-            server.counters.appendedBytes += UInt64(batch.count)
-            server.counters.appendedRecords += UInt64(batch.loadLittleEndian(at: 36, as: UInt32.self))
-            let wait = server.waiters.wait(of: connection, on: header.logID)
-            server.waiters.addAcknowledgement(
-                PendingAck(offset: offset, end: end, sequence: sequence), durable: header.flags == AckMode.durable.rawValue, to: wait)
+                    detail1: reserved.rawValue, detail2: committed.rawValue,
+                    message: "the log's end is \(reserved), not \(expectedEnd ?? .zero) as expected; this batch was not written"))
             return true
         case .wouldBlock:
             server.counters.appendsBlocked += 1
@@ -507,6 +524,12 @@ final class RequestDispatcher {
         case .tooManyCursors(let limit): return (.tooManyCursors, ErrorBody(detail1: UInt64(limit), message: message))
         case .cursorMismatch(_, let current):
             return (.cursorMismatch, ErrorBody(detail1: current?.offset.rawValue ?? UInt64.max, detail2: UInt64(current?.index ?? 0), message: message))
+        case .outOfOrderSequence(_, _, let expected, let epoch):
+            return (.outOfOrderSequence, ErrorBody(detail1: UInt64(expected), detail2: UInt64(epoch), message: message))
+        case .duplicateSequence(_, _, let expected, let epoch):
+            return (.duplicateSequence, ErrorBody(detail1: UInt64(expected), detail2: UInt64(epoch), message: message))
+        case .unknownProducer: return (.unknownProducer, ErrorBody(message: message))
+        case .producerFenced(_, _, let current): return (.producerFenced, ErrorBody(detail2: UInt64(current), message: message))
         }
     }
 

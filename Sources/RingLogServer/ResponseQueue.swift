@@ -126,7 +126,8 @@ extension PendingResponse {
             let header = header(bodyLength: 0)
             output.appendInline(count: WireProtocol.headerBytes) { header.encode(into: $0) }
         case .append(let message):
-            let header = header(bodyLength: 16)
+            var header = header(bodyLength: 16)
+            if message.duplicate { header.flags = ResponseHeader.duplicate }
             output.appendInline(count: WireProtocol.headerBytes + 16) { pointer in
                 header.encode(into: pointer)
                 pointer.storeLittleEndian(message.offset.rawValue, at: 32)

@@ -58,6 +58,9 @@ struct ServerCounters {
     var appendedBytes: UInt64 = 0
     var appendedRecords: UInt64 = 0
     var appendsBlocked: UInt64 = 0
+    /// Idempotent retries answered with the offset of the batch they repeat.
+    var duplicateAppends: UInt64 = 0
+    var producersInitialized: UInt64 = 0
     var reads: UInt64 = 0
     var readBytes: UInt64 = 0
     var longPollsStarted: UInt64 = 0
@@ -95,6 +98,8 @@ extension ServerLoop {
             counter("appended_records_total", counters.appendedRecords, "Records in the batches appended, as their headers count them."),
             counter("appended_bytes_total", counters.appendedBytes, "Bytes of batches appended, headers included."),
             counter("appends_blocked_total", counters.appendsBlocked, "Appends that had to wait for room (tail cache or next segment)."),
+            counter("duplicate_appends_total", counters.duplicateAppends, "Idempotent retries answered with the offset of the batch they repeat, not stored again."),
+            counter("producers_initialized_total", counters.producersInitialized, "Producer ids and epochs handed out by INIT_PRODUCER."),
             counter("reads_total", counters.reads, "Read requests answered."),
             counter("read_bytes_total", counters.readBytes, "Bytes of batches returned by reads."),
             gauge("long_polls_waiting", UInt64(waiters.longPollsWaiting), "Reads waiting at the end of a log for new batches."),

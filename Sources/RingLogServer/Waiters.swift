@@ -10,6 +10,8 @@ struct PendingAck {
     var offset: LogOffset
     var end: LogOffset
     var sequence: UInt32
+    /// An idempotent retry answered with the batch it repeats (the response says so).
+    var duplicate = false
 }
 
 /// A read waiting at a log's end for new batches.
@@ -160,13 +162,13 @@ final class Waiters {
             while let first = wait.written.first, first.end <= end {
                 wait.written.removeFirst()
                 acksWaiting -= 1
-                wait.connection.answer(first.sequence, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd)))
+                wait.connection.answer(first.sequence, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd, duplicate: first.duplicate)))
             }
             if durable {
                 while let first = wait.durable.first, first.end <= end {
                     wait.durable.removeFirst()
                     acksWaiting -= 1
-                    wait.connection.answer(first.sequence, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd)))
+                    wait.connection.answer(first.sequence, .append(AppendResponse(offset: first.offset, committedEnd: committedEnd, duplicate: first.duplicate)))
                 }
             }
             detachIfEmpty(wait)
@@ -178,12 +180,21 @@ final class Waiters {
     func failAcknowledgements(_ log: LogID, from offset: LogOffset, error: StorageError) {
         let (code, body) = RequestDispatcher.wireError(error)
         forEachWait(on: log) { wait in
+            // Not only from the back: a duplicate's acknowledgement waits for an earlier batch
+            // than those queued before it.
             for durable in [true, false] {
-                while let last = durable ? wait.durable.last : wait.written.last, last.offset >= offset {
-                    if durable { wait.durable.removeLast() } else { wait.written.removeLast() }
-                    acksWaiting -= 1
-                    wait.connection.answer(last.sequence, code: code, body)
+                let queue = durable ? wait.durable : wait.written
+                guard queue.contains(where: { $0.offset >= offset }) else { continue }
+                var kept: Deque<PendingAck> = []
+                for ack in queue {
+                    if ack.offset >= offset {
+                        acksWaiting -= 1
+                        wait.connection.answer(ack.sequence, code: code, body)
+                    } else {
+                        kept.append(ack)
+                    }
                 }
+                if durable { wait.durable = kept } else { wait.written = kept }
             }
             detachIfEmpty(wait)
         }

@@ -25,7 +25,8 @@ enum BatchWalk {
         var index = 0
         var position = runStart
         while position < target {
-            guard index + Batch.headerBytes <= run.count else { return .success(.needMore(bytesFromRunStart: index + Batch.headerBytes)) }
+            let headerLength = headerLength(in: run, at: index)
+            guard index + headerLength <= run.count else { return .success(.needMore(bytesFromRunStart: index + headerLength)) }
             switch Batch.verifyStoredHeader(run.baseAddress! + index, expectedOffset: position, maxPayloadBytes: Int(UInt32.max)) {
             case .failure(let error):
                 guard let anchors else {
@@ -48,8 +49,9 @@ enum BatchWalk {
         let start = index
         while position < limit {
             let first = index == start
-            guard index + Batch.headerBytes <= run.count else {
-                return first ? .success(.needMore(bytesFromRunStart: index + Batch.headerBytes)) : .success(.batches(start..<index))
+            let headerLength = headerLength(in: run, at: index)
+            guard index + headerLength <= run.count else {
+                return first ? .success(.needMore(bytesFromRunStart: index + headerLength)) : .success(.batches(start..<index))
             }
             let header: BatchHeader
             switch Batch.verifyStoredHeader(run.baseAddress! + index, expectedOffset: position, maxPayloadBytes: position.distance(to: limit)) {
@@ -129,22 +131,23 @@ enum BatchWalk {
         guard run.count >= needed else { return .needMore(bytesFromRunStart: needed) }
         let base = run.baseAddress!
         let at = runStart.distance(to: damaged)
-        if at + Batch.headerBytes <= needed {
-            let length = Int(base.loadLittleEndian(at: at + Batch.clientChecksumStart, as: UInt32.self))
-            let end = damaged.advanced(by: Batch.headerBytes + length)
-            if end <= anchor, Batch.clientChecksum(base + at, payloadLength: length) == base.loadLittleEndian(at: at + 28, as: UInt32.self),
+        if at + headerLength(in: run, at: at) <= needed, let claim = Batch.claimedLength(base + at) {
+            let end = damaged.advanced(by: claim.format.headerBytes + claim.payloadLength)
+            if end <= anchor, Batch.clientChecksum(base + at, format: claim.format, payloadLength: claim.payloadLength) == claim.crc,
                 chainReaches(anchor, from: end, in: run, runStart: runStart)
             {
                 return .found(end)
             }
         }
         var candidate = at + 1
-        while candidate + Batch.headerBytes <= needed {
+        while candidate + Batch.minHeaderBytes <= needed {
             defer { candidate += 1 }
-            guard base.loadLittleEndian(at: candidate, as: UInt32.self) == Batch.magic else { continue }
+            guard let format = Batch.Format.of(magic: base.loadLittleEndian(at: candidate, as: UInt32.self)),
+                candidate + format.headerBytes <= needed
+            else { continue }
             let offset = runStart.advanced(by: candidate)
             guard case .success(let header) = Batch.verifyStoredHeader(
-                base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: anchor) - Batch.headerBytes),
+                base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: anchor) - format.headerBytes),
                 Batch.verifyPayload(base + candidate, header: header) == nil,
                 chainReaches(anchor, from: offset.advanced(by: header.totalBytes), in: run, runStart: runStart)
             else { continue }
@@ -160,26 +163,28 @@ enum BatchWalk {
     static func nextVerifiedBatch(after damaged: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset, limit: LogOffset) -> LogOffset? {
         let base = run.baseAddress!
         func followedWell(_ end: LogOffset) -> Bool {
-            end == limit || (runStart.distance(to: end) + Batch.headerBytes <= run.count
+            end == limit || (runStart.distance(to: end) + headerLength(in: run, at: runStart.distance(to: end)) <= run.count
                 && (try? Batch.verifyStoredHeader(base + runStart.distance(to: end), expectedOffset: end, maxPayloadBytes: end.distance(to: limit)).get()) != nil)
         }
         let at = runStart.distance(to: damaged)
-        if at + Batch.headerBytes <= run.count {
-            let length = Int(base.loadLittleEndian(at: at + Batch.clientChecksumStart, as: UInt32.self))
-            let end = damaged.advanced(by: Batch.headerBytes + length)
-            if end <= limit, at + Batch.headerBytes + length <= run.count,
-                Batch.clientChecksum(base + at, payloadLength: length) == base.loadLittleEndian(at: at + 28, as: UInt32.self), followedWell(end)
+        if at + headerLength(in: run, at: at) <= run.count, let claim = Batch.claimedLength(base + at) {
+            let total = claim.format.headerBytes + claim.payloadLength
+            let end = damaged.advanced(by: total)
+            if end <= limit, at + total <= run.count,
+                Batch.clientChecksum(base + at, format: claim.format, payloadLength: claim.payloadLength) == claim.crc, followedWell(end)
             {
                 return end
             }
         }
         var candidate = at + 1
-        while candidate + Batch.headerBytes <= run.count {
+        while candidate + Batch.minHeaderBytes <= run.count {
             defer { candidate += 1 }
-            guard base.loadLittleEndian(at: candidate, as: UInt32.self) == Batch.magic else { continue }
+            guard let format = Batch.Format.of(magic: base.loadLittleEndian(at: candidate, as: UInt32.self)),
+                candidate + format.headerBytes <= run.count
+            else { continue }
             let offset = runStart.advanced(by: candidate)
             guard offset < limit,
-                case .success(let header) = Batch.verifyStoredHeader(base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: limit) - Batch.headerBytes),
+                case .success(let header) = Batch.verifyStoredHeader(base + candidate, expectedOffset: offset, maxPayloadBytes: offset.distance(to: limit) - format.headerBytes),
                 candidate + header.totalBytes <= run.count, Batch.verifyPayload(base + candidate, header: header) == nil,
                 followedWell(offset.advanced(by: header.totalBytes))
             else { continue }
@@ -192,13 +197,20 @@ enum BatchWalk {
     private static func chainReaches(_ anchor: LogOffset, from start: LogOffset, in run: UnsafeRawBufferPointer, runStart: LogOffset) -> Bool {
         var position = start
         while position < anchor {
-            guard position.distance(to: anchor) >= Batch.headerBytes else { return false }
             let at = runStart.distance(to: position)
+            let headerLength = headerLength(in: run, at: at)
+            guard position.distance(to: anchor) >= headerLength else { return false }
             guard case .success(let header) = Batch.verifyStoredHeader(
-                run.baseAddress! + at, expectedOffset: position, maxPayloadBytes: position.distance(to: anchor) - Batch.headerBytes)
+                run.baseAddress! + at, expectedOffset: position, maxPayloadBytes: position.distance(to: anchor) - headerLength)
             else { return false }
             position = position.advanced(by: header.totalBytes)
         }
         return position == anchor
+    }
+
+    /// The header length the bytes at `index` of `run` call for (format 1's when fewer than 4 remain).
+    private static func headerLength(in run: UnsafeRawBufferPointer, at index: Int) -> Int {
+        guard let base = run.baseAddress, index < run.count else { return Batch.minHeaderBytes }
+        return Batch.headerLength(at: base + index, available: run.count - index)
     }
 }

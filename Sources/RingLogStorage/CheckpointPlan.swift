@@ -40,9 +40,13 @@ final class CheckpointPlan {
             steps.append(.close(.opened(index)))
             updates.append((segment, below, sealed, dataEnd))
         }
-        checkpoint = Checkpoint(
+        var checkpoint = Checkpoint(
             logID: state.id, epoch: state.epoch, clean: clean, startOffset: max(state.positions.start, min(desiredStart, target)),
-            checkpointOffset: target, writtenAtMicros: nowMicros)
+            checkpointOffset: target, writtenAtMicros: nowMicros, nextRecord: state.committedNextRecord)
+        // The producers as of the committed end: recovery replays the batches after it.
+        state.producers.expire(nowMicros: nowMicros)
+        checkpoint.producers = state.producers.snapshot(endingAt: target)
+        self.checkpoint = checkpoint
         let temporary = state.directory.appending(LogFileNames.checkpointTemporary)
         steps.append(.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "checkpoint"))
         steps.append(.write(.opened("checkpoint"), position: 0, OwnedBytes(checkpoint.encoded())))

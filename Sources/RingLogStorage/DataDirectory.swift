@@ -1,4 +1,5 @@
 import Glibc
+import RingLogWire
 import Logging
 
 /// The data directory's layout (docs/storage.md): `LOCK`, `logs/<name>/` for each log,
@@ -10,6 +11,9 @@ struct DataDirectory {
     let trash: CPath
     let staging: CPath
     private(set) var lockFD: Int32 = -1
+    /// One more at every open of the data directory (the `instance` file): producer ids carry it,
+    /// so ids handed out by different runs never meet.
+    private(set) var incarnation: UInt32 = 0
     private(set) var logsFD: Int32 = -1
     private(set) var trashFD: Int32 = -1
 
@@ -56,6 +60,10 @@ struct DataDirectory {
                 if case .failure(let error) = Self.removeDirectory(directory.appending(name), disk: disk) { return .failure(error) }
             }
         }
+        switch Self.nextIncarnation(rootPath, disk: disk) {
+        case .failure(let error): return .failure(error)
+        case .success(let next): incarnation = next
+        }
         let directoryFlags = O_RDONLY | O_DIRECTORY | O_CLOEXEC
         logsFD = Int32(truncatingIfNeeded: disk.perform(.open(path: logs, flags: directoryFlags, mode: 0)))
         trashFD = Int32(truncatingIfNeeded: disk.perform(.open(path: trash, flags: directoryFlags, mode: 0)))
@@ -63,6 +71,41 @@ struct DataDirectory {
             return .failure(.io(operation: "open", errno: EIO, detail: "could not open \(logs) or \(trash)"))
         }
         return .success(())
+    }
+
+    /// Reads `instance` ("RLI1", u32 incarnation, CRC32C), and replaces it durably with the next
+    /// incarnation before the store serves. A missing file starts at 1; a damaged one is refused
+    /// (ids could repeat), naming the file.
+    private static func nextIncarnation(_ root: CPath, disk: DiskIO) -> Result<UInt32, StorageError> {
+        let path = root.appending("instance")
+        var previous: UInt32 = 0
+        switch disk.readSmallFile(path) {
+        case .failure(let error): return .failure(error)
+        case .success(nil): break
+        case .success(let bytes?):
+            let reader = FieldReader(bytes: bytes)
+            guard bytes.count == 12, reader.u32(0) == 0x3149_4C52, reader.checksumHolds(at: 8) else {
+                return .failure(.storageFailed("\(path) is damaged; producer ids could repeat, so the store does not open (remove it only if no producer of an earlier run will retry)"))
+            }
+            previous = reader.u32(4)
+        }
+        guard previous < UInt32.max else { return .failure(.storageFailed("\(path): the data directory has used every incarnation")) }
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndian(UInt32(0x3149_4C52))
+        bytes.appendLittleEndian(previous + 1)
+        bytes.appendChecksum()
+        let temporary = root.appending("instance.tmp")
+        let script = DiskScript([
+            .open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "instance"),
+            .write(.opened("instance"), position: 0, OwnedBytes(bytes)),
+            .fdatasync(.opened("instance")),
+            .close(.opened("instance")),
+            .rename(from: temporary, to: path),
+            .open(root, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0, as: "root"),
+            .fsync(.opened("root")),
+            .close(.opened("root")),
+        ])
+        return script.run(on: disk).map { previous + 1 }
     }
 
     /// The names of the log directories, sorted.

@@ -89,8 +89,10 @@ public final class Log {
     // MARK: Appending
 
     /// Places a validated batch (see `Batch.validateIncoming`) at the end of the log: copies it into
-    /// the tail cache, stamps the server fields, and schedules its write.
-    func append(_ batch: UnsafeRawBufferPointer, nowMicros: UInt64) -> AppendOutcome {
+    /// the tail cache, stamps the server fields, and schedules its write. An idempotent producer's
+    /// batch is judged first (`ProducerTable`): a retry is answered with the batch it repeats, even
+    /// when `expectedEnd` (a conditional append) no longer holds.
+    func append(_ batch: UnsafeRawBufferPointer, expectedEnd: LogOffset? = nil, nowMicros: UInt64) -> AppendOutcome {
         if let failure = state.failure { return .failed(failure) }
         if state.deleting { return .failed(.unknownLog(name)) }
         let length = batch.count
@@ -98,11 +100,26 @@ public final class Log {
         // smaller max-batch-bytes keeps them after a restart with a larger one.
         let limit = min(context.configuration.maxBatchBytes, state.settings.segmentBytes)
         guard length <= limit else { return .failed(.batchTooLarge(bytes: length, limit: limit)) }
+        let header = BatchHeader(unchecked: batch.baseAddress!)
+        let producer = header.producer
+        if producer.id != 0 {
+            switch state.producers.check(producer, recordCount: header.recordCount) {
+            case .write: break
+            case .duplicate(let earlier): return .duplicate(offset: earlier.offset, end: earlier.end)
+            case .refused(let error): return .failed(error)
+            }
+        }
+        if let expectedEnd, state.positions.reserved != expectedEnd {
+            return .endMismatch(reserved: state.positions.reserved, committed: state.positions.committed)
+        }
         if let blocked = files.makeRoom(for: length, fullyWritten: writer.fullyWritten, nowMicros: nowMicros, for: self) { return blocked }
-        guard let (offset, end) = writer.place(batch, nowMicros: nowMicros) else { return .wouldBlock }
+        guard let placed = writer.place(batch, recordCount: header.recordCount, nowMicros: nowMicros) else { return .wouldBlock }
+        if producer.id != 0 {
+            state.producers.record(producer, recordCount: header.recordCount, offset: placed.offset, length: length, appendMicros: placed.appendMicros)
+        }
         context.markDirty(self)
         files.prepareSpareIfDue(for: self)
-        return .placed(offset: offset, end: end)
+        return .placed(offset: placed.offset, end: placed.end)
     }
 
     /// Appends that were told to wait (for a spare segment, or for room in the shared tail

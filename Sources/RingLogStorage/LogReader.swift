@@ -83,7 +83,10 @@ final class LogReader {
         let runStart = segment.base.advanced(by: Int(walkFrom))
         let limit = min(committed, segment.dataEnd)
         if let served = readFromTail(runStart: runStart, target: offset, limit: limit, maxBytes: maxBytes) { return served }
-        var window = max(runStart.distance(to: offset) + Batch.headerBytes, runStart.distance(to: readEnd(segment, from: offset, limit: limit, maxBytes: maxBytes)))
+        // At least the target's header (either format; not past the limit, where a short batch of
+        // format 1 may end the data).
+        let headerWindow = min(runStart.distance(to: offset) + Batch.maxHeaderBytes, runStart.distance(to: limit))
+        var window = max(headerWindow, runStart.distance(to: readEnd(segment, from: offset, limit: limit, maxBytes: maxBytes)))
         if let served = readFromReadTail(segment, runStart: runStart, target: offset, limit: limit, window: window, maxBytes: maxBytes) { return served }
         let uncached = readsUncached
         if uncached {

@@ -36,6 +36,8 @@ public struct RecoveryReport: Sendable, CustomStringConvertible {
     public var rebuiltIndexes: [LogOffset] = []
     /// Cursors found in the log's cursors file.
     public var cursors = 0
+    /// Idempotent producers the log remembers after recovery.
+    public var producers = 0
     public var durationMicros: UInt64 = 0
 
     public var description: String {
@@ -66,6 +68,9 @@ struct LogRecovery {
     private var scratch: OwnedBytes
     /// The first read error met while scanning; recovery fails with it.
     private var readFailure: StorageError?
+    /// Rebuilt as the checkpoint left them plus every batch the tail scan keeps.
+    private let producers: ProducerTable
+    private var nextRecord: UInt64 = 0
 
     private init(directory: CPath, disk: DiskIO, configuration: StoreConfiguration, meta: LogMeta) {
         self.directory = directory
@@ -74,6 +79,7 @@ struct LogRecovery {
         segmentBytes = meta.settings.segmentBytes
         report = RecoveryReport(logName: meta.name, logID: meta.logID)
         scratch = OwnedBytes(uninitializedCount: max(8 << 20, 2 * configuration.maxBatchBytes))
+        producers = configuration.makeProducerTable()
     }
 
     /// A segment file found on disk, before it becomes a `Segment`.
@@ -108,6 +114,9 @@ struct LogRecovery {
         case .failure(let error): return .failure(error)
         case .success(let found): checkpoint = found
         }
+        // A format-1 checkpoint predates record numbers: they count from 0 at its offset.
+        nextRecord = checkpoint?.nextRecord ?? 0
+        producers.restore(checkpoint?.producers ?? [:])
         var found: [Found]
         switch openSegments() {
         case .failure(let error): return .failure(error)
@@ -154,9 +163,13 @@ struct LogRecovery {
         let end = segments[segments.count - 1].dataEnd
         let state = LogState(
             meta: meta, epoch: epoch, directory: directory, directoryFD: Int32(opened), segments: segments,
-            positions: LogPositions(start: startOffset, end: end))
+            positions: LogPositions(start: startOffset, end: end), producers: producers)
         state.lastAppendMicros = segments.map(\.maxAppendTimeMicros).max() ?? 0
+        state.nextRecord = nextRecord
+        state.committedNextRecord = nextRecord
         let now = context.environment.wallMicros()
+        producers.expire(nowMicros: now)
+        report.producers = producers.count
         // The newer intact version of the two slots; a torn one (the write a crash interrupted)
         // fails its checksum and the other, the version before, stands.
         var cursors: (cursors: [String: CursorPosition], sequence: UInt64) = ([:], 0)
@@ -194,7 +207,7 @@ struct LogRecovery {
     // MARK: Files
 
     private func readCheckpoint(meta: LogMeta) -> Result<Checkpoint?, StorageError> {
-        switch disk.readSmallFile(directory.appending(LogFileNames.checkpoint)) {
+        switch disk.readSmallFile(directory.appending(LogFileNames.checkpoint), limit: Checkpoint.maxBytes) {
         case .failure(let error): return .failure(error)
         case .success(nil): return .success(nil)
         case .success(let bytes?):
@@ -438,22 +451,24 @@ struct LogRecovery {
         var readSize = 256 << 10
         scanning: while position < limit {
             var offsetInChunk = chunkStart.distance(to: position)
-            if offsetInChunk + Batch.headerBytes > chunkBytes {
+            var headerLength = Batch.headerLength(at: scratch.bytes.baseAddress! + offsetInChunk, available: chunkBytes - offsetInChunk)
+            if offsetInChunk + headerLength > chunkBytes {
                 chunkBytes = fill(fd: fd, base: base, from: position, limit: limit, upTo: readSize)
                 readSize = min(readSize * 4, scratch.count)
                 chunkStart = position
                 offsetInChunk = 0
-                if chunkBytes < Batch.headerBytes {
+                headerLength = Batch.headerLength(at: scratch.bytes.baseAddress!, available: chunkBytes)
+                if chunkBytes < headerLength {
                     let clean = isZero(0, chunkBytes)
                     result.stop = clean ? .cleanEnd : .invalid("file ends inside a batch header at \(position)")
                     break scanning
                 }
             }
-            if isZero(offsetInChunk, Batch.headerBytes) {
+            if isZero(offsetInChunk, headerLength) {
                 result.stop = .cleanEnd
                 break scanning
             }
-            let remaining = position.distance(to: limit) - Batch.headerBytes
+            let remaining = position.distance(to: limit) - headerLength
             let header: BatchHeader
             switch Batch.verifyStoredHeader(scratch.bytes.baseAddress! + offsetInChunk, expectedOffset: position, maxPayloadBytes: remaining) {
             case .failure(let error):
@@ -495,6 +510,13 @@ struct LogRecovery {
                 recordCorruption(segment: base, at: position, detail: error.description)
             }
             index.noteBatch(at: UInt32(base.distance(to: position)))
+            if case .tail = mode {
+                // Kept from here on: the producers and the record count take it in.
+                if header.producer.id != 0 {
+                    producers.record(header.producer, recordCount: header.recordCount, offset: position, length: total, appendMicros: header.appendTimeMicros)
+                }
+                nextRecord &+= UInt64(header.recordCount)
+            }
             epochFloor = header.epoch
             result.maxEpoch = max(result.maxEpoch, header.epoch)
             result.maxAppendTimeMicros = max(result.maxAppendTimeMicros, header.appendTimeMicros)

@@ -77,8 +77,18 @@ final class LogState {
     /// The newest append time given to a batch: the next is never older (the wall clock may
     /// step back). Recovery starts it at the newest time its segments hold.
     var lastAppendMicros: UInt64 = 0
+    /// The record number the next batch placed gets (`firstRecord` in format 2): every batch, of
+    /// either format, advances it by its record count.
+    var nextRecord: UInt64 = 0
+    /// The record number of the batch at the committed end (what a checkpoint there records).
+    var committedNextRecord: UInt64 = 0
+    /// Idempotent producers' latest batches in this log.
+    let producers: ProducerTable
 
-    init(meta: LogMeta, epoch: UInt32, directory: CPath, directoryFD: Int32, segments: [Segment], positions: LogPositions) {
+    init(
+        meta: LogMeta, epoch: UInt32, directory: CPath, directoryFD: Int32, segments: [Segment], positions: LogPositions,
+        producers: ProducerTable
+    ) {
         precondition(!segments.isEmpty, "a log has at least one segment")
         precondition(zip(segments, segments.dropFirst()).allSatisfy { $0.base < $1.base }, "segments are sorted by base")
         id = meta.logID
@@ -89,6 +99,7 @@ final class LogState {
         self.directoryFD = directoryFD
         self.segments = segments
         self.positions = positions
+        self.producers = producers
     }
 
     var activeSegment: Segment { segments[segments.count - 1] }

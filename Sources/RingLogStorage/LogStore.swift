@@ -89,16 +89,17 @@ public final class LogStore {
     public var logs: [LogInfo] { logsByName.values.map(\.info).sorted { $0.name < $1.name } }
 
     /// Places a batch that passed `Batch.validateIncoming` at the end of the log.
-    public func append(to id: LogID, batch: UnsafeRawBufferPointer) -> AppendOutcome {
+    public func append(to id: LogID, batch: UnsafeRawBufferPointer, expectedEnd: LogOffset? = nil) -> AppendOutcome {
         guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
-        return append(to: log, batch: batch)
+        return append(to: log, batch: batch, expectedEnd: expectedEnd)
     }
 
     /// The same, for a log the caller looked up earlier (a deleted log refuses the batch as
     /// unknown), which spares a dictionary lookup per append.
-    public func append(to log: Log, batch: UnsafeRawBufferPointer) -> AppendOutcome {
+    /// With `expectedEnd`, only if the log's reserved end is there (`.endMismatch` otherwise).
+    public func append(to log: Log, batch: UnsafeRawBufferPointer, expectedEnd: LogOffset? = nil) -> AppendOutcome {
         if context.shuttingDown { return .failed(.shuttingDown) }
-        return log.append(batch, nowMicros: context.environment.wallMicros())
+        return log.append(batch, expectedEnd: expectedEnd, nowMicros: context.environment.wallMicros())
     }
 
     /// Reads whole committed batches from `offset`. See `LogReader.read`.
@@ -114,6 +115,36 @@ public final class LogStore {
         guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
         return log.seek(atOrAfter: timeMicros, requester: requester)
     }
+
+    // MARK: Idempotent producers
+
+    private var producersIssued: UInt32 = 0
+
+    /// INIT_PRODUCER: with `id` 0, a new producer id (this run's incarnation in the high half, a
+    /// count in the low half: no two runs of the data directory hand out the same id) at epoch 0;
+    /// with an id this data directory issued, the same id at `epoch + 1`. Logs learn a producer
+    /// from its batches; nothing is written here.
+    public func initProducer(id: UInt64, epoch: UInt16) -> Result<(id: UInt64, epoch: UInt16), StorageError> {
+        if context.shuttingDown { return .failure(.shuttingDown) }
+        if id == 0 {
+            guard producersIssued < UInt32.max else {
+                return .failure(.storageFailed("this run has issued 2^32-1 producer ids; restart the server for more"))
+            }
+            producersIssued += 1
+            return .success((UInt64(directory.incarnation) << 32 | UInt64(producersIssued), 0))
+        }
+        let issuedBy = UInt32(id >> 32)
+        guard issuedBy >= 1, issuedBy < directory.incarnation || (issuedBy == directory.incarnation && UInt32(truncatingIfNeeded: id) <= producersIssued),
+            UInt32(truncatingIfNeeded: id) != 0
+        else { return .failure(.unknownProducer(producer: id, sequence: 0)) }
+        guard epoch < UInt16.max else {
+            return .failure(.producerFenced(producer: id, epoch: epoch, current: epoch))
+        }
+        return .success((id, epoch + 1))
+    }
+
+    /// How many of a producer's latest batches each log remembers.
+    public var producerWindow: Int { configuration.producerWindow }
 
     // MARK: Cursors
 
@@ -242,7 +273,7 @@ public final class LogStore {
                 syncedEnd: .zero, nameDurable: true, index: SparseIndex(intervalBytes: UInt32(configuration.indexIntervalBytes)))
             let state = LogState(
                 meta: meta, epoch: 1, directory: directory.logs.appending(meta.name), directoryFD: script.openedDescriptor("directory"),
-                segments: [segment], positions: LogPositions(start: .zero, end: .zero))
+                segments: [segment], positions: LogPositions(start: .zero, end: .zero), producers: configuration.makeProducerTable())
             let log = Log(state: state, context: context, checkpointOffset: .zero, nowMicros: context.environment.wallMicros())
             register(log)
             if context.shuttingDown { log.wantCleanCheckpoint() }

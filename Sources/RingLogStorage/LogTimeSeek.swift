@@ -35,7 +35,7 @@ final class LogTimeSeek {
             self.count = count
             low = 0
             high = count
-            buffer = OwnedBytes(uninitializedCount: Batch.headerBytes)
+            buffer = OwnedBytes(uninitializedCount: Batch.minHeaderBytes)
         }
     }
 
@@ -75,7 +75,7 @@ final class LogTimeSeek {
             let middle = (seek.low + seek.high) / 2
             seek.scanning = false
             seek.readPosition = Int64(positions[middle])
-            seek.buffer = OwnedBytes(uninitializedCount: Batch.headerBytes)
+            seek.buffer = OwnedBytes(uninitializedCount: Batch.minHeaderBytes)
             seek.filled = 0
             issue(seek, for: log)
             return .pending
@@ -129,21 +129,26 @@ final class LogTimeSeek {
         }
         if !seek.scanning {
             let middle = (seek.low + seek.high) / 2
-            let header = BatchHeader(unchecked: seek.buffer.bytes.baseAddress!)
+            // A probe reads the first 48 bytes: offset and time sit there in both formats.
+            let probe = seek.buffer.bytes.baseAddress!
             let offset = seek.segment.base.advanced(by: Int(seek.readPosition))
-            guard header.magic == Batch.magic, header.offset == offset else {
+            guard Batch.Format.of(magic: probe.loadLittleEndian(at: 0, as: UInt32.self)) != nil,
+                probe.loadLittleEndian(at: 8, as: UInt64.self) == offset.rawValue
+            else {
                 return .failure(.corruption(offset: offset, detail: "no batch header at an index entry", nextOffset: nil))
             }
-            if header.appendTimeMicros >= seek.target { seek.high = middle } else { seek.low = middle + 1 }
+            if probe.loadLittleEndian(at: 16, as: UInt64.self) >= seek.target { seek.high = middle } else { seek.low = middle + 1 }
             return finish(step(seek, for: log))
         }
         // Walk the headers from the entry before the answer.
         var position = 0
         let bytes = seek.buffer.bytes
         var offset = seek.segment.base.advanced(by: Int(seek.readPosition))
-        while position + Batch.headerBytes <= bytes.count {
+        while position + Batch.minHeaderBytes <= bytes.count,
+            position + Batch.headerLength(at: bytes.baseAddress! + position, available: bytes.count - position) <= bytes.count
+        {
             let header = BatchHeader(unchecked: bytes.baseAddress! + position)
-            guard header.magic == Batch.magic, header.offset == offset, header.totalBytes > 0 else {
+            guard Batch.Format.of(magic: header.magic) != nil, header.offset == offset, header.totalBytes > 0 else {
                 return .failure(.corruption(offset: offset, detail: "batch headers do not chain while seeking by time", nextOffset: nil))
             }
             if header.appendTimeMicros >= seek.target { return .success(answer(offset)) }

@@ -14,6 +14,8 @@ final class LogWriter {
     /// cache boundaries, so the written and synced positions can fall inside a batch; the
     /// committed end only ever moves to one of these.
     private var uncommittedBatchEnds: Deque<LogOffset> = []
+    /// Beside each of those, the record number after that batch.
+    private var uncommittedRecordEnds: Deque<UInt64> = []
     /// A moving average of the bytes each fdatasync covered (zero-ahead runs while it is small).
     private var recentSyncBytes = 0
 
@@ -29,7 +31,7 @@ final class LogWriter {
 
     /// Copies a validated batch into the tail cache at the end of the active segment, which has
     /// room for it, and stamps its server fields. Nil when the tail cache has no room.
-    func place(_ batch: UnsafeRawBufferPointer, nowMicros: UInt64) -> (offset: LogOffset, end: LogOffset)? {
+    func place(_ batch: UnsafeRawBufferPointer, recordCount: UInt32, nowMicros: UInt64) -> (offset: LogOffset, end: LogOffset, appendMicros: UInt64)? {
         let length = batch.count
         let segment = state.activeSegment
         precondition(segment.base.distance(to: state.positions.reserved) + length <= segment.fileBytes, "a batch never crosses a segment's end")
@@ -45,13 +47,16 @@ final class LogWriter {
         // searched in order.
         let appendTime = max(nowMicros, state.lastAppendMicros)
         state.lastAppendMicros = appendTime
-        Batch.stamp(target, offset: offset, appendTimeMicros: appendTime, epoch: state.epoch)
+        let firstRecord = state.nextRecord
+        state.nextRecord = firstRecord &+ UInt64(recordCount)
+        Batch.stamp(target, offset: offset, appendTimeMicros: appendTime, epoch: state.epoch, firstRecord: firstRecord)
         state.tail.record(logStart: offset, sequence: sequence, length: length)
         segment.index.noteBatch(at: segment.relative(offset))
         segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, appendTime)
         segment.dataEnd = end
         uncommittedBatchEnds.append(end)
-        return (offset, end)
+        uncommittedRecordEnds.append(state.nextRecord)
+        return (offset, end, appendTime)
     }
 
     // MARK: Issuing
@@ -303,6 +308,7 @@ final class LogWriter {
         while let next = uncommittedBatchEnds.first, next <= synced {
             end = next
             uncommittedBatchEnds.removeFirst()
+            state.committedNextRecord = uncommittedRecordEnds.removeFirst()
             batches += 1
         }
         guard end > committed else { return false }
@@ -329,7 +335,12 @@ final class LogWriter {
         precondition(!writeInFlight && offset >= active.base, "rewinding to \(offset) with a write in flight or below the active segment")
         state.positions.rewind(to: offset)
         writeIssuedEnd = offset
-        while let last = uncommittedBatchEnds.last, last > offset { uncommittedBatchEnds.removeLast() }
+        while let last = uncommittedBatchEnds.last, last > offset {
+            uncommittedBatchEnds.removeLast()
+            uncommittedRecordEnds.removeLast()
+        }
+        state.nextRecord = uncommittedRecordEnds.last ?? state.committedNextRecord
+        state.producers.rewind(to: offset)
         active.dataEnd = offset
         active.index.removeEntries(from: active.relative(offset))
         state.tail.discard(from: offset)
@@ -344,6 +355,7 @@ final class LogWriter {
         state.positions.rewind(to: written)
         writeIssuedEnd = written
         uncommittedBatchEnds.removeAll()
+        uncommittedRecordEnds.removeAll()
     }
 
     /// The ring sequence of this log's oldest unwritten byte; the tail cache must not overwrite it.

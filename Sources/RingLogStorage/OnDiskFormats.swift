@@ -61,9 +61,14 @@ extension Array where Element == UInt8 {
 }
 
 /// The durable facts recovery starts from, replaced atomically (write, fsync, rename, fsync dir).
+/// Format 2 ("RLC2") adds the record number and the idempotent producers as of the checkpoint
+/// offset; format 1 ("RLC1", 44 bytes) is still read.
 public struct Checkpoint: Equatable, Sendable {
     public static let magic: UInt32 = 0x3143_4C52 // "RLC1"
-    public static let encodedBytes = 44
+    public static let magic2: UInt32 = 0x3243_4C52 // "RLC2"
+    static let version1Bytes = 44
+    /// The most bytes a checkpoint may take (its producers are bounded well below this).
+    public static let maxBytes = 16 << 20
 
     public var logID: LogID
     /// Incremented at every open; batches carry the epoch that wrote them, so bytes left over from
@@ -77,26 +82,40 @@ public struct Checkpoint: Equatable, Sendable {
     /// entries for it; recovery scans only from here.
     public var checkpointOffset: LogOffset
     public var writtenAtMicros: UInt64
+    /// The record number the batch at `checkpointOffset` gets (nil: a format-1 checkpoint, from
+    /// before record numbers; recovery then counts from 0 there).
+    public var nextRecord: UInt64?
+    /// The producers' state as of `checkpointOffset` (`ProducerTable`).
+    var producers: [UInt64: ProducerState] = [:]
 
-    public init(logID: LogID, epoch: UInt32, clean: Bool, startOffset: LogOffset, checkpointOffset: LogOffset, writtenAtMicros: UInt64) {
+    public init(
+        logID: LogID, epoch: UInt32, clean: Bool, startOffset: LogOffset, checkpointOffset: LogOffset, writtenAtMicros: UInt64,
+        nextRecord: UInt64? = 0
+    ) {
         self.logID = logID
         self.epoch = epoch
         self.clean = clean
         self.startOffset = startOffset
         self.checkpointOffset = checkpointOffset
         self.writtenAtMicros = writtenAtMicros
+        self.nextRecord = nextRecord
     }
 
+    /// Format 2 (format 1 when `nextRecord` is nil, which tests use to write an older checkpoint).
     public func encoded() -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(Checkpoint.encodedBytes)
-        bytes.appendLittleEndian(Checkpoint.magic)
+        bytes.reserveCapacity(Checkpoint.version1Bytes + 12)
+        bytes.appendLittleEndian(nextRecord == nil ? Checkpoint.magic : Checkpoint.magic2)
         bytes.appendLittleEndian(logID.rawValue)
         bytes.appendLittleEndian(epoch)
         bytes.appendLittleEndian(UInt32(clean ? 1 : 0))
         bytes.appendLittleEndian(startOffset.rawValue)
         bytes.appendLittleEndian(checkpointOffset.rawValue)
         bytes.appendLittleEndian(writtenAtMicros)
+        if let nextRecord {
+            bytes.appendLittleEndian(nextRecord)
+            ProducerTable.encode(producers, into: &bytes)
+        }
         bytes.appendChecksum()
         return bytes
     }
@@ -104,9 +123,9 @@ public struct Checkpoint: Equatable, Sendable {
     /// Nil when the bytes are not an intact checkpoint.
     public init?(decoding bytes: [UInt8]) {
         let reader = FieldReader(bytes: bytes)
-        guard bytes.count == Checkpoint.encodedBytes, reader.u32(0) == Checkpoint.magic, reader.checksumHolds(at: 40) else {
-            return nil
-        }
+        guard bytes.count >= Checkpoint.version1Bytes, reader.checksumHolds(at: bytes.count - 4) else { return nil }
+        let magic = reader.u32(0)
+        guard (magic == Checkpoint.magic && bytes.count == Checkpoint.version1Bytes) || magic == Checkpoint.magic2 else { return nil }
         logID = LogID(reader.u32(4))
         epoch = reader.u32(8)
         clean = reader.u32(12) & 1 == 1
@@ -114,6 +133,14 @@ public struct Checkpoint: Equatable, Sendable {
         checkpointOffset = LogOffset(reader.u64(24))
         writtenAtMicros = reader.u64(32)
         guard startOffset <= checkpointOffset else { return nil }
+        if magic == Checkpoint.magic2 {
+            guard bytes.count >= 48 + 4 + 4 else { return nil }
+            nextRecord = reader.u64(40)
+            guard let producers = ProducerTable.decode(reader, at: 48, end: bytes.count - 4) else { return nil }
+            self.producers = producers
+        } else {
+            nextRecord = nil
+        }
     }
 }
 

@@ -72,6 +72,13 @@ public struct StoreConfiguration: Sendable {
     public var allocateAheadBytes: Int
     /// Cursors one log may hold (CURSOR_COMMIT of a new name beyond it is refused).
     public var maxCursorsPerLog: Int
+    /// Idempotent producers (`ProducerTable`): how many of a producer's latest batches a log
+    /// remembers (a retry of one is answered with its offset; INIT_PRODUCER tells producers, who
+    /// keep at most this many in flight per log), how many producers a log keeps (a new one evicts
+    /// the one idle longest), and after how long idle a producer is forgotten (0: never).
+    public var producerWindow: Int
+    public var maxProducersPerLog: Int
+    public var producerExpiryMicros: UInt64
     /// Writes that start inside a batch of at least this many bytes are uncached (RWF_DONTCACHE):
     /// bulk ingest then cycles through a few page-cache pages instead of filling the cache, which
     /// on this kind of machine is the slowest part of a large durable append (docs/storage.md).
@@ -99,7 +106,10 @@ public struct StoreConfiguration: Sendable {
         uncachedBatchBytes: Int = 512 << 10,
         uncachedColdReads: Bool = true,
         allocateAheadBytes: Int = 4 << 20,
-        maxCursorsPerLog: Int = 1024
+        maxCursorsPerLog: Int = 1024,
+        producerWindow: Int = 64,
+        maxProducersPerLog: Int = 1024,
+        producerExpiryMicros: UInt64 = 7 * 86_400_000_000
     ) {
         self.maxBatchBytes = maxBatchBytes
         self.tailCacheBytes = tailCacheBytes
@@ -116,6 +126,13 @@ public struct StoreConfiguration: Sendable {
         self.uncachedColdReads = uncachedColdReads
         self.allocateAheadBytes = allocateAheadBytes
         self.maxCursorsPerLog = maxCursorsPerLog
+        self.producerWindow = producerWindow
+        self.maxProducersPerLog = maxProducersPerLog
+        self.producerExpiryMicros = producerExpiryMicros
+    }
+
+    func makeProducerTable() -> ProducerTable {
+        ProducerTable(window: producerWindow, maxProducers: maxProducersPerLog, expiryMicros: producerExpiryMicros)
     }
 
     /// Bytes allocated when a segment file is made: half the allocate-ahead distance, or the
@@ -149,6 +166,12 @@ public struct StoreConfiguration: Sendable {
         // A slot holds every cursor (up to 142 bytes each): 100,000 keep it under 16 MiB, well
         // inside what recovery reads.
         check("max-cursors", maxCursorsPerLog, 0...100_000, unit: .count)
+        // Each remembered batch takes 20 bytes in a checkpoint: the product bounds it near 10 MiB,
+        // inside what recovery reads (Checkpoint.maxBytes).
+        check("producer-window", producerWindow, 1...1024, unit: .count)
+        check(
+            "max-producers", maxProducersPerLog, 1...UInt64(max(1, 524_288 / max(1, producerWindow))), unit: .count,
+            rule: "at most 524288 / producer-window")
         if uncachedBatchBytes != 0 {
             // Smaller would make nearly every write uncached, and each append would then find the
             // page it continues dropped and read it back from the disk first.
@@ -159,7 +182,7 @@ public struct StoreConfiguration: Sendable {
 
     /// The largest batch a server can take: at least a header and one byte, at most 1 GiB (each
     /// connection may have to hold one whole batch while it arrives).
-    public static let maxBatchBytesRange: ClosedRange<UInt64> = UInt64(Batch.headerBytes + 1)...(1 << 30)
+    public static let maxBatchBytesRange: ClosedRange<UInt64> = UInt64(Batch.maxHeaderBytes + 1)...(1 << 30)
 }
 
 extension LogSettings {

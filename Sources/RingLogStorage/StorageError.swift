@@ -31,6 +31,13 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyCursors(limit: Int)
     /// A conditional cursor commit found the cursor elsewhere (nil: it does not exist).
     case cursorMismatch(name: String, current: CursorPosition?)
+    /// Idempotent appends (`ProducerTable`): a gap before the batch (the producer owes
+    /// `expected` first), a repeat older than the remembered batches, a producer the log does
+    /// not know at that sequence, an epoch older than the log's. Nothing was written.
+    case outOfOrderSequence(producer: UInt64, sequence: UInt32, expected: UInt32, epoch: UInt16)
+    case duplicateSequence(producer: UInt64, sequence: UInt32, expected: UInt32, epoch: UInt16)
+    case unknownProducer(producer: UInt64, sequence: UInt32)
+    case producerFenced(producer: UInt64, epoch: UInt16, current: UInt16)
 
     public var description: String {
         switch self {
@@ -60,6 +67,15 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooManyCursors(let limit): "the log has its limit of \(limit) cursors; delete one first"
         case .cursorMismatch(let name, let current):
             "cursor \(name) is " + (current.map { "at \($0)" } ?? "not set") + ", not where the commit expected it; nothing changed"
+        case .outOfOrderSequence(let producer, let sequence, let expected, let epoch):
+            "producer \(producer) epoch \(epoch) sent sequence \(sequence) but owes \(expected) first; this batch was not written"
+        case .duplicateSequence(let producer, let sequence, let expected, let epoch):
+            "producer \(producer) epoch \(epoch) sent sequence \(sequence) again, older than the batches remembered (next is \(expected)); "
+                + "it was stored once, this copy was not written"
+        case .unknownProducer(let producer, let sequence):
+            "producer \(producer) is not known to this log at sequence \(sequence) (never seen, expired or evicted); this batch was not written"
+        case .producerFenced(let producer, let epoch, let current):
+            "producer \(producer) epoch \(epoch) is fenced: epoch \(current) has written to this log; this batch was not written"
         }
     }
 

@@ -1,89 +1,166 @@
 /// The stored batch, the unit RingLog appends, indexes and serves. The same bytes travel in an
 /// append request, sit in a segment file and come back in a read response (docs/storage.md).
+/// Two header formats exist; the magic says which. A log may hold both.
 ///
+/// Format 1 (48 bytes):
 /// ```
 ///  0  u32  magic            "RLB1" (52 4C 42 31)                  set by the client
 ///  4  u32  headerCRC        CRC32C of bytes [8, 48)               set by the server
 ///  8  u64  offset           the batch's byte offset in its log    set by the server
 /// 16  u64  appendTimeMicros server clock, µs since the Unix epoch set by the server
-/// 24  u32  epoch            the server incarnation that wrote it  set by the server
+/// 24  u32  epoch            the log incarnation that wrote it     set by the server
 /// 28  u32  crc              CRC32C of bytes [32, 48 + length)     set by the client
 /// 32  u32  payloadLength    bytes after the header                set by the client
 /// 36  u32  recordCount      records framed in the payload         set by the client
-/// 40  u16  flags            must be 0 in format 1                 set by the client
+/// 40  u16  flags            must be 0                             set by the client
 /// 42  u16  reserved         must be 0                             set by the client
 /// 44  u32  reserved         must be 0                             set by the client
 /// 48       payload
+/// ```
+///
+/// Format 2 (64 bytes) adds the record number of the batch's first record (Kafka's record
+/// offsets map onto it) and the idempotent producer's id, epoch and sequence:
+/// ```
+///  0  u32  magic            "RLB2" (52 4C 42 32)                  set by the client
+///  4  u32  headerCRC        CRC32C of bytes [8, 64)               set by the server
+///  8  u64  offset           the batch's byte offset in its log    set by the server
+/// 16  u64  appendTimeMicros server clock, µs since the Unix epoch set by the server
+/// 24  u64  firstRecord      the log's number of its first record  set by the server
+/// 32  u32  epoch            the log incarnation (leader epoch)    set by the server
+/// 36  u32  crc              CRC32C of bytes [40, 64 + length)     set by the client
+/// 40  u32  payloadLength    bytes after the header                set by the client
+/// 44  u32  recordCount      records in the payload, at least 1    set by the client
+/// 48  u64  producerId       0: not an idempotent append           set by the client
+/// 56  u32  baseSequence     the first record's sequence (< 2^31)  set by the client
+/// 60  u16  producerEpoch                                          set by the client
+/// 62  u16  flags            must be 0                             set by the client
+/// 64       payload
 /// ```
 ///
 /// The client's `crc` covers everything the client controls, so the server can assign its fields
 /// without touching it; `headerCRC` covers the whole header after itself, so a reader can trust a
 /// header's length even when the payload is damaged, and step over the damaged batch.
 public enum Batch {
-    public static let headerBytes = 48
+    /// The header of format 1, the smallest.
+    public static let minHeaderBytes = 48
+    /// The header of format 2, the largest.
+    public static let maxHeaderBytes = 64
+    /// "RLB1"
     public static let magic: UInt32 = 0x3142_4C52
-    /// The client checksum covers bytes from here to the end of the payload.
-    public static let clientChecksumStart = 32
-    /// The header checksum covers bytes from here to the end of the header.
+    /// "RLB2"
+    public static let magic2: UInt32 = 0x3242_4C52
+    /// The header checksum covers bytes from here to the end of the header (both formats).
     public static let headerChecksumStart = 8
+    /// Batch sequences count modulo 2^31, as Kafka's do.
+    public static let sequenceModulus: UInt32 = 1 << 31
+
+    /// Where a format keeps the fields whose place differs.
+    public struct Format: Equatable, Sendable {
+        public let version: Int
+        public let magic: UInt32
+        public let headerBytes: Int
+        /// The client checksum covers bytes from here to the end of the payload.
+        public let clientChecksumStart: Int
+        @usableFromInline let epoch: Int
+        @usableFromInline let crc: Int
+        @usableFromInline let payloadLength: Int
+        @usableFromInline let recordCount: Int
+        @usableFromInline let flags: Int
+
+        public static let v1 = Format(version: 1, magic: Batch.magic, headerBytes: 48, clientChecksumStart: 32, epoch: 24, crc: 28, payloadLength: 32, recordCount: 36, flags: 40)
+        public static let v2 = Format(version: 2, magic: Batch.magic2, headerBytes: 64, clientChecksumStart: 40, epoch: 32, crc: 36, payloadLength: 40, recordCount: 44, flags: 62)
+
+        /// The format a magic names, or nil.
+        @inlinable
+        public static func of(magic: UInt32) -> Format? {
+            magic == Batch.magic ? .v1 : magic == Batch.magic2 ? .v2 : nil
+        }
+    }
 
     @usableFromInline enum Field {
         @usableFromInline static let magic = 0
         @usableFromInline static let headerCRC = 4
         @usableFromInline static let offset = 8
         @usableFromInline static let appendTime = 16
-        @usableFromInline static let epoch = 24
-        @usableFromInline static let crc = 28
-        @usableFromInline static let payloadLength = 32
-        @usableFromInline static let recordCount = 36
-        @usableFromInline static let flags = 40
+        // Format 2 only.
+        @usableFromInline static let firstRecord = 24
+        @usableFromInline static let producerId = 48
+        @usableFromInline static let baseSequence = 56
+        @usableFromInline static let producerEpoch = 60
+        // Format 1 only.
         @usableFromInline static let reserved16 = 42
         @usableFromInline static let reserved32 = 44
     }
 
+    /// How many bytes the header starting at `pointer` takes, judging by its magic when at least
+    /// 4 bytes are `available` (an unknown magic counts as format 1, whose checks then refuse it).
+    @inlinable
+    public static func headerLength(at pointer: UnsafeRawPointer, available: Int) -> Int {
+        guard available >= 4 else { return minHeaderBytes }
+        return pointer.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 ? maxHeaderBytes : minHeaderBytes
+    }
+
     /// Checks a batch exactly as a client sent it in an append, before the server accepts it:
-    /// magic, declared length against the bytes received, the flag and reserved fields, and the
-    /// client CRC. Server-assigned fields are ignored; the server overwrites them.
-    public static func validateIncoming(_ bytes: UnsafeRawBufferPointer, maxPayloadBytes: Int) -> BatchError? {
-        guard bytes.count >= headerBytes else {
-            return .truncated(needed: headerBytes, available: bytes.count)
-        }
-        let header = BatchHeader(unchecked: bytes.baseAddress!)
-        if header.magic != magic { return .badMagic(found: header.magic) }
-        if Int(header.payloadLength) > maxPayloadBytes {
-            return .payloadTooLarge(declared: Int(header.payloadLength), limit: maxPayloadBytes)
+    /// magic, declared length against the bytes received and the limit, the flag and reserved
+    /// fields, the producer fields, and the client CRC. Server-assigned fields are ignored; the
+    /// server overwrites them.
+    public static func validateIncoming(_ bytes: UnsafeRawBufferPointer, maxBatchBytes: Int) -> BatchError? {
+        guard bytes.count >= 4 else { return .truncated(needed: minHeaderBytes, available: bytes.count) }
+        let base = bytes.baseAddress!
+        let found: UInt32 = base.loadLittleEndian(at: Field.magic)
+        guard let format = Format.of(magic: found) else { return .badMagic(found: found) }
+        guard bytes.count >= format.headerBytes else { return .truncated(needed: format.headerBytes, available: bytes.count) }
+        let header = BatchHeader(unchecked: base)
+        if header.totalBytes > maxBatchBytes {
+            return .payloadTooLarge(declared: Int(header.payloadLength), limit: maxBatchBytes - format.headerBytes)
         }
         if header.totalBytes != bytes.count {
             return .lengthMismatch(declared: header.totalBytes, actual: bytes.count)
         }
-        if header.flags != 0 { return .unsupportedFlags(header.flags) }
-        if header.reserved16 != 0 || header.reserved32 != 0 { return .reservedNotZero }
-        let computed = clientChecksum(bytes.baseAddress!, payloadLength: Int(header.payloadLength))
+        if header.flags != 0 { return .unsupportedFlags(header.flags, format: format.version) }
+        if format == .v1 {
+            if base.loadLittleEndian(at: Field.reserved16, as: UInt16.self) != 0 || base.loadLittleEndian(at: Field.reserved32, as: UInt32.self) != 0 {
+                return .reservedNotZero
+            }
+        } else {
+            if header.recordCount == 0 { return .noRecords }
+            let producer = header.producer
+            if producer.baseSequence >= sequenceModulus { return .badProducerFields("baseSequence \(producer.baseSequence) is not below 2^31") }
+            if producer.id == 0 && (producer.epoch != 0 || producer.baseSequence != 0) {
+                return .badProducerFields("producerEpoch and baseSequence must be 0 without a producerId")
+            }
+        }
+        let computed = clientChecksum(base, header: header)
         if computed != header.crc { return .checksumMismatch(stored: header.crc, computed: computed) }
         return nil
     }
 
     /// Writes the server-assigned fields into a batch already validated by `validateIncoming`.
+    /// `firstRecord` is kept by format 2 only.
     @inlinable
     public static func stamp(
-        _ batch: UnsafeMutableRawPointer, offset: LogOffset, appendTimeMicros: UInt64, epoch: UInt32
+        _ batch: UnsafeMutableRawPointer, offset: LogOffset, appendTimeMicros: UInt64, epoch: UInt32, firstRecord: UInt64
     ) {
+        let format: Format = batch.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 ? .v2 : .v1
         batch.storeLittleEndian(offset.rawValue, at: Field.offset)
         batch.storeLittleEndian(appendTimeMicros, at: Field.appendTime)
-        batch.storeLittleEndian(epoch, at: Field.epoch)
-        let crc = CRC32C.checksum(UnsafeRawPointer(batch) + headerChecksumStart, count: headerBytes - headerChecksumStart)
+        batch.storeLittleEndian(epoch, at: format.epoch)
+        if format == .v2 { batch.storeLittleEndian(firstRecord, at: Field.firstRecord) }
+        let crc = CRC32C.checksum(UnsafeRawPointer(batch) + headerChecksumStart, count: format.headerBytes - headerChecksumStart)
         batch.storeLittleEndian(crc, at: Field.headerCRC)
     }
 
     /// Checks a stored batch's header: magic, header CRC, that it sits where it says, and that its
-    /// length is within the limit. The payload is not touched (see `verifyPayload`).
+    /// length is within the limit. The caller has made `headerLength(at:available:)` bytes
+    /// available. The payload is not touched (see `verifyPayload`).
     @inlinable
     public static func verifyStoredHeader(
         _ header: UnsafeRawPointer, expectedOffset: LogOffset, maxPayloadBytes: Int
     ) -> Result<BatchHeader, BatchError> {
+        let found: UInt32 = header.loadLittleEndian(at: Field.magic)
+        guard let format = Format.of(magic: found) else { return .failure(.badMagic(found: found)) }
         let parsed = BatchHeader(unchecked: header)
-        if parsed.magic != magic { return .failure(.badMagic(found: parsed.magic)) }
-        let computed = CRC32C.checksum(header + headerChecksumStart, count: headerBytes - headerChecksumStart)
+        let computed = CRC32C.checksum(header + headerChecksumStart, count: format.headerBytes - headerChecksumStart)
         if computed != parsed.headerCRC {
             return .failure(.headerChecksumMismatch(stored: parsed.headerCRC, computed: computed))
         }
@@ -99,40 +176,85 @@ public enum Batch {
     /// Checks the client CRC of a whole stored batch whose header passed `verifyStoredHeader`.
     @inlinable
     public static func verifyPayload(_ batch: UnsafeRawPointer, header: BatchHeader) -> BatchError? {
-        let computed = clientChecksum(batch, payloadLength: Int(header.payloadLength))
+        let computed = clientChecksum(batch, header: header)
         return computed == header.crc ? nil : .checksumMismatch(stored: header.crc, computed: computed)
     }
 
     @inlinable
-    public static func clientChecksum(_ batch: UnsafeRawPointer, payloadLength: Int) -> UInt32 {
-        CRC32C.checksum(batch + clientChecksumStart, count: headerBytes - clientChecksumStart + payloadLength)
+    public static func clientChecksum(_ batch: UnsafeRawPointer, header: BatchHeader) -> UInt32 {
+        clientChecksum(batch, format: header.format, payloadLength: Int(header.payloadLength))
     }
 
-    /// Appends a complete batch (header and payload) ready to send in an append request. The
-    /// server-assigned fields are zero.
-    public static func encode(payload: UnsafeRawBufferPointer, recordCount: UInt32, into output: inout [UInt8]) {
+    @inlinable
+    public static func clientChecksum(_ batch: UnsafeRawPointer, format: Format, payloadLength: Int) -> UInt32 {
+        CRC32C.checksum(batch + format.clientChecksumStart, count: format.headerBytes - format.clientChecksumStart + payloadLength)
+    }
+
+    /// The client checksum a damaged header's own fields claim, and the length they give, when the
+    /// magic names a format: used to prove a length after the server's fields were damaged.
+    @inlinable
+    public static func claimedLength(_ batch: UnsafeRawPointer) -> (format: Format, payloadLength: Int, crc: UInt32)? {
+        guard let format = Format.of(magic: batch.loadLittleEndian(at: Field.magic, as: UInt32.self)) else { return nil }
+        return (format, Int(batch.loadLittleEndian(at: format.payloadLength, as: UInt32.self)), batch.loadLittleEndian(at: format.crc, as: UInt32.self))
+    }
+
+    /// Writes a client's fields of a header into the `format.headerBytes` bytes at `batch`, whose
+    /// payload follows them: magic, length, count, the producer's fields (format 2) and the CRC.
+    /// The server-assigned fields are zero.
+    @inlinable
+    public static func fillHeader(
+        _ batch: UnsafeMutableRawPointer, format: Format, payloadLength: Int, recordCount: UInt32, producer: ProducerStamp = .none
+    ) {
+        (batch).initializeMemory(as: UInt8.self, repeating: 0, count: format.headerBytes)
+        batch.storeLittleEndian(format.magic, at: Field.magic)
+        batch.storeLittleEndian(UInt32(payloadLength), at: format.payloadLength)
+        batch.storeLittleEndian(recordCount, at: format.recordCount)
+        if format == .v2 {
+            batch.storeLittleEndian(producer.id, at: Field.producerId)
+            batch.storeLittleEndian(producer.baseSequence, at: Field.baseSequence)
+            batch.storeLittleEndian(producer.epoch, at: Field.producerEpoch)
+        }
+        batch.storeLittleEndian(clientChecksum(UnsafeRawPointer(batch), format: format, payloadLength: payloadLength), at: format.crc)
+    }
+
+    /// Appends a complete batch (header and payload) ready to send in an append request.
+    public static func encode(
+        payload: UnsafeRawBufferPointer, recordCount: UInt32, format: Format = .v1, producer: ProducerStamp = .none, into output: inout [UInt8]
+    ) {
         let start = output.count
-        output.append(contentsOf: repeatElement(0, count: headerBytes))
+        output.append(contentsOf: repeatElement(0, count: format.headerBytes))
         output.append(contentsOf: payload)
         output.withUnsafeMutableBytes { all in
-            let batch = all.baseAddress! + start
-            batch.storeLittleEndian(magic, at: Field.magic)
-            batch.storeLittleEndian(UInt32(payload.count), at: Field.payloadLength)
-            batch.storeLittleEndian(recordCount, at: Field.recordCount)
-            batch.storeLittleEndian(clientChecksum(batch, payloadLength: payload.count), at: Field.crc)
+            fillHeader(all.baseAddress! + start, format: format, payloadLength: payload.count, recordCount: recordCount, producer: producer)
         }
     }
 
     /// A complete batch carrying `payload`, as a client would send it.
-    public static func make(payload: [UInt8], recordCount: UInt32 = 1) -> [UInt8] {
+    public static func make(payload: [UInt8], recordCount: UInt32 = 1, format: Format = .v1, producer: ProducerStamp = .none) -> [UInt8] {
         var output: [UInt8] = []
-        output.reserveCapacity(headerBytes + payload.count)
-        payload.withUnsafeBytes { encode(payload: $0, recordCount: recordCount, into: &output) }
+        output.reserveCapacity(format.headerBytes + payload.count)
+        payload.withUnsafeBytes { encode(payload: $0, recordCount: recordCount, format: format, producer: producer, into: &output) }
         return output
     }
 }
 
-/// The decoded fields of a batch header (see `Batch` for the layout).
+/// An idempotent producer's fields in a format-2 batch (`none`: a plain append).
+public struct ProducerStamp: Equatable, Hashable, Sendable {
+    public var id: UInt64
+    public var epoch: UInt16
+    public var baseSequence: UInt32
+
+    public init(id: UInt64, epoch: UInt16, baseSequence: UInt32) {
+        self.id = id
+        self.epoch = epoch
+        self.baseSequence = baseSequence
+    }
+
+    public static let none = ProducerStamp(id: 0, epoch: 0, baseSequence: 0)
+}
+
+/// The decoded fields of a batch header (see `Batch` for the layouts). Fields format 1 does not
+/// have are 0.
 public struct BatchHeader: Equatable, Sendable {
     public var magic: UInt32
     public var headerCRC: UInt32
@@ -143,36 +265,53 @@ public struct BatchHeader: Equatable, Sendable {
     public var payloadLength: UInt32
     public var recordCount: UInt32
     public var flags: UInt16
-    public var reserved16: UInt16
-    public var reserved32: UInt32
+    public var firstRecord: UInt64
+    public var producer: ProducerStamp
+    /// 48 or 64.
+    public var headerBytes: Int
 
-    /// Decodes the 48 bytes at `pointer` without judging them.
+    /// Decodes the header at `pointer` (`Batch.headerLength(at:available:)` bytes) without judging
+    /// it. An unknown magic is decoded as format 1.
     @inlinable
     public init(unchecked pointer: UnsafeRawPointer) {
         magic = pointer.loadLittleEndian(at: Batch.Field.magic)
+        let format: Batch.Format = magic == Batch.magic2 ? .v2 : .v1
+        headerBytes = format.headerBytes
         headerCRC = pointer.loadLittleEndian(at: Batch.Field.headerCRC)
         offset = LogOffset(pointer.loadLittleEndian(at: Batch.Field.offset, as: UInt64.self))
         appendTimeMicros = pointer.loadLittleEndian(at: Batch.Field.appendTime)
-        epoch = pointer.loadLittleEndian(at: Batch.Field.epoch)
-        crc = pointer.loadLittleEndian(at: Batch.Field.crc)
-        payloadLength = pointer.loadLittleEndian(at: Batch.Field.payloadLength)
-        recordCount = pointer.loadLittleEndian(at: Batch.Field.recordCount)
-        flags = pointer.loadLittleEndian(at: Batch.Field.flags)
-        reserved16 = pointer.loadLittleEndian(at: Batch.Field.reserved16)
-        reserved32 = pointer.loadLittleEndian(at: Batch.Field.reserved32)
+        epoch = pointer.loadLittleEndian(at: format.epoch)
+        crc = pointer.loadLittleEndian(at: format.crc)
+        payloadLength = pointer.loadLittleEndian(at: format.payloadLength)
+        recordCount = pointer.loadLittleEndian(at: format.recordCount)
+        flags = pointer.loadLittleEndian(at: format.flags)
+        if headerBytes == Batch.maxHeaderBytes {
+            firstRecord = pointer.loadLittleEndian(at: Batch.Field.firstRecord)
+            producer = ProducerStamp(
+                id: pointer.loadLittleEndian(at: Batch.Field.producerId), epoch: pointer.loadLittleEndian(at: Batch.Field.producerEpoch),
+                baseSequence: pointer.loadLittleEndian(at: Batch.Field.baseSequence))
+        } else {
+            firstRecord = 0
+            producer = .none
+        }
     }
+
+    @inlinable
+    public var format: Batch.Format { headerBytes == Batch.maxHeaderBytes ? .v2 : .v1 }
 
     /// Header plus payload.
     @inlinable
-    public var totalBytes: Int { Batch.headerBytes + Int(payloadLength) }
+    public var totalBytes: Int { headerBytes + Int(payloadLength) }
 }
 
 /// Why a batch was rejected or could not be trusted.
 public enum BatchError: Error, Equatable, Sendable, CustomStringConvertible {
     case truncated(needed: Int, available: Int)
     case badMagic(found: UInt32)
-    case unsupportedFlags(UInt16)
+    case unsupportedFlags(UInt16, format: Int)
     case reservedNotZero
+    case noRecords
+    case badProducerFields(String)
     case lengthMismatch(declared: Int, actual: Int)
     case payloadTooLarge(declared: Int, limit: Int)
     case checksumMismatch(stored: UInt32, computed: UInt32)
@@ -182,9 +321,11 @@ public enum BatchError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .truncated(let needed, let available): "batch truncated: needs \(needed) bytes, has \(available)"
-        case .badMagic(let found): "not a batch: magic 0x\(String(found, radix: 16)) is not RLB1"
-        case .unsupportedFlags(let flags): "batch flags 0x\(String(flags, radix: 16)) are not defined in format 1"
+        case .badMagic(let found): "not a batch: magic 0x\(String(found, radix: 16)) is neither RLB1 nor RLB2"
+        case .unsupportedFlags(let flags, let format): "batch flags 0x\(String(flags, radix: 16)) are not defined in format \(format)"
         case .reservedNotZero: "batch reserved fields must be zero"
+        case .noRecords: "a format-2 batch holds at least one record (recordCount is 0)"
+        case .badProducerFields(let detail): "batch producer fields: \(detail)"
         case .lengthMismatch(let declared, let actual): "batch declares \(declared) bytes but \(actual) were sent"
         case .payloadTooLarge(let declared, let limit): "batch payload of \(declared) bytes exceeds the limit of \(limit)"
         case .checksumMismatch(let stored, let computed):

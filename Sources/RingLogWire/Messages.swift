@@ -125,8 +125,10 @@ public struct HelloResponse: WireMessage, Equatable {
         public static let seekTime = Features(rawValue: 1 << 1)
         /// CURSOR_COMMIT, CURSOR_FETCH, CURSOR_LIST, CURSOR_DELETE.
         public static let cursors = Features(rawValue: 1 << 2)
+        /// Format-2 batches (record numbers, idempotent producers) and INIT_PRODUCER.
+        public static let batchFormat2 = Features(rawValue: 1 << 3)
         /// What this build of the server offers.
-        public static let all: Features = [.appendIf, .seekTime, .cursors]
+        public static let all: Features = [.appendIf, .seekTime, .cursors, .batchFormat2]
     }
 
     public var version: UInt16
@@ -335,10 +337,14 @@ public struct AppendResponse: WireMessage, Equatable {
     public var offset: LogOffset
     /// The log's committed end when the acknowledgement was sent.
     public var committedEnd: LogOffset
+    /// The batch was an idempotent producer's retry of one already in the log, at `offset`, and
+    /// was not stored again. It travels in the response header's flags (`ResponseHeader.duplicate`).
+    public var duplicate: Bool
 
-    public init(offset: LogOffset, committedEnd: LogOffset) {
+    public init(offset: LogOffset, committedEnd: LogOffset, duplicate: Bool = false) {
         self.offset = offset
         self.committedEnd = committedEnd
+        self.duplicate = duplicate
     }
 
     public func encode(into writer: inout WireWriter) {
@@ -348,6 +354,61 @@ public struct AppendResponse: WireMessage, Equatable {
 
     public static func decode(from reader: inout WireReader) throws(WireError) -> AppendResponse {
         AppendResponse(offset: LogOffset(try reader.u64()), committedEnd: LogOffset(try reader.u64()))
+    }
+}
+
+/// INIT_PRODUCER: an idempotent producer's id and epoch. With `producerId` 0 the server hands out
+/// a new id at epoch 0; with an id it issued, the same id at the next epoch (the producer then
+/// numbers its batches from sequence 0 again, and batches of the older epoch are fenced).
+public struct InitProducerRequest: WireMessage, Equatable {
+    public var producerId: UInt64
+    public var epoch: UInt16
+
+    public init(producerId: UInt64 = 0, epoch: UInt16 = 0) {
+        self.producerId = producerId
+        self.epoch = epoch
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(producerId)
+        writer.u16(epoch)
+        writer.u16(0)
+        writer.u32(0)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> InitProducerRequest {
+        let request = InitProducerRequest(producerId: try reader.u64(), epoch: try reader.u16())
+        guard try reader.u16() == 0, try reader.u32() == 0 else { throw WireError("INIT_PRODUCER's reserved fields must be 0") }
+        if request.producerId == 0 && request.epoch != 0 { throw WireError("a new producer (producerId 0) asks for epoch 0") }
+        return request
+    }
+}
+
+public struct InitProducerResponse: WireMessage, Equatable {
+    public var producerId: UInt64
+    public var epoch: UInt16
+    /// How many of a producer's latest batches per log the server remembers: a retry of one of
+    /// them is answered with its offset. A producer keeps at most this many in flight per log.
+    public var window: UInt32
+
+    public init(producerId: UInt64, epoch: UInt16, window: UInt32) {
+        self.producerId = producerId
+        self.epoch = epoch
+        self.window = window
+    }
+
+    public func encode(into writer: inout WireWriter) {
+        writer.u64(producerId)
+        writer.u16(epoch)
+        writer.u16(0)
+        writer.u32(window)
+    }
+
+    public static func decode(from reader: inout WireReader) throws(WireError) -> InitProducerResponse {
+        let id = try reader.u64()
+        let epoch = try reader.u16()
+        _ = try reader.u16()
+        return InitProducerResponse(producerId: id, epoch: epoch, window: try reader.u32())
     }
 }
 

@@ -29,6 +29,8 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     case cursorFetch = 0x26
     case cursorList = 0x27
     case cursorDelete = 0x28
+    /// An idempotent producer's id and epoch (`InitProducerRequest`).
+    case initProducer = 0x29
     case serverStats = 0x30
 }
 
@@ -65,6 +67,17 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case endMismatch = 23
     /// A conditional cursor commit found the cursor elsewhere; nothing changed.
     case cursorMismatch = 24
+    /// An idempotent batch's sequence is past the next one the producer owes: batches in between
+    /// are missing. Nothing was written.
+    case outOfOrderSequence = 25
+    /// An idempotent batch repeats one older than the batches the server remembers for the
+    /// producer: it was stored once, its offset is no longer known. Nothing was written.
+    case duplicateSequence = 26
+    /// The producer id is not one this log knows at that sequence (never issued, expired or
+    /// evicted). Nothing was written.
+    case unknownProducer = 27
+    /// A newer epoch of this producer id has written to the log. Nothing was written.
+    case producerFenced = 28
     case tooManyConnections = 30
     case tooManyInFlight = 31
     case timedOut = 32
@@ -97,6 +110,10 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .notBatchBoundary: "NOT_BATCH_BOUNDARY"
         case .corruptBatch: "CORRUPT_BATCH"
         case .endMismatch: "END_MISMATCH"
+        case .outOfOrderSequence: "OUT_OF_ORDER_SEQUENCE"
+        case .duplicateSequence: "DUPLICATE_SEQUENCE"
+        case .unknownProducer: "UNKNOWN_PRODUCER"
+        case .producerFenced: "PRODUCER_FENCED"
         case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         case .tooManyInFlight: "TOO_MANY_IN_FLIGHT"
         case .timedOut: "TIMED_OUT"
@@ -209,7 +226,7 @@ public struct RequestHeader: Equatable, Sendable {
 ///  4 u32 bodyLength bytes after the header
 ///  8 u64 requestID  the request's
 /// 16 u16 status     0 = success, else an ErrorCode (the body is then an error body)
-/// 18 u16 reserved   0
+/// 18 u16 flags      bit 0: DUPLICATE (an append's batch was already in the log); else 0
 /// 20 u64 reserved   0
 /// 28 u32 headerCRC  CRC32C of bytes [0, 28)
 /// ```
@@ -218,12 +235,17 @@ public struct ResponseHeader: Equatable, Sendable {
     public var bodyLength: UInt32
     public var requestID: UInt64
     public var status: UInt16
+    public var flags: UInt16
 
-    public init(opcode: UInt8, bodyLength: Int, requestID: UInt64, status: UInt16 = 0) {
+    /// In `flags`: an append answered with the offset of the batch it repeats, not stored again.
+    public static let duplicate: UInt16 = 1 << 0
+
+    public init(opcode: UInt8, bodyLength: Int, requestID: UInt64, status: UInt16 = 0, flags: UInt16 = 0) {
         self.opcode = opcode
         self.bodyLength = UInt32(bodyLength)
         self.requestID = requestID
         self.status = status
+        self.flags = flags
     }
 
     @inlinable
@@ -234,7 +256,7 @@ public struct ResponseHeader: Equatable, Sendable {
         pointer.storeLittleEndian(bodyLength, at: 4)
         pointer.storeLittleEndian(requestID, at: 8)
         pointer.storeLittleEndian(status, at: 16)
-        pointer.storeLittleEndian(UInt16(0), at: 18)
+        pointer.storeLittleEndian(flags, at: 18)
         pointer.storeLittleEndian(UInt64(0), at: 20)
         pointer.storeLittleEndian(CRC32C.checksum(UnsafeRawPointer(pointer), count: 28), at: 28)
     }
@@ -256,6 +278,6 @@ public struct ResponseHeader: Equatable, Sendable {
         return .success(
             ResponseHeader(
                 opcode: pointer.load(fromByteOffset: 3, as: UInt8.self), bodyLength: Int(pointer.loadLittleEndian(at: 4, as: UInt32.self)),
-                requestID: pointer.loadLittleEndian(at: 8), status: pointer.loadLittleEndian(at: 16)))
+                requestID: pointer.loadLittleEndian(at: 8), status: pointer.loadLittleEndian(at: 16), flags: pointer.loadLittleEndian(at: 18)))
     }
 }

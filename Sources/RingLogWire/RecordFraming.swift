@@ -5,15 +5,17 @@ public enum RecordFraming {
     public static let overheadBytes = 4
 
     /// Bytes a batch holding `recordBytes` of records in `count` records takes.
-    public static func batchBytes(recordBytes: Int, count: Int) -> Int {
-        Batch.headerBytes + recordBytes + count * overheadBytes
+    public static func batchBytes(recordBytes: Int, count: Int, format: Batch.Format = .v2) -> Int {
+        format.headerBytes + recordBytes + count * overheadBytes
     }
 
     /// A complete batch (header and framed records) ready to append.
-    public static func batch<Records: Sequence>(_ records: Records) -> [UInt8] where Records.Element: Collection, Records.Element.Element == UInt8 {
-        var builder = BatchBuilder()
+    public static func batch<Records: Sequence>(
+        _ records: Records, format: Batch.Format = .v2, producer: ProducerStamp = .none
+    ) -> [UInt8] where Records.Element: Collection, Records.Element.Element == UInt8 {
+        var builder = BatchBuilder(format: format)
         for record in records { builder.add(record) }
-        return builder.finish()
+        return builder.finish(producer: producer)
     }
 
     /// The records of a batch's payload, as ranges of `payload`. Throws when the framing does not
@@ -46,10 +48,14 @@ public enum RecordFraming {
 public struct BatchBuilder: Sendable {
     public private(set) var bytes: [UInt8]
     public private(set) var recordCount = 0
+    public let format: Batch.Format
 
-    public init(reservingCapacity capacity: Int = 256) {
-        bytes = [UInt8](repeating: 0, count: Batch.headerBytes)
-        bytes.reserveCapacity(max(capacity, Batch.headerBytes))
+    /// Format 2 unless told otherwise: a server that announces it (HELLO's `batchFormat2`)
+    /// numbers its records, and an idempotent producer needs it.
+    public init(reservingCapacity capacity: Int = 256, format: Batch.Format = .v2) {
+        self.format = format
+        bytes = [UInt8](repeating: 0, count: format.headerBytes)
+        bytes.reserveCapacity(max(capacity, format.headerBytes))
     }
 
     /// Bytes the batch would take with one more record of `recordBytes`.
@@ -70,20 +76,16 @@ public struct BatchBuilder: Sendable {
         recordCount += 1
     }
 
-    /// Fills in the header (magic, length, count, CRC) and returns the batch; the builder is empty
-    /// afterwards and keeps its capacity.
-    public mutating func finish() -> [UInt8] {
-        let payloadLength = bytes.count - Batch.headerBytes
+    /// Fills in the header (magic, length, count, the producer's fields, CRC) and returns the
+    /// batch; the builder is empty afterwards and keeps its capacity.
+    public mutating func finish(producer: ProducerStamp = .none) -> [UInt8] {
+        let payloadLength = bytes.count - format.headerBytes
         let count = recordCount
+        let format = format
         bytes.withUnsafeMutableBytes { batch in
-            let base = batch.baseAddress!
-            for index in 0..<Batch.headerBytes { base.storeBytes(of: 0, toByteOffset: index, as: UInt8.self) }
-            base.storeLittleEndian(Batch.magic, at: 0)
-            base.storeLittleEndian(UInt32(payloadLength), at: 32)
-            base.storeLittleEndian(UInt32(count), at: 36)
-            base.storeLittleEndian(Batch.clientChecksum(UnsafeRawPointer(base), payloadLength: payloadLength), at: 28)
+            Batch.fillHeader(batch.baseAddress!, format: format, payloadLength: payloadLength, recordCount: UInt32(count), producer: producer)
         }
-        var finished = [UInt8](repeating: 0, count: Batch.headerBytes)
+        var finished = [UInt8](repeating: 0, count: format.headerBytes)
         finished.reserveCapacity(bytes.capacity)
         swap(&finished, &bytes)
         recordCount = 0

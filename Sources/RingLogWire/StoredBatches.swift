@@ -31,19 +31,20 @@ public enum StoredBatches {
         while index < bytes.count {
             let batch = bytes.baseAddress! + index
             let available = bytes.count - index
-            guard available >= Batch.headerBytes else {
+            let headerLength = Batch.headerLength(at: batch, available: available)
+            guard available >= headerLength else {
                 throw damaged(Damage(offset: position ?? .zero, next: nil, reason: "the bytes end inside a batch header"))
             }
             let expected = position ?? BatchHeader(unchecked: batch).offset
             let header: BatchHeader
-            switch Batch.verifyStoredHeader(batch, expectedOffset: expected, maxPayloadBytes: available - Batch.headerBytes) {
+            switch Batch.verifyStoredHeader(batch, expectedOffset: expected, maxPayloadBytes: available - headerLength) {
             case .failure(let error): throw damaged(Damage(offset: expected, next: nil, reason: error.description))
             case .success(let verified): header = verified
             }
             let next = expected.advanced(by: header.totalBytes)
             // The header verified, so its length is right: the next batch follows it.
             if let error = Batch.verifyPayload(batch, header: header) { throw damaged(Damage(offset: expected, next: next, reason: error.description)) }
-            try body(expected, header, UnsafeRawBufferPointer(start: batch + Batch.headerBytes, count: Int(header.payloadLength)))
+            try body(expected, header, UnsafeRawBufferPointer(start: batch + headerLength, count: Int(header.payloadLength)))
             index += header.totalBytes
             position = next
         }

@@ -232,7 +232,7 @@ struct Seek: ParsableCommand {
     func run() throws {
         let runner = try Runner(store: openStore(common))
         guard let log = runner.store.logs.first(where: { $0.name == "tail" }) else { throw ValidationError("no log 'tail' in \(common.dir): run fill-tail first") }
-        let batch = batchBytes + Batch.headerBytes
+        let batch = batchBytes + Batch.Format.v1.headerBytes
         func appendTime(at offset: LogOffset) throws -> UInt64 {
             var result: ReadResult
             switch runner.store.read(from: log.id, offset: offset, maxBytes: 1, context: 1) {

@@ -166,7 +166,7 @@ struct Crash: AsyncParsableCommand {
                                     var builder = BatchBuilder()
                                     for record in records { builder.add(record) }
                                     let batch = builder.finish()
-                                    let digest = batch.withUnsafeBytes { fingerprint(UnsafeRawBufferPointer(rebasing: $0[Batch.headerBytes...])) }
+                                    let digest = batch.withUnsafeBytes { fingerprint(UnsafeRawBufferPointer(rebasing: $0[Batch.Format.v2.headerBytes...])) }
                                     ledger.sent(digest)
                                     guard let ack = try? await client.append(to: log, batch: batch) else { return }
                                     ledger.acknowledge(ack.offset, digest)

@@ -140,7 +140,7 @@ struct Hostile: AsyncParsableCommand {
                                         let ack = try await client.append(to: log, batch: batch)
                                         let elapsed = clock.now - started
                                         latencies.update { $0.append(Int(elapsed.components.attoseconds / 1_000_000_000_000) + Int(elapsed.components.seconds) * 1_000_000) }
-                                        let digest = batch.withUnsafeBytes { fingerprint(UnsafeRawBufferPointer(rebasing: $0[Batch.headerBytes...])) }
+                                        let digest = batch.withUnsafeBytes { fingerprint(UnsafeRawBufferPointer(rebasing: $0[Batch.Format.v2.headerBytes...])) }
                                         acknowledged.update { $0[ack.offset] = digest }
                                     } catch {
                                         errors.add()

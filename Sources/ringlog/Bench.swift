@@ -55,14 +55,19 @@ struct BenchProduce: AsyncParsableCommand {
             time); the summary's cursorCommitsPerSecond says how many were acknowledged.
             """)
     var cursorCommits: Double?
+    @Flag(
+        help: """
+            Idempotent appends: each connection gets a producer id (INIT_PRODUCER) and numbers its             batches, which the server checks and remembers (docs/protocol.md).
+            """)
+    var idempotent = false
 
     func run() async throws {
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else { throw ValidationError("--mode must be durable or written") }
-        let perBatch = try batchBytes.map { max(1, (Int(try parseSize($0)) - Batch.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes)) } ?? recordsPerBatch
+        let perBatch = try batchBytes.map { max(1, (Int(try parseSize($0)) - Batch.Format.v2.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes)) } ?? recordsPerBatch
         let (log, address) = try await prepareLog(options)
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: ack,
-            rate: rate, count: count, stampRecords: false, cursorCommitsPerSecond: cursorCommits)
+            rate: rate, count: count, stampRecords: false, cursorCommitsPerSecond: cursorCommits, idempotent: idempotent)
         let summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
             ProduceRun(core: core, address: address, plan: plan, options: options, report: report)
         }
@@ -88,7 +93,7 @@ struct BenchConsume: AsyncParsableCommand {
             client.close()
             let missing = info.startOffset.distance(to: info.committedEnd) < Int(target) ? Int(target) - info.startOffset.distance(to: info.committedEnd) : 0
             if missing > 0 {
-                let perBatch = max(1, (Int(try parseSize(batchBytes)) - Batch.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes))
+                let perBatch = max(1, (Int(try parseSize(batchBytes)) - Batch.Format.v2.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes))
                 let batchSize = RecordFraming.batchBytes(recordBytes: perBatch * options.recordBytes, count: perBatch)
                 let plan = ProducePlan(
                     log: log, connections: 4, pipeline: 8, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: .durable, rate: nil,
@@ -537,6 +542,8 @@ struct ProducePlan: Sendable {
     var stampRecords: Bool
     /// Cursor commits per second beside the appends (`--cursor-commits`).
     var cursorCommitsPerSecond: Double? = nil
+    /// Each connection an idempotent producer (`--idempotent`).
+    var idempotent = false
 }
 
 final class ProduceRun: Measured, BenchRun {
@@ -554,6 +561,8 @@ final class ProduceRun: Measured, BenchRun {
         /// When each request in flight was due (open loop) or sent (closed loop), oldest first.
         @exclusivity(unchecked) var dueTimes: Deque<UInt64> = []
         var nextDueNanos: UInt64 = 0
+        /// With --idempotent: this connection's producer, and the sequence of its next batch.
+        var producer: ProducerStamp?
         init(socket: ClientSocket, batch: OwnedBytes) {
             self.socket = socket
             self.batch = batch
@@ -621,6 +630,23 @@ final class ProduceRun: Measured, BenchRun {
 
     private func begin(_ sockets: [ClientSocket]) {
         workers = sockets.map { Worker(socket: $0, batch: makeBatch(stampedAt: 0)) }
+        guard plan.idempotent else { return run() }
+        var waiting = workers.count
+        for worker in workers {
+            InitProducerRequest().encoded().withUnsafeBytes { body in
+                worker.socket.send(.initProducer, body: body) { [self] result in
+                    switch decodeResponse(result, as: InitProducerResponse.self) {
+                    case .success(let granted): worker.producer = ProducerStamp(id: granted.producerId, epoch: granted.epoch, baseSequence: 0)
+                    case .failure(let error): self.recordError(error)
+                    }
+                    waiting -= 1
+                    if waiting == 0 { self.run() }
+                }
+            }
+        }
+    }
+
+    private func run() {
         for worker in workers {
             // One handler per connection, not a closure stored with every request.
             worker.socket.onResponse = { [self, worker] result in self.acknowledged(worker, result) }
@@ -656,7 +682,16 @@ final class ProduceRun: Measured, BenchRun {
         guard running, !countReached else { return }
         worker.dueTimes.append(due)
         sentRecords += plan.recordsPerBatch
-        let batch = plan.stampRecords ? makeBatch(stampedAt: core.nowNanos) : worker.batch
+        var batch = plan.stampRecords ? makeBatch(stampedAt: core.nowNanos) : worker.batch
+        if let producer = worker.producer {
+            // Each batch its own sequence: a small batch is copied into the send buffer at once,
+            // so its header can be rewritten in place; a larger one is sent from where it is.
+            if batch.count > ClientSocket.copiedBatchBytes { batch = OwnedBytes(copying: batch.bytes) }
+            Batch.fillHeader(
+                batch.mutableBytes.baseAddress!, format: .v2, payloadLength: batch.count - Batch.Format.v2.headerBytes,
+                recordCount: UInt32(plan.recordsPerBatch), producer: producer)
+            worker.producer?.baseSequence = (producer.baseSequence &+ UInt32(plan.recordsPerBatch)) & (Batch.sequenceModulus - 1)
+        }
         worker.socket.sendAppend(logID: logID, mode: plan.mode, batch: batch)
     }
 

@@ -196,7 +196,7 @@ final class StreamingAppend: @unchecked Sendable {
 
     /// The reader thread: input to batches to sends.
     private func produce(_ source: Source) {
-        var builder = BatchBuilder()
+        var builder = BatchBuilder(format: client.batchFormat)
         var firstRecordNanos: UInt64 = 0
         let lingerNanos = UInt64(settings.lingerMillis) * 1_000_000
         func add(_ record: ArraySlice<UInt8>) {

@@ -142,6 +142,15 @@ struct RingLogDaemon: AsyncParsableCommand {
     @Option(help: "Cursors (consumers' saved positions) one log may hold.")
     var maxCursors = storeDefaults.maxCursorsPerLog
 
+    @Option(help: "How many of an idempotent producer's latest batches a log remembers, to answer their retries with the original offset.")
+    var producerWindow = storeDefaults.producerWindow
+
+    @Option(help: "Idempotent producers one log keeps; a new one evicts the one idle longest (its retries are then refused, never stored twice).")
+    var maxProducers = storeDefaults.maxProducersPerLog
+
+    @Option(help: "Forget an idempotent producer idle this many seconds (0: never).")
+    var producerExpirySeconds = Int(storeDefaults.producerExpiryMicros / 1_000_000)
+
     @Option(
         help: """
             Appends in batches at least this large are written uncached (RWF_DONTCACHE, Linux 6.14+): \
@@ -216,6 +225,9 @@ struct RingLogDaemon: AsyncParsableCommand {
         storage.zeroChunkBytes = zeroChunkBytes.bytes
         storage.allocateAheadBytes = allocateAheadBytes.bytes
         storage.maxCursorsPerLog = maxCursors
+        storage.producerWindow = producerWindow
+        storage.maxProducersPerLog = maxProducers
+        storage.producerExpiryMicros = UInt64(max(0, producerExpirySeconds)).multipliedReportingOverflow(by: 1_000_000).partialValue
         storage.uncachedBatchBytes = uncachedBatchBytes.bytes
         storage.uncachedColdReads = uncachedColdReads
         storage.defaultLogSettings = LogSettings(

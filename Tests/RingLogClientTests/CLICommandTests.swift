@@ -54,7 +54,7 @@ import Testing
         // Not UTF-8, with a NUL: stored as is, not as replacement characters.
         #expect(try server.ringlog("append", "bytes", input: [0x6f, 0x6b, 0xff, 0xfe, 0x00, 0x65, 0x6e, 0x64, 0x0a]).status == 0)
         // CRLF lines: one record per line, the CR dropped.
-        #expect(try server.ringlog("append", "bytes", input: Array("a\r\nb\r\n".utf8)).output == "60/0\n60/1\n")
+        #expect(try server.ringlog("append", "bytes", input: Array("a\r\nb\r\n".utf8)).output == "76/0\n76/1\n")
         // NUL-separated records may hold newlines.
         #expect(try server.ringlog("append", "bytes", "--delimiter", "nul", input: Array("x\ny\0z\0".utf8)).status == 0)
         // The whole input as one record.
@@ -90,14 +90,14 @@ import Testing
         producer.write("two\nthree")
         producer.closeInput()
         #expect(producer.wait() == 0)
-        #expect(producer.output == "0/0\n55/0\n55/1\n")
+        #expect(producer.output == "0/0\n71/0\n71/1\n")
         #expect(try server.ringlog("read", "slow").output == "one\ntwo\nthree\n")
     }
 
     @Test func aRecordLargerThanTheServerTakesIsRefusedBeforeSending() throws {
         let server = try Server(["--max-batch-bytes", "64KiB"])
         #expect(try server.ringlog("create", "big").status == 0)
-        let limit = (64 << 10) - 48 - 4
+        let limit = (64 << 10) - 64 - 4
         let fits = try server.ringlog("append", "big", "--delimiter", "none", input: [UInt8](repeating: 0x61, count: limit))
         #expect(fits.status == 0, "\(fits.error)")
         let tooLarge = try server.ringlog("append", "big", "--delimiter", "none", input: [UInt8](repeating: 0x61, count: limit + 1))
@@ -121,7 +121,7 @@ import Testing
         let inside = try server.ringlog("read", "r", "--from", "5")
         #expect(inside.status == 4)
         #expect(inside.error.contains("NOT_BATCH_BOUNDARY"))
-        let atEnd = try server.ringlog("read", "r", "--from", "62")
+        let atEnd = try server.ringlog("read", "r", "--from", "78")
         #expect(atEnd.status == 0)
         #expect(atEnd.output.isEmpty)
     }
@@ -225,9 +225,9 @@ import Testing
         #expect(stats["appendsTotal"] as? Int == 1, "camelCase keys: \(stats.keys.sorted())")
         #expect(stats.keys.allSatisfy { !$0.contains("_") && !$0.contains("{") })
         #expect((stats["errorsTotal"] as? [String: Any])?["UNKNOWN_LOG"] as? Int == 0, "error counters by code: \(stats["errorsTotal"] ?? "none")")
-        #expect(try json(try server.ringlog("info", "j", "--json").output)["committedEnd"] as? Int == 58)
+        #expect(try json(try server.ringlog("info", "j", "--json").output)["committedEnd"] as? Int == 74)
         #expect(try json(try server.ringlog("ping", "--json").output)["roundTripSeconds"] is Double)
-        #expect(try json(try server.ringlog("trim", "j", "58", "--json").output)["startOffset"] as? Int == 58)
+        #expect(try json(try server.ringlog("trim", "j", "74", "--json").output)["startOffset"] as? Int == 74)
         #expect(try json(try server.ringlog("delete", "j", "--json").output)["deleted"] as? String == "j")
         // Text output is for people: sizes and durations in their units.
         #expect(try server.ringlog("create", "k", "--retention", "36h").status == 0)
@@ -298,9 +298,9 @@ import Testing
         let stale = try server.ringlog("append", "c", "--if-end", "0", "x")
         #expect(stale.status == 8)
         #expect(stale.error.contains("END_MISMATCH"))
-        #expect(stale.error.contains("the log's end is 58"))
+        #expect(stale.error.contains("the log's end is 74"))
         // Streamed input in several batches: each expects the end the one before left.
-        let streamed = try server.ringlog("append", "c", "--if-end", "58", "--batch-bytes", "60", input: Array("p\nq\nr\ns\nt\nu\n".utf8))
+        let streamed = try server.ringlog("append", "c", "--if-end", "74", "--batch-bytes", "76", input: Array("p\nq\nr\ns\nt\nu\n".utf8))
         #expect(streamed.status == 0, "\(streamed.error)")
         #expect(try server.ringlog("read", "c").output == "a\nb\np\nq\nr\ns\nt\nu\n")
     }
@@ -334,14 +334,14 @@ import Testing
         #expect(try server.ringlog("append", "q", "d").status == 0)
         #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--from", "0", "--count", "2").output == "a\nb\n")
         // Stopped in the middle of a batch: the next run starts at its third record.
-        #expect(try server.ringlog("cursors", "q").output == "worker\t0/2\tlag=116\n")
+        #expect(try server.ringlog("cursors", "q").output == "worker\t0/2\tlag=148\n")
         #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--count", "2").output == "c\nd\n")
-        // Batches: a, b, c at 0 (63 bytes), d at 63 (53 bytes). Stopping right after d leaves the
+        // Batches: a, b, c at 0 (79 bytes), d at 79 (69 bytes). Stopping right after d leaves the
         // cursor past d's only record.
         let listed = try jsonLines(try server.ringlog("cursors", "q", "--json").output)
-        #expect(listed.first?["offset"] as? Int == 63)
+        #expect(listed.first?["offset"] as? Int == 79)
         #expect(listed.first?["index"] as? Int == 1)
-        #expect(listed.first?["lagBytes"] as? Int == 53)
+        #expect(listed.first?["lagBytes"] as? Int == 69)
         #expect(try server.ringlog("append", "q", "e").status == 0)
         #expect(try server.ringlog("tail", "q", "--cursor", "worker", "--count", "1").output == "e\n")
         #expect(try server.ringlog("cursors", "q", "--set", "worker", "--to", "start").output == "cursor worker at 0/0\n")

@@ -29,26 +29,26 @@ import Testing
             #expect(appended.status == 0)
             #expect(appended.output == "0/0\n0/1\n")
             let piped = try ringlog("append", "demo", input: "three\nfour\n")
-            #expect(piped.output == "62/0\n62/1\n")
+            #expect(piped.output == "78/0\n78/1\n")
             #expect(try ringlog("read", "demo").output == "one\ntwo\nthree\nfour\n")
-            #expect(try ringlog("read", "demo", "--positions", "--count", "3").output == "0/0\tone\n0/1\ttwo\n62/0\tthree\n")
-            #expect(try ringlog("read", "demo", "--from", "62", "--format", "hex").output == "7468726565\n666f7572\n")
+            #expect(try ringlog("read", "demo", "--positions", "--count", "3").output == "0/0\tone\n0/1\ttwo\n78/0\tthree\n")
+            #expect(try ringlog("read", "demo", "--from", "78", "--format", "hex").output == "7468726565\n666f7572\n")
             let json = try ringlog("read", "demo", "--format", "json", "--count", "1").output
             let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
             #expect(object?["value"] as? String == "one")
             #expect(object?["offset"] as? Int == 0)
             #expect(try ringlog("tail", "demo", "--from", "0", "--count", "2").output == "one\ntwo\n")
-            #expect(try ringlog("info", "demo").output.contains("committed end   127"))
+            #expect(try ringlog("info", "demo").output.contains("committed end   159"))
             let info = try JSONSerialization.jsonObject(with: Data(try ringlog("info", "demo", "--json").output.utf8)) as? [String: Any]
-            #expect(info?["committedEnd"] as? Int == 127)
+            #expect(info?["committedEnd"] as? Int == 159)
             #expect(try ringlog("info").output.contains("appends_total 2"))
-            #expect(try ringlog("list").output == "demo\tstart=0\tend=127\tbytes=127\n")
-            #expect(try ringlog("trim", "demo", "62").output == "start 62\n")
+            #expect(try ringlog("list").output == "demo\tstart=0\tend=159\tbytes=159\n")
+            #expect(try ringlog("trim", "demo", "78").output == "start 78\n")
 
             let unknown = try ringlog("read", "nosuch")
             #expect(unknown.status == 3)
             #expect(unknown.error.contains("UNKNOWN_LOG"))
-            let badOffset = try ringlog("read", "demo", "--from", "65")
+            let badOffset = try ringlog("read", "demo", "--from", "80")
             #expect(badOffset.status == 4)
             #expect(badOffset.error.contains("not the start of a batch"))
             #expect(try ringlog("read", "demo", "--from", "0").status == 4, "below the start after the trim")
@@ -93,13 +93,13 @@ import Testing
         for word in ["one", "two", "three", "four"] { #expect(try ringlog("append", "rot", word).status == 0) }
         daemon.kill(SIGTERM)
         #expect(daemon.waitForExit() == 0)
-        // Batches are 48 + 4 + len bytes: "one" at 0, "two" at 55, "three" at 110. Damage the
+        // Batches are 64 + 4 + len bytes: "one" at 0, "two" at 71, "three" at 142. Damage the
         // header CRC of "two".
         let segment = "\(directory)/logs/rot/00000000000000000000.seg"
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: segment))
-        try handle.seek(toOffset: 55 + 5)
+        try handle.seek(toOffset: 71 + 5)
         let original = try handle.read(upToCount: 1)!
-        try handle.seek(toOffset: 55 + 5)
+        try handle.seek(toOffset: 71 + 5)
         try handle.write(contentsOf: Data([original[0] ^ 0x10]))
         try handle.close()
         daemon = try Daemon(directory: directory)
@@ -110,14 +110,14 @@ import Testing
         let stopped = try ringlog("read", "rot")
         #expect(stopped.status == 5)
         #expect(stopped.output == "one\n")
-        #expect(stopped.error.contains("corrupt batch at offset 55"))
-        #expect(stopped.error.contains("the next batch starts at 110"))
+        #expect(stopped.error.contains("corrupt batch at offset 71"))
+        #expect(stopped.error.contains("the next batch starts at 142"))
         let skipped = try ringlog("read", "rot", "--skip-corrupt")
         #expect(skipped.status == 0)
         #expect(skipped.output == "one\nthree\nfour\n")
-        #expect(skipped.error.contains("skipping the corrupt batch at offset 55"))
+        #expect(skipped.error.contains("skipping the corrupt batch at offset 71"))
         #expect(try ringlog("tail", "rot", "--from", "0", "--count", "3", "--skip-corrupt").output == "one\nthree\nfour\n")
-        #expect(try ringlog("read", "rot", "--from", "110").output == "three\nfour\n", "reads at good offsets after the damage")
+        #expect(try ringlog("read", "rot", "--from", "142").output == "three\nfour\n", "reads at good offsets after the damage")
     }
 
     @Test func aServerThatIsNotRunningIsExitCodeTwo() throws {

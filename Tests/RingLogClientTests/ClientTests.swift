@@ -18,7 +18,7 @@ import Testing
         let first = try await client.append(to: log.logID, records: [Array("a".utf8), Array("bb".utf8)])
         let second = try await client.append(to: log.logID, records: [Array("ccc".utf8)], mode: .written)
         #expect(first.offset == .zero)
-        #expect(second.offset == LogOffset(48 + 4 + 1 + 4 + 2))
+        #expect(second.offset == LogOffset(64 + 4 + 1 + 4 + 2), "format 2: a 64-byte header")
         var records: [Record] = []
         var offset = LogOffset.zero
         while records.count < 3 {
@@ -72,7 +72,7 @@ import Testing
         } catch {
             guard case .server(let failure) = error else { throw error }
             #expect(failure.code == .offsetOutOfRange)
-            #expect(failure.validRange == LogOffset(0)...LogOffset(55))
+            #expect(failure.validRange == LogOffset(0)...LogOffset(71))
         }
         await #expect(throws: RingLogError.server(ServerError(code: .unknownLog, message: "unknown log missing"))) {
             _ = try await client.info("missing")
@@ -224,7 +224,7 @@ import Testing
 
     @Test func localVerificationCatchesDamageTheServerDidNotSee() throws {
         var batch = RecordFraming.batch([payload(64, seed: 1)])
-        batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(4096), appendTimeMicros: 1, epoch: 1) }
+        batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(4096), appendTimeMicros: 1, epoch: 1, firstRecord: 0) }
         batch[70] ^= 0x01
         batch.withUnsafeBytes { bytes in
             do {

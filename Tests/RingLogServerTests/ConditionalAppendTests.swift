@@ -29,7 +29,7 @@ import Testing
         let log = try client.createLog("fenced").logID
         let first = try appendIf(client, log, expecting: .zero, payload(100, seed: 1)).decode(AppendResponse.self)
         #expect(first.offset == .zero)
-        let end = LogOffset(UInt64(Batch.headerBytes + 100))
+        let end = LogOffset(UInt64(Batch.minHeaderBytes + 100))
         // A writer that still believes the log is empty is refused, and told where it ends.
         let stale = try appendIf(client, log, expecting: .zero, payload(100, seed: 2))
         #expect(stale.errorCode == .endMismatch)

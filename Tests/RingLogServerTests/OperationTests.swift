@@ -165,9 +165,9 @@ import Testing
         // The small batches' pages are still cached, the large ones' were dropped once written
         // back. (Zero-ahead is off: pages it zeroed are already cached, and the kernel keeps a
         // cached page an uncached write lands in.)
-        let smallEnd = 8 * (1_000 + Batch.headerBytes)
+        let smallEnd = 8 * (1_000 + Batch.minHeaderBytes)
         let resident = try residentPages(segmentOf: "bulk", in: server.directory)
-        let largeEnd = smallEnd + 3 * ((200 << 10) + Batch.headerBytes)
+        let largeEnd = smallEnd + 3 * ((200 << 10) + Batch.minHeaderBytes)
         let smallPages = resident[0..<smallEnd / 4096]
         let largePages = resident[(smallEnd + 4095) / 4096..<largeEnd / 4096]
         #expect(smallPages.allSatisfy { $0 })

@@ -29,7 +29,7 @@ import Testing
         var end = 0
         for seed in 0..<60 {
             let offset = try harness.append(id, payload(2_000, seed: seed))
-            end = Int(offset.rawValue) + Batch.headerBytes + 2_000
+            end = Int(offset.rawValue) + Batch.minHeaderBytes + 2_000
             harness.driver.runUntilQuiet()
             let size = segmentSizes(harness, "steps")[0]
             #expect(size >= end, "the file holds the data")
@@ -50,7 +50,7 @@ import Testing
         // Past the allocated size, appends go on in the same segment up to its full size.
         _ = try harness.appendPayloads(id, length: 3_000, seeds: 10..<100)
         // 86 batches of 3,048 bytes fit in 256 KiB: the second segment starts after the 86th.
-        let secondBase = LogOffset(UInt64(86 * (3_000 + Batch.headerBytes)))
+        let secondBase = LogOffset(UInt64(86 * (3_000 + Batch.minHeaderBytes)))
         #expect(harness.segmentFiles("grow") == [LogFileNames.segment(.zero), LogFileNames.segment(secondBase)])
         #expect(try harness.readAll(id).count == 100)
     }

@@ -11,7 +11,7 @@ import Testing
         let first = try harness.append(id, payload(100, seed: 1))
         let second = try harness.append(id, payload(10, seed: 2))
         #expect(first == .zero)
-        #expect(second == LogOffset(UInt64(Batch.headerBytes + 100)))
+        #expect(second == LogOffset(UInt64(Batch.minHeaderBytes + 100)))
         let batches = try harness.batches(try harness.read(id, from: .zero).get())
         #expect(batches.map(\.offset) == [first, second])
         #expect(batches.map(\.payload) == [payload(100, seed: 1), payload(10, seed: 2)])
@@ -154,10 +154,10 @@ import Testing
         let harness = try Harness()
         let id = try harness.createLog("large")
         let limit = harness.store.configuration.maxBatchBytes
-        let largest = payload(limit - Batch.headerBytes, seed: 3)
+        let largest = payload(limit - Batch.minHeaderBytes, seed: 3)
         let offset = try harness.append(id, largest)
         #expect(try harness.batches(try harness.read(id, from: offset).get()).first?.payload == largest)
-        let tooLarge = Batch.make(payload: payload(limit - Batch.headerBytes + 1, seed: 4))
+        let tooLarge = Batch.make(payload: payload(limit - Batch.minHeaderBytes + 1, seed: 4))
         let outcome = tooLarge.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
         #expect(outcome == .failed(.batchTooLarge(bytes: limit + 1, limit: limit)))
     }
@@ -210,7 +210,7 @@ import Testing
         let id = try harness.createLog("exactfit")
         let segmentBytes = 64 << 10
         let batchBytes = 16 << 10
-        for seed in 0..<(segmentBytes / batchBytes) { try harness.append(id, payload(batchBytes - Batch.headerBytes, seed: seed)) }
+        for seed in 0..<(segmentBytes / batchBytes) { try harness.append(id, payload(batchBytes - Batch.minHeaderBytes, seed: seed)) }
         #expect(harness.store.log(id)!.info.segmentCount == 1)
         #expect(harness.store.log(id)!.committedEnd == LogOffset(UInt64(segmentBytes)))
         let next = try harness.append(id, payload(10, seed: 9))

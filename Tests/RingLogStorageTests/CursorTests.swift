@@ -55,7 +55,7 @@ import Testing
         configuration.maxCursorsPerLog = 2
         let harness = try Harness(configuration: configuration)
         let id = try harness.createLog("l")
-        let end = try harness.append(id, payload(10, seed: 1)).advanced(by: Batch.headerBytes + 10)
+        let end = try harness.append(id, payload(10, seed: 1)).advanced(by: Batch.minHeaderBytes + 10)
         #expect(try harness.cursor(id, "a/b", set: CursorPosition(offset: .zero)).failureValue.map { "\($0)" }?.contains("cursor name") == true)
         #expect(try harness.cursor(id, "past", set: CursorPosition(offset: end.advanced(by: 1))).failureValue != nil, "past the committed end")
         #expect(try harness.cursor(id, "one", set: CursorPosition(offset: end)).get() != nil, "the committed end itself is a position")
@@ -69,7 +69,7 @@ import Testing
     @Test func manyCommitsShareAFewFileWrites() throws {
         let harness = try Harness()
         let id = try harness.createLog("busy")
-        let end = try harness.append(id, payload(10, seed: 1)).advanced(by: Batch.headerBytes + 10)
+        let end = try harness.append(id, payload(10, seed: 1)).advanced(by: Batch.minHeaderBytes + 10)
         harness.driver.runUntilQuiet()
         let syncsBefore = harness.disk.operationCounts["fdatasync", default: 0]
         for round in 0..<50 {

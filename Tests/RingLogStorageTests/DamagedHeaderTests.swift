@@ -65,7 +65,7 @@ import Testing
             // Batch 4 starts at 4 * 348 = 1392; its payload at 1440. A fake batch there, whose
             // end (1440 + 48 + 100) falls inside batch 4's own payload.
             var fake = Batch.make(payload: payload(100, seed: 99))
-            fake.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(1440), appendTimeMicros: 1, epoch: 1) }
+            fake.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: LogOffset(1440), appendTimeMicros: 1, epoch: 1, firstRecord: 0) }
             return fake + payload(300 - fake.count, seed: 4)
         }
         #expect(offsets[4] == LogOffset(1392))
@@ -112,7 +112,7 @@ import Testing
         for seed in 0..<4 {
             starts.append(LogOffset(UInt64(bytes.count)))
             var batch = Batch.make(payload: payload(64, seed: seed))
-            batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: starts.last!, appendTimeMicros: 7, epoch: 1) }
+            batch.withUnsafeMutableBytes { Batch.stamp($0.baseAddress!, offset: starts.last!, appendTimeMicros: 7, epoch: 1, firstRecord: 0) }
             bytes += batch
         }
         let end = LogOffset(UInt64(bytes.count))

@@ -131,7 +131,7 @@ struct CrashModel {
         switch Int.random(in: 0..<100, using: &generator) {
         case 0..<70: size = Int.random(in: 1...300, using: &generator)
         case 70..<95: size = Int.random(in: 301...4000, using: &generator)
-        default: size = Int.random(in: 4001...(16 << 10) - Batch.headerBytes, using: &generator)
+        default: size = Int.random(in: 4001...(16 << 10) - Batch.minHeaderBytes, using: &generator)
         }
         let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let outcome = Batch.make(payload: bytes).withUnsafeBytes { harness.store.append(to: id, batch: $0) }
@@ -143,6 +143,8 @@ struct CrashModel {
             harness.driver.step(completing: 4)
         case .failed(let error):
             throw TestFailure("append failed with no fault injected: \(error)")
+        case .duplicate, .endMismatch:
+            throw TestFailure("a plain append came back \(outcome)")
         }
     }
 
@@ -259,7 +261,7 @@ struct CrashModel {
         try check(log.startOffset >= start && log.startOffset <= max(start, highestTrimRequested),
             "start \(log.startOffset) outside [\(start), \(highestTrimRequested)]")
         advanceStart(to: log.startOffset)
-        if let end = mustHold.map({ $0.key.advanced(by: Batch.headerBytes + $0.value.count) }).max() {
+        if let end = mustHold.map({ $0.key.advanced(by: Batch.minHeaderBytes + $0.value.count) }).max() {
             try check(log.committedEnd >= end, "committed end \(log.committedEnd) below acknowledged end \(end)")
         }
         let all = try harness.readAll(id)
@@ -269,7 +271,7 @@ struct CrashModel {
             try check(batch.offset == expected, "gap or overlap at \(batch.offset), expected \(expected)")
             try check(everPlaced[batch.offset]?.contains(batch.payload) == true, "batch at \(batch.offset) was never appended there")
             found[batch.offset] = batch.payload
-            expected = batch.offset.advanced(by: Batch.headerBytes + batch.payload.count)
+            expected = batch.offset.advanced(by: Batch.minHeaderBytes + batch.payload.count)
         }
         try check(expected == log.committedEnd, "batches end at \(expected), log says \(log.committedEnd)")
         // The cursor is at its last acknowledged position or a later one that was sent.

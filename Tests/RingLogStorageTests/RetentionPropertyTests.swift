@@ -43,7 +43,7 @@ import Testing
         for round in 0..<160 {
             let data = payload(Int.random(in: 1...6000, using: &generator), seed: seed * 1000 + round)
             let offset = try harness.append(id, data)
-            appended.append(Appended(offset: offset, end: offset.advanced(by: Batch.headerBytes + data.count), appendedMicros: harness.driver.nowMicros, payload: data))
+            appended.append(Appended(offset: offset, end: offset.advanced(by: Batch.minHeaderBytes + data.count), appendedMicros: harness.driver.nowMicros, payload: data))
             // Time jumps from nothing to well past the shorter retentions.
             let jumps: [UInt64] = [0, 500, 20_000, 700_000, 3_000_000]
             harness.passTime(micros: jumps.randomElement(using: &generator)!)

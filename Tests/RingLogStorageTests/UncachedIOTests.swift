@@ -45,13 +45,13 @@ struct UncachedIOTests {
         var uncachedWrites = 0
         // One batch at a time, each committed before the next: every write belongs to the batch
         // just appended. 12 KiB batches need two writes (max write 8 KiB); both are uncached.
-        for (seed, length) in [2_000, 12_000, 300, Self.threshold - Batch.headerBytes, Self.threshold - Batch.headerBytes - 1, 12_000, 5_000].enumerated() {
+        for (seed, length) in [2_000, 12_000, 300, Self.threshold - Batch.minHeaderBytes, Self.threshold - Batch.minHeaderBytes - 1, 12_000, 5_000].enumerated() {
             let data = payload(length, seed: seed)
             try harness.append(id, data)
             payloads.append(data)
             let seen = writes.take()
             #expect(!seen.isEmpty, "no write for the batch of \(length) bytes")
-            let large = Batch.headerBytes + length >= Self.threshold
+            let large = Batch.minHeaderBytes + length >= Self.threshold
             #expect(seen.allSatisfy { $0.uncached == large }, "batch of \(length) bytes: \(seen)")
             if large { uncachedWrites += seen.count }
         }
