@@ -47,6 +47,7 @@ func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) 
     case .cursorCommit: _ = try? CursorCommitRequest.decode(body)
     case .cursorFetch, .cursorDelete: _ = try? LogNameRequest.decode(body)
     case .cursorList: break
+    case .initProducer: _ = try? InitProducerRequest.decode(body)
     case .append: decodeBatch(body)
     case .appendIf:
         guard let request = try? AppendIfRequest.decode(body) else { return }
@@ -58,9 +59,10 @@ func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) 
 
 /// An appended batch as the server checks it, and its records as a reader splits them.
 func decodeBatch(_ body: UnsafeRawBufferPointer) {
-    guard Batch.validateIncoming(body, maxPayloadBytes: limits.maxAppendBodyBytes - Batch.headerBytes) == nil else { return }
+    guard Batch.validateIncoming(body, maxBatchBytes: limits.maxAppendBodyBytes) == nil else { return }
     let header = BatchHeader(unchecked: body.baseAddress!)
-    let payload = UnsafeRawBufferPointer(rebasing: body[Batch.headerBytes...])
+    precondition(header.totalBytes == body.count && header.headerBytes == Batch.headerLength(at: body.baseAddress!, available: body.count))
+    let payload = UnsafeRawBufferPointer(rebasing: body[header.headerBytes...])
     if let ranges = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) {
         for range in ranges { precondition(range.upperBound <= payload.count) }
     }
@@ -83,15 +85,17 @@ func decodeAsResponses(_ bytes: UnsafeRawBufferPointer) {
         _ = try? AppendResponse.decode(body)
         _ = try? CursorPositionMessage.decode(body)
         _ = try? CursorList.decode(body)
+        _ = try? InitProducerResponse.decode(body)
         if body.count >= ReadResponseHead.encodedBytes {
             walkStoredBatches(UnsafeRawBufferPointer(rebasing: body[ReadResponseHead.encodedBytes...]))
         }
     }
 }
 
-/// A reader's walk over stored batches, as the client library does it.
+/// A reader's walk over stored batches, as the client library does it (either format).
 func walkStoredBatches(_ bytes: UnsafeRawBufferPointer) {
     try? StoredBatches.forEach(in: bytes, startingAt: nil, damaged: { $0 }) { _, header, payload throws(StoredBatches.Damage) in
+        precondition(payload.count == Int(header.payloadLength) && header.headerBytes >= Batch.minHeaderBytes)
         _ = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount))
     }
 }

@@ -10,7 +10,10 @@ import Testing
 /// cuts at random moments (unsynced writes dropped or torn at a random byte). After every recovery:
 /// every acknowledged batch is present, intact and at its offset; the log is a contiguous run of
 /// whole, valid batches, each one that some append placed at exactly that offset; and whatever the
-/// recovered log holds survives every later crash.
+/// recovered log holds survives every later crash. A third of the appends come from an idempotent
+/// producer (format 2): after every crash it sends again what was not acknowledged, and each of
+/// those batches is then in the log exactly once (answered as a duplicate where it survived);
+/// a retry of an acknowledged one is answered with its offset.
 @Suite struct RandomizedCrashTests {
     /// `RINGLOG_CRASH_SEEDS=500 swift test --filter RandomizedCrashTests` runs a longer soak.
     /// `RINGLOG_CRASH_SEED=148` replays one seed.
@@ -26,7 +29,8 @@ import Testing
         #expect(model.verifiedBatches > 500, "seed \(seed) verified only \(model.verifiedBatches) batches")
         #expect(model.harness.store.log(model.id)!.info.segmentCount + model.segmentsTrimmed > 3, "seed \(seed) never rotated")
         #expect(model.cursorCommitsAcknowledged > 0, "seed \(seed) never had a cursor commit acknowledged")
-        print("seed \(seed): \(model.crashes) crashes, \(model.cuts) cuts, \(model.verifiedBatches) batches verified")
+        #expect(model.producerRetries > 0, "seed \(seed) never retried a producer's batch")
+        print("seed \(seed): \(model.crashes) crashes, \(model.cuts) cuts, \(model.verifiedBatches) batches verified, \(model.producerRetries) producer retries")
     }
 
     /// A seed replays exactly: the same appends, completion orders, crashes and tears, the same log
@@ -95,6 +99,15 @@ struct CrashModel {
     var cursorPending: [UInt64: CursorPosition] = [:]
     var nextCursorContext: UInt64 = 1 << 40
     var cursorCommitsAcknowledged = 0
+    /// The model producer (id 42): the sequence it owes next, its batches placed and not yet
+    /// acknowledged, in order, and its latest acknowledged ones.
+    static let producerId: UInt64 = 42
+    var producerNext: UInt32 = 0
+    var producerInFlight: [(sequence: UInt32, batch: [UInt8], payload: [UInt8], offset: LogOffset, end: LogOffset)] = []
+    var producerAcknowledged: [(batch: [UInt8], offset: LogOffset)] = []
+    var producerRetries = 0
+    /// Payloads sent in format-2 batches (64-byte header; the others have 48).
+    var formatTwoPayloads: Set<[UInt8]> = []
 
     init(seed: UInt64) throws {
         harness = try Harness(seed: seed, configuration: .small(segmentBytes: 64 << 10, tailCacheBytes: 128 << 10))
@@ -133,12 +146,25 @@ struct CrashModel {
         case 70..<95: size = Int.random(in: 301...4000, using: &generator)
         default: size = Int.random(in: 4001...(16 << 10) - Batch.minHeaderBytes, using: &generator)
         }
-        let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let outcome = Batch.make(payload: bytes).withUnsafeBytes { harness.store.append(to: id, batch: $0) }
+        var bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let idempotent = Int.random(in: 0..<3, using: &generator) == 0
+        var batch: [UInt8]
+        if idempotent {
+            bytes = Array("producer sequence \(producerNext) ".utf8) + bytes.prefix((16 << 10) - 64 - 40)
+            batch = Batch.make(payload: bytes, format: .v2, producer: ProducerStamp(id: Self.producerId, epoch: 0, baseSequence: producerNext))
+            formatTwoPayloads.insert(bytes)
+        } else {
+            batch = Batch.make(payload: bytes)
+        }
+        let outcome = batch.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
         switch outcome {
         case .placed(let offset, let end):
             unacknowledged[offset] = (end, bytes)
             everPlaced[offset, default: []].append(bytes)
+            if idempotent {
+                producerInFlight.append((producerNext, batch, bytes, offset, end))
+                producerNext += 1
+            }
         case .wouldBlock:
             harness.driver.step(completing: 4)
         case .failed(let error):
@@ -233,6 +259,11 @@ struct CrashModel {
                     mustHold[offset] = entry.payload
                     unacknowledged[offset] = nil
                 }
+                while let first = producerInFlight.first, first.end <= committed {
+                    producerAcknowledged.append((first.batch, first.offset))
+                    producerInFlight.removeFirst()
+                }
+                producerAcknowledged = Array(producerAcknowledged.suffix(8))
             case .logFailed(_, let error), .appendsRewound(_, _, let error):
                 throw TestFailure("storage failure with no fault injected: \(error)")
             case .trimmed(_, .success(let newStart)):
@@ -261,7 +292,7 @@ struct CrashModel {
         try check(log.startOffset >= start && log.startOffset <= max(start, highestTrimRequested),
             "start \(log.startOffset) outside [\(start), \(highestTrimRequested)]")
         advanceStart(to: log.startOffset)
-        if let end = mustHold.map({ $0.key.advanced(by: Batch.minHeaderBytes + $0.value.count) }).max() {
+        if let end = mustHold.map({ $0.key.advanced(by: headerBytes($0.value) + $0.value.count) }).max() {
             try check(log.committedEnd >= end, "committed end \(log.committedEnd) below acknowledged end \(end)")
         }
         let all = try harness.readAll(id)
@@ -271,7 +302,7 @@ struct CrashModel {
             try check(batch.offset == expected, "gap or overlap at \(batch.offset), expected \(expected)")
             try check(everPlaced[batch.offset]?.contains(batch.payload) == true, "batch at \(batch.offset) was never appended there")
             found[batch.offset] = batch.payload
-            expected = batch.offset.advanced(by: Batch.minHeaderBytes + batch.payload.count)
+            expected = batch.offset.advanced(by: headerBytes(batch.payload) + batch.payload.count)
         }
         try check(expected == log.committedEnd, "batches end at \(expected), log says \(log.committedEnd)")
         // The cursor is at its last acknowledged position or a later one that was sent.
@@ -286,6 +317,51 @@ struct CrashModel {
             verifiedBatches += 1
         }
         mustHold = found
+        try retryProducerBatches(found: found)
+    }
+
+    private func headerBytes(_ payload: [UInt8]) -> Int { formatTwoPayloads.contains(payload) ? Batch.maxHeaderBytes : Batch.minHeaderBytes }
+
+    /// After a crash the producer sends again, in order, every batch not acknowledged: one that
+    /// survived is answered as a duplicate at the offset where it is; one that was lost is
+    /// stored (and so is every later one: a crash cuts a tail). A retry of an acknowledged batch
+    /// gets its offset back.
+    private mutating func retryProducerBatches(found: [LogOffset: [UInt8]]) throws {
+        let retrying = producerInFlight
+        producerInFlight = []
+        var lostOne = false
+        for sent in retrying {
+            producerRetries += 1
+            switch try offerUntilPlaced(sent.batch) {
+            case .duplicate(let offset, let end):
+                try check(!lostOne, "sequence \(sent.sequence) survived after an earlier one was lost")
+                try check(found[offset] == sent.payload, "retry of sequence \(sent.sequence) answered \(offset), which holds something else")
+                try check(end == offset.advanced(by: sent.batch.count), "retry of sequence \(sent.sequence) answered a wrong end")
+            case .placed(let offset, let end):
+                lostOne = true
+                try check(!found.values.contains(sent.payload), "sequence \(sent.sequence) is in the log and was stored again")
+                unacknowledged[offset] = (end, sent.payload)
+                everPlaced[offset, default: []].append(sent.payload)
+                producerInFlight.append((sent.sequence, sent.batch, sent.payload, offset, end))
+            case let other:
+                throw TestFailure("retry of sequence \(sent.sequence) came back \(other)")
+            }
+        }
+        if let acknowledged = producerAcknowledged.randomElement(using: &generator), acknowledged.offset >= start {
+            producerRetries += 1
+            let outcome = try offerUntilPlaced(acknowledged.batch)
+            try check(outcome == .duplicate(offset: acknowledged.offset, end: acknowledged.offset.advanced(by: acknowledged.batch.count)),
+                "retry of an acknowledged batch at \(acknowledged.offset) came back \(outcome)")
+        }
+    }
+
+    private func offerUntilPlaced(_ batch: [UInt8]) throws -> AppendOutcome {
+        for _ in 0..<1_000 {
+            let outcome = batch.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
+            if outcome != .wouldBlock { return outcome }
+            harness.driver.step(completing: 4)
+        }
+        throw TestFailure("append kept blocking")
     }
 
     private func check(_ condition: Bool, _ message: @autoclosure () -> String) throws {
