@@ -84,14 +84,14 @@ struct DataDirectory {
         case .success(nil): break
         case .success(let bytes?):
             let reader = FieldReader(bytes: bytes)
-            guard bytes.count == 12, reader.u32(0) == 0x3149_4C52, reader.checksumHolds(at: 8) else {
+            guard bytes.count == 12, reader.u32(0) == 0x3144_4C52, reader.checksumHolds(at: 8) else {
                 return .failure(.storageFailed("\(path) is damaged; producer ids could repeat, so the store does not open (remove it only if no producer of an earlier run will retry)"))
             }
             previous = reader.u32(4)
         }
         guard previous < UInt32.max else { return .failure(.storageFailed("\(path): the data directory has used every incarnation")) }
         var bytes: [UInt8] = []
-        bytes.appendLittleEndian(UInt32(0x3149_4C52))
+        bytes.appendLittleEndian(UInt32(0x3144_4C52))
         bytes.appendLittleEndian(previous + 1)
         bytes.appendChecksum()
         let temporary = root.appending("instance.tmp")
