@@ -251,7 +251,7 @@ final class RequestDispatcher {
         case .placed(let offset, let end):
             server.counters.appends += 1
             server.counters.appendedBytes += UInt64(batch.count)
-            server.counters.appendedRecords += UInt64(BatchHeader(unchecked: batch.baseAddress!).recordCount)
+            server.counters.appendedRecords += UInt64(Batch.recordCount(batch.baseAddress!))
             let wait = server.waiters.wait(of: connection, on: header.logID)
             server.waiters.addAcknowledgement(
                 PendingAck(offset: offset, end: end, sequence: sequence), durable: header.flags == AckMode.durable.rawValue, to: wait)

@@ -46,6 +46,7 @@ final class CheckpointPlan {
         // The producers as of the committed end: recovery replays the batches after it.
         state.producers.expire(nowMicros: nowMicros)
         checkpoint.producers = state.producers.snapshot(endingAt: target)
+        checkpoint.forgottenProducers = Array(state.producers.forgotten)
         self.checkpoint = checkpoint
         let temporary = state.directory.appending(LogFileNames.checkpointTemporary)
         steps.append(.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "checkpoint"))

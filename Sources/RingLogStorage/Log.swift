@@ -100,10 +100,10 @@ public final class Log {
         // smaller max-batch-bytes keeps them after a restart with a larger one.
         let limit = min(context.configuration.maxBatchBytes, state.settings.segmentBytes)
         guard length <= limit else { return .failed(.batchTooLarge(bytes: length, limit: limit)) }
-        let header = BatchHeader(unchecked: batch.baseAddress!)
-        let producer = header.producer
-        if producer.id != 0 {
-            switch state.producers.check(producer, recordCount: header.recordCount) {
+        let recordCount = Batch.recordCount(batch.baseAddress!)
+        let producer = Batch.producer(batch.baseAddress!)
+        if producer.id != 0 && !state.producers.isNext(producer) {
+            switch state.producers.check(producer, recordCount: recordCount) {
             case .write: break
             case .duplicate(let earlier): return .duplicate(offset: earlier.offset, end: earlier.end)
             case .refused(let error): return .failed(error)
@@ -113,9 +113,9 @@ public final class Log {
             return .endMismatch(reserved: state.positions.reserved, committed: state.positions.committed)
         }
         if let blocked = files.makeRoom(for: length, fullyWritten: writer.fullyWritten, nowMicros: nowMicros, for: self) { return blocked }
-        guard let placed = writer.place(batch, recordCount: header.recordCount, nowMicros: nowMicros) else { return .wouldBlock }
+        guard let placed = writer.place(batch, recordCount: recordCount, nowMicros: nowMicros) else { return .wouldBlock }
         if producer.id != 0 {
-            state.producers.record(producer, recordCount: header.recordCount, offset: placed.offset, length: length, appendMicros: placed.appendMicros)
+            state.producers.record(producer, recordCount: recordCount, offset: placed.offset, length: length, appendMicros: placed.appendMicros)
         }
         context.markDirty(self)
         files.prepareSpareIfDue(for: self)

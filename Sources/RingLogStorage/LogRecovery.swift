@@ -116,7 +116,7 @@ struct LogRecovery {
         }
         // A format-1 checkpoint predates record numbers: they count from 0 at its offset.
         nextRecord = checkpoint?.nextRecord ?? 0
-        producers.restore(checkpoint?.producers ?? [:])
+        producers.restore(checkpoint?.producers ?? [:], forgotten: checkpoint?.forgottenProducers ?? [])
         var found: [Found]
         switch openSegments() {
         case .failure(let error): return .failure(error)

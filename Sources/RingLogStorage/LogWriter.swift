@@ -13,9 +13,9 @@ final class LogWriter {
     /// Where each batch above the committed end ends, oldest first. Writes are split at size and
     /// cache boundaries, so the written and synced positions can fall inside a batch; the
     /// committed end only ever moves to one of these.
-    private var uncommittedBatchEnds: Deque<LogOffset> = []
-    /// Beside each of those, the record number after that batch.
-    private var uncommittedRecordEnds: Deque<UInt64> = []
+    /// Beside each end, the record number after that batch (the checkpoint's record count when
+    /// the committed end reaches it).
+    private var uncommittedBatchEnds: Deque<(end: LogOffset, nextRecord: UInt64)> = []
     /// A moving average of the bytes each fdatasync covered (zero-ahead runs while it is small).
     private var recentSyncBytes = 0
 
@@ -54,8 +54,7 @@ final class LogWriter {
         segment.index.noteBatch(at: segment.relative(offset))
         segment.maxAppendTimeMicros = max(segment.maxAppendTimeMicros, appendTime)
         segment.dataEnd = end
-        uncommittedBatchEnds.append(end)
-        uncommittedRecordEnds.append(state.nextRecord)
+        uncommittedBatchEnds.append((end, state.nextRecord))
         return (offset, end, appendTime)
     }
 
@@ -97,10 +96,10 @@ final class LogWriter {
         guard threshold > 0 else { return false }
         // The batch ends are sorted: find the first one past `offset`; the batch starts at the end
         // before it (or at the committed end).
-        let low = uncommittedBatchEnds.partitionPoint { $0 <= offset }
+        let low = uncommittedBatchEnds.partitionPoint { $0.end <= offset }
         guard low < uncommittedBatchEnds.count else { return false }
-        let start = low > 0 ? uncommittedBatchEnds[low - 1] : state.positions.committed
-        return start.distance(to: uncommittedBatchEnds[low]) >= threshold
+        let start = low > 0 ? uncommittedBatchEnds[low - 1].end : state.positions.committed
+        return start.distance(to: uncommittedBatchEnds[low].end) >= threshold
     }
 
     /// Group commit: one fdatasync in flight per segment, covering everything written before it.
@@ -305,10 +304,10 @@ final class LogWriter {
         }
         var end = committed
         var batches = 0
-        while let next = uncommittedBatchEnds.first, next <= synced {
-            end = next
+        while let next = uncommittedBatchEnds.first, next.end <= synced {
+            end = next.end
+            state.committedNextRecord = next.nextRecord
             uncommittedBatchEnds.removeFirst()
-            state.committedNextRecord = uncommittedRecordEnds.removeFirst()
             batches += 1
         }
         guard end > committed else { return false }
@@ -320,7 +319,7 @@ final class LogWriter {
     /// The start of the batch holding `offset` (or `offset` itself when a batch starts there).
     private func batchBoundary(atOrBelow offset: LogOffset) -> LogOffset {
         var boundary = state.positions.committed
-        for end in uncommittedBatchEnds {
+        for (end, _) in uncommittedBatchEnds {
             if end > offset { break }
             boundary = end
         }
@@ -335,11 +334,8 @@ final class LogWriter {
         precondition(!writeInFlight && offset >= active.base, "rewinding to \(offset) with a write in flight or below the active segment")
         state.positions.rewind(to: offset)
         writeIssuedEnd = offset
-        while let last = uncommittedBatchEnds.last, last > offset {
-            uncommittedBatchEnds.removeLast()
-            uncommittedRecordEnds.removeLast()
-        }
-        state.nextRecord = uncommittedRecordEnds.last ?? state.committedNextRecord
+        while let last = uncommittedBatchEnds.last, last.end > offset { uncommittedBatchEnds.removeLast() }
+        state.nextRecord = uncommittedBatchEnds.last?.nextRecord ?? state.committedNextRecord
         state.producers.rewind(to: offset)
         active.dataEnd = offset
         active.index.removeEntries(from: active.relative(offset))
@@ -355,7 +351,6 @@ final class LogWriter {
         state.positions.rewind(to: written)
         writeIssuedEnd = written
         uncommittedBatchEnds.removeAll()
-        uncommittedRecordEnds.removeAll()
     }
 
     /// The ring sequence of this log's oldest unwritten byte; the tail cache must not overwrite it.

@@ -85,8 +85,9 @@ public struct Checkpoint: Equatable, Sendable {
     /// The record number the batch at `checkpointOffset` gets (nil: a format-1 checkpoint, from
     /// before record numbers; recovery then counts from 0 there).
     public var nextRecord: UInt64?
-    /// The producers' state as of `checkpointOffset` (`ProducerTable`).
+    /// The producers' state as of `checkpointOffset` (`ProducerTable`), and those it forgot.
     var producers: [UInt64: ProducerState] = [:]
+    var forgottenProducers: [ForgottenProducer] = []
 
     public init(
         logID: LogID, epoch: UInt32, clean: Bool, startOffset: LogOffset, checkpointOffset: LogOffset, writtenAtMicros: UInt64,
@@ -115,6 +116,7 @@ public struct Checkpoint: Equatable, Sendable {
         if let nextRecord {
             bytes.appendLittleEndian(nextRecord)
             ProducerTable.encode(producers, into: &bytes)
+            ProducerTable.encode(forgotten: forgottenProducers, into: &bytes)
         }
         bytes.appendChecksum()
         return bytes
@@ -134,10 +136,13 @@ public struct Checkpoint: Equatable, Sendable {
         writtenAtMicros = reader.u64(32)
         guard startOffset <= checkpointOffset else { return nil }
         if magic == Checkpoint.magic2 {
-            guard bytes.count >= 48 + 4 + 4 else { return nil }
+            guard bytes.count >= 48 + 4 + 4 + 4 else { return nil }
             nextRecord = reader.u64(40)
-            guard let producers = ProducerTable.decode(reader, at: 48, end: bytes.count - 4) else { return nil }
-            self.producers = producers
+            guard let decoded = ProducerTable.decode(reader, at: 48, end: bytes.count - 4),
+                let forgotten = ProducerTable.decodeForgotten(reader, at: decoded.end, end: bytes.count - 4)
+            else { return nil }
+            producers = decoded.producers
+            forgottenProducers = forgotten
         } else {
             nextRecord = nil
         }

@@ -54,27 +54,39 @@ public enum Batch {
     /// Batch sequences count modulo 2^31, as Kafka's do.
     public static let sequenceModulus: UInt32 = 1 << 31
 
-    /// Where a format keeps the fields whose place differs.
+    /// Where a format keeps the fields whose place differs. One integer: everything else is
+    /// computed from it, so the hot paths compare and branch on a byte, not a table.
     public struct Format: Equatable, Sendable {
         public let version: Int
-        public let magic: UInt32
-        public let headerBytes: Int
-        /// The client checksum covers bytes from here to the end of the payload.
-        public let clientChecksumStart: Int
-        @usableFromInline let epoch: Int
-        @usableFromInline let crc: Int
-        @usableFromInline let payloadLength: Int
-        @usableFromInline let recordCount: Int
-        @usableFromInline let flags: Int
 
-        public static let v1 = Format(version: 1, magic: Batch.magic, headerBytes: 48, clientChecksumStart: 32, epoch: 24, crc: 28, payloadLength: 32, recordCount: 36, flags: 40)
-        public static let v2 = Format(version: 2, magic: Batch.magic2, headerBytes: 64, clientChecksumStart: 40, epoch: 32, crc: 36, payloadLength: 40, recordCount: 44, flags: 62)
+        @inlinable init(version: Int) { self.version = version }
+
+        @inlinable public static var v1: Format { Format(version: 1) }
+        @inlinable public static var v2: Format { Format(version: 2) }
+
+        @inlinable var isV2: Bool { version == 2 }
+        @inlinable public var magic: UInt32 { isV2 ? Batch.magic2 : Batch.magic }
+        @inlinable public var headerBytes: Int { isV2 ? 64 : 48 }
+        /// The client checksum covers bytes from here to the end of the payload.
+        @inlinable public var clientChecksumStart: Int { isV2 ? 40 : 32 }
+        @inlinable var epoch: Int { isV2 ? 32 : 24 }
+        @inlinable var crc: Int { isV2 ? 36 : 28 }
+        @inlinable var payloadLength: Int { isV2 ? 40 : 32 }
+        @inlinable var recordCount: Int { isV2 ? 44 : 36 }
+        @inlinable var flags: Int { isV2 ? 62 : 40 }
 
         /// The format a magic names, or nil.
         @inlinable
         public static func of(magic: UInt32) -> Format? {
             magic == Batch.magic ? .v1 : magic == Batch.magic2 ? .v2 : nil
         }
+    }
+
+    /// The record count of a batch (either format) whose header is in memory.
+    @inlinable
+    public static func recordCount(_ batch: UnsafeRawPointer) -> UInt32 {
+        let format = Format(version: batch.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 ? 2 : 1)
+        return batch.loadLittleEndian(at: format.recordCount, as: UInt32.self)
     }
 
     @usableFromInline enum Field {
@@ -110,29 +122,42 @@ public enum Batch {
         let found: UInt32 = base.loadLittleEndian(at: Field.magic)
         guard let format = Format.of(magic: found) else { return .badMagic(found: found) }
         guard bytes.count >= format.headerBytes else { return .truncated(needed: format.headerBytes, available: bytes.count) }
-        let header = BatchHeader(unchecked: base)
-        if header.totalBytes > maxBatchBytes {
-            return .payloadTooLarge(declared: Int(header.payloadLength), limit: maxBatchBytes - format.headerBytes)
+        // Field by field (this runs for every append): only what is checked is loaded.
+        let payloadLength = Int(base.loadLittleEndian(at: format.payloadLength, as: UInt32.self))
+        let totalBytes = format.headerBytes + payloadLength
+        if totalBytes > maxBatchBytes {
+            return .payloadTooLarge(declared: payloadLength, limit: maxBatchBytes - format.headerBytes)
         }
-        if header.totalBytes != bytes.count {
-            return .lengthMismatch(declared: header.totalBytes, actual: bytes.count)
-        }
-        if header.flags != 0 { return .unsupportedFlags(header.flags, format: format.version) }
-        if format == .v1 {
+        if totalBytes != bytes.count { return .lengthMismatch(declared: totalBytes, actual: bytes.count) }
+        let flags: UInt16 = base.loadLittleEndian(at: format.flags)
+        if flags != 0 { return .unsupportedFlags(flags, format: format.version) }
+        if !format.isV2 {
             if base.loadLittleEndian(at: Field.reserved16, as: UInt16.self) != 0 || base.loadLittleEndian(at: Field.reserved32, as: UInt32.self) != 0 {
                 return .reservedNotZero
             }
         } else {
-            if header.recordCount == 0 { return .noRecords }
-            let producer = header.producer
-            if producer.baseSequence >= sequenceModulus { return .badProducerFields("baseSequence \(producer.baseSequence) is not below 2^31") }
-            if producer.id == 0 && (producer.epoch != 0 || producer.baseSequence != 0) {
+            if base.loadLittleEndian(at: format.recordCount, as: UInt32.self) == 0 { return .noRecords }
+            let sequence: UInt32 = base.loadLittleEndian(at: Field.baseSequence)
+            if sequence >= sequenceModulus { return .badProducerFields("baseSequence \(sequence) is not below 2^31") }
+            if base.loadLittleEndian(at: Field.producerId, as: UInt64.self) == 0
+                && (base.loadLittleEndian(at: Field.producerEpoch, as: UInt16.self) != 0 || sequence != 0)
+            {
                 return .badProducerFields("producerEpoch and baseSequence must be 0 without a producerId")
             }
         }
-        let computed = clientChecksum(base, header: header)
-        if computed != header.crc { return .checksumMismatch(stored: header.crc, computed: computed) }
+        let stored: UInt32 = base.loadLittleEndian(at: format.crc)
+        let computed = clientChecksum(base, format: format, payloadLength: payloadLength)
+        if computed != stored { return .checksumMismatch(stored: stored, computed: computed) }
         return nil
+    }
+
+    /// The producer fields of a batch (either format; `.none` for format 1) whose header is in memory.
+    @inlinable @inline(__always)
+    public static func producer(_ batch: UnsafeRawPointer) -> ProducerStamp {
+        guard batch.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 else { return .none }
+        let id: UInt64 = batch.loadLittleEndian(at: Field.producerId)
+        guard id != 0 else { return .none }
+        return ProducerStamp(id: id, epoch: batch.loadLittleEndian(at: Field.producerEpoch), baseSequence: batch.loadLittleEndian(at: Field.baseSequence))
     }
 
     /// Writes the server-assigned fields into a batch already validated by `validateIncoming`.
@@ -141,11 +166,11 @@ public enum Batch {
     public static func stamp(
         _ batch: UnsafeMutableRawPointer, offset: LogOffset, appendTimeMicros: UInt64, epoch: UInt32, firstRecord: UInt64
     ) {
-        let format: Format = batch.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 ? .v2 : .v1
+        let format = Format(version: batch.loadLittleEndian(at: Field.magic, as: UInt32.self) == magic2 ? 2 : 1)
         batch.storeLittleEndian(offset.rawValue, at: Field.offset)
         batch.storeLittleEndian(appendTimeMicros, at: Field.appendTime)
         batch.storeLittleEndian(epoch, at: format.epoch)
-        if format == .v2 { batch.storeLittleEndian(firstRecord, at: Field.firstRecord) }
+        if format.isV2 { batch.storeLittleEndian(firstRecord, at: Field.firstRecord) }
         let crc = CRC32C.checksum(UnsafeRawPointer(batch) + headerChecksumStart, count: format.headerBytes - headerChecksumStart)
         batch.storeLittleEndian(crc, at: Field.headerCRC)
     }
@@ -209,7 +234,7 @@ public enum Batch {
         batch.storeLittleEndian(format.magic, at: Field.magic)
         batch.storeLittleEndian(UInt32(payloadLength), at: format.payloadLength)
         batch.storeLittleEndian(recordCount, at: format.recordCount)
-        if format == .v2 {
+        if format.isV2 {
             batch.storeLittleEndian(producer.id, at: Field.producerId)
             batch.storeLittleEndian(producer.baseSequence, at: Field.baseSequence)
             batch.storeLittleEndian(producer.epoch, at: Field.producerEpoch)
@@ -275,7 +300,7 @@ public struct BatchHeader: Equatable, Sendable {
     @inlinable
     public init(unchecked pointer: UnsafeRawPointer) {
         magic = pointer.loadLittleEndian(at: Batch.Field.magic)
-        let format: Batch.Format = magic == Batch.magic2 ? .v2 : .v1
+        let format = Batch.Format(version: magic == Batch.magic2 ? 2 : 1)
         headerBytes = format.headerBytes
         headerCRC = pointer.loadLittleEndian(at: Batch.Field.headerCRC)
         offset = LogOffset(pointer.loadLittleEndian(at: Batch.Field.offset, as: UInt64.self))
@@ -285,7 +310,7 @@ public struct BatchHeader: Equatable, Sendable {
         payloadLength = pointer.loadLittleEndian(at: format.payloadLength)
         recordCount = pointer.loadLittleEndian(at: format.recordCount)
         flags = pointer.loadLittleEndian(at: format.flags)
-        if headerBytes == Batch.maxHeaderBytes {
+        if format.isV2 {
             firstRecord = pointer.loadLittleEndian(at: Batch.Field.firstRecord)
             producer = ProducerStamp(
                 id: pointer.loadLittleEndian(at: Batch.Field.producerId), epoch: pointer.loadLittleEndian(at: Batch.Field.producerEpoch),
@@ -297,7 +322,7 @@ public struct BatchHeader: Equatable, Sendable {
     }
 
     @inlinable
-    public var format: Batch.Format { headerBytes == Batch.maxHeaderBytes ? .v2 : .v1 }
+    public var format: Batch.Format { Batch.Format(version: headerBytes == Batch.maxHeaderBytes ? 2 : 1) }
 
     /// Header plus payload.
     @inlinable

@@ -60,14 +60,18 @@ struct BenchProduce: AsyncParsableCommand {
             Idempotent appends: each connection gets a producer id (INIT_PRODUCER) and numbers its             batches, which the server checks and remembers (docs/protocol.md).
             """)
     var idempotent = false
+    @Option(help: "Batch format: 2 (the default, as the client library writes) or 1 (48-byte headers, as before format 2).")
+    var batchFormat = 2
 
     func run() async throws {
+        guard batchFormat == 1 || batchFormat == 2 else { throw ValidationError("--batch-format must be 1 or 2") }
+        if idempotent && batchFormat == 1 { throw ValidationError("--idempotent needs --batch-format 2") }
         guard let ack = ["durable": AckMode.durable, "written": AckMode.written][mode] else { throw ValidationError("--mode must be durable or written") }
-        let perBatch = try batchBytes.map { max(1, (Int(try parseSize($0)) - Batch.Format.v2.headerBytes) / (options.recordBytes + RecordFraming.overheadBytes)) } ?? recordsPerBatch
+        let perBatch = try batchBytes.map { max(1, (Int(try parseSize($0)) - (batchFormat == 1 ? Batch.Format.v1 : Batch.Format.v2).headerBytes) / (options.recordBytes + RecordFraming.overheadBytes)) } ?? recordsPerBatch
         let (log, address) = try await prepareLog(options)
         let plan = ProducePlan(
             log: log, connections: connections, pipeline: pipeline, recordBytes: options.recordBytes, recordsPerBatch: perBatch, mode: ack,
-            rate: rate, count: count, stampRecords: false, cursorCommitsPerSecond: cursorCommits, idempotent: idempotent)
+            rate: rate, count: count, stampRecords: false, cursorCommitsPerSecond: cursorCommits, idempotent: idempotent, format: batchFormat == 1 ? .v1 : .v2)
         let summary = try await BenchRunner.run(options: options, workload: "produce") { core, report in
             ProduceRun(core: core, address: address, plan: plan, options: options, report: report)
         }
@@ -544,6 +548,7 @@ struct ProducePlan: Sendable {
     var cursorCommitsPerSecond: Double? = nil
     /// Each connection an idempotent producer (`--idempotent`).
     var idempotent = false
+    var format: Batch.Format = .v2
 }
 
 final class ProduceRun: Measured, BenchRun {
@@ -621,7 +626,9 @@ final class ProduceRun: Measured, BenchRun {
     }
 
     private func makeBatch(stampedAt nanos: UInt64) -> OwnedBytes {
-        var builder = BatchBuilder(reservingCapacity: RecordFraming.batchBytes(recordBytes: plan.recordBytes * plan.recordsPerBatch, count: plan.recordsPerBatch))
+        var builder = BatchBuilder(
+            reservingCapacity: RecordFraming.batchBytes(recordBytes: plan.recordBytes * plan.recordsPerBatch, count: plan.recordsPerBatch, format: plan.format),
+            format: plan.format)
         var record = [UInt8](repeating: 0x61, count: plan.recordBytes)
         record.withUnsafeMutableBytes { $0.storeLittleEndian(nanos, at: 0) }
         for _ in 0..<plan.recordsPerBatch { builder.add(record) }

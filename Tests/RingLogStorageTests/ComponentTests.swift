@@ -76,7 +76,7 @@ import Testing
         let checkpoint = Checkpoint(
             logID: LogID(9), epoch: 3, clean: true, startOffset: LogOffset(10), checkpointOffset: LogOffset(4096), writtenAtMicros: 77)
         let bytes = checkpoint.encoded()
-        #expect(bytes.count == 44 + 12, "format 2: 8 bytes of record number and an empty producer table")
+        #expect(bytes.count == 44 + 16, "format 2: 8 bytes of record number, no producers and none forgotten")
         #expect(Checkpoint(decoding: bytes) == checkpoint)
         for position in bytes.indices {
             var damaged = bytes

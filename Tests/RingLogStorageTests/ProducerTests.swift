@@ -96,6 +96,68 @@ import Testing
         guard case .duplicate = try Self.offer(harness, id, Self.batch(2, sequence: 0, seed: 20)) else { throw TestFailure("producer 2 was evicted") }
     }
 
+    /// A producer the log forgot (evicted here) cannot have its first batch taken again for a new
+    /// producer's: sequence 0 is refused until it comes back under a newer epoch, across a crash too.
+    @Test func aForgottenProducersFirstBatchIsNotStoredTwice() throws {
+        var configuration = StoreConfiguration.small()
+        configuration.maxProducersPerLog = 2
+        let harness = try Harness(configuration: configuration)
+        let id = try harness.createLog("f")
+        let first = Self.batch(1, sequence: 0, seed: 1)
+        _ = try Self.placedOffset(try Self.offer(harness, id, first))
+        harness.passTime(micros: 10)
+        _ = try Self.placedOffset(try Self.offer(harness, id, Self.batch(2, sequence: 0, seed: 2)))
+        harness.passTime(micros: 10)
+        _ = try Self.placedOffset(try Self.offer(harness, id, Self.batch(3, sequence: 0, seed: 3)))
+        #expect(Self.refusal(try Self.offer(harness, id, first)) == .unknownProducer(producer: 1, sequence: 0))
+        try harness.driver.crashAndRecover()
+        #expect(Self.refusal(try Self.offer(harness, id, first)) == .unknownProducer(producer: 1, sequence: 0), "remembered across a crash")
+        _ = try Self.placedOffset(try Self.offer(harness, id, Self.batch(1, epoch: 1, sequence: 0, seed: 4)))
+        #expect(try harness.readAll(id).count == 4)
+    }
+
+    /// Many producers coming and going through a small table: it behaves as a table of the most
+    /// recently appending ones (what eviction promises), whatever order they are added and removed.
+    @Test func evictionKeepsTheMostRecentlyAppendingProducers() throws {
+        var configuration = StoreConfiguration.small(segmentBytes: 1 << 20, tailCacheBytes: 1 << 20)
+        configuration.maxProducersPerLog = 24
+        configuration.producerWindow = 2
+        let harness = try Harness(configuration: configuration)
+        let id = try harness.createLog("lru")
+        var generator = SeededGenerator(seed: 77)
+        var next: [UInt64: UInt32] = [:]
+        var epochs: [UInt64: UInt16] = [:]
+        var recency: [UInt64] = []  // least recent first: what the table should hold
+        for round in 0..<1_500 {
+            let producer = UInt64.random(in: 1...80, using: &generator)
+            harness.driver.nowMicros += 1
+            let known = recency.contains(producer)
+            let sequence = next[producer, default: 0]
+            let outcome = try Self.offer(harness, id, Self.batch(producer, epoch: epochs[producer, default: 0], sequence: sequence, seed: round, size: 4))
+            if known || sequence == 0 && epochs[producer] == nil {
+                _ = try Self.placedOffset(outcome)
+            } else {
+                // Forgotten: refused, then back under the next epoch.
+                #expect(Self.refusal(outcome) == .unknownProducer(producer: producer, sequence: sequence), "round \(round)")
+                epochs[producer, default: 0] += 1
+                _ = try Self.placedOffset(try Self.offer(harness, id, Self.batch(producer, epoch: epochs[producer]!, sequence: 0, seed: round, size: 4)))
+                next[producer] = 0
+            }
+            next[producer, default: 0] += 1
+            if epochs[producer] == nil { epochs[producer] = 0 }
+            recency.removeAll { $0 == producer }
+            recency.append(producer)
+            if recency.count > 24 { recency.removeFirst() }
+        }
+        // Every producer the table should hold answers a retry of its last batch as a duplicate.
+        for producer in recency {
+            let last = next[producer]! - 1
+            guard case .duplicate = try Self.offer(harness, id, Self.batch(producer, epoch: epochs[producer]!, sequence: last, seed: -1, size: 4)) else {
+                throw TestFailure("producer \(producer) should be remembered")
+            }
+        }
+    }
+
     @Test func idleProducersExpire() throws {
         var configuration = StoreConfiguration.small()
         configuration.producerExpiryMicros = 60_000_000
