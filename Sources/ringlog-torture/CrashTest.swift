@@ -17,7 +17,11 @@ struct Crash: AsyncParsableCommand {
             sent), checks the reader can resume where it stopped, then runs writers (durable appends) and \
             a tailing reader for a random moment and kills the daemon with SIGKILL. The reader moves a \
             cursor after each read; after every restart the cursor must be at its last acknowledged \
-            position or a later one it sent. Exits 1 on any loss.
+            position or a later one it sent. Beside them, one idempotent Producer (the client library's, \
+            on its own connection) sends numbered records through every cycle, resending what was not \
+            acknowledged whenever the daemon comes back: after every restart each of its records must be \
+            in the log at most once, and each acknowledged one where its acknowledgement said. Exits 1 \
+            on any loss, duplicate or misplaced record.
             """)
 
     @Option(help: "Kill-and-restart cycles.") var cycles = 50
@@ -40,13 +44,26 @@ struct Crash: AsyncParsableCommand {
         var strangers = 0
         let cursor = Shared(CursorLedger())
         var cursorsBehind = 0
+        // One port for every run of the daemon, so the idempotent producer finds it again.
+        let port = try freeLoopbackPort()
+        let daemonArguments = ["--segment-bytes", "16MiB", "--listen", "127.0.0.1:\(port)"]
+        let producerLedger = ProducerLedger()
+        var producerTask: Task<Void, Never>?
+        var duplicates = 0
+        var misplaced = 0
         log("crash test: \(cycles) cycles, \(writers) writers, seed \(seed), data \(directory)")
         for cycle in 1...cycles {
             guard Date() < deadline else { throw TestFailure("out of time after \(cycle - 1) cycles") }
-            let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: ["--segment-bytes", "16MiB"])
+            let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: daemonArguments)
             let client = try await RingLogClient.connect(to: daemon.address.description)
             let log = cycle == 1 ? try await client.createLog("crash").logID : try await client.info("crash").logID
-            let check = try await verify(client, log, ledger: ledger, readerPosition: readerPosition)
+            if producerTask == nil { producerTask = try await startProducer(client, log, producerLedger) }
+            let check = try await verify(client, log, ledger: ledger, readerPosition: readerPosition, producerLedger: producerLedger)
+            duplicates += check.duplicates
+            misplaced += check.misplaced
+            if check.duplicates > 0 || check.misplaced > 0 {
+                RingLogTorture.log("cycle \(cycle): producer records DUPLICATED \(check.duplicates), MISPLACED \(check.misplaced)")
+            }
             verifiedTotal += check.verified
             lost += check.lost
             strangers += check.strangers
@@ -64,21 +81,36 @@ struct Crash: AsyncParsableCommand {
                 RingLogTorture.log("cycle \(cycle): \(ledger.acknowledgedCount) acknowledged so far, \(verifiedTotal) verifications, lost \(lost)")
             }
         }
-        // One last start to check what the final kill left.
-        let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: [])
+        // One last start to check what the final kill left; the producer sends what it still owes
+        // and stops.
+        let daemon = try Daemon(executable: ringlogdExecutable(ringlogd), directory: directory, quiet: true, arguments: daemonArguments)
         let client = try await RingLogClient.connect(to: daemon.address.description)
         let finalLog = try await client.info("crash").logID
-        let check = try await verify(client, finalLog, ledger: ledger, readerPosition: readerPosition)
+        producerLedger.stop()
+        await producerTask?.value
+        let settleDeadline = Date().addingTimeInterval(60)
+        while !producerLedger.settled && Date() < settleDeadline { try await Task.sleep(for: .milliseconds(20)) }
+        let check = try await verify(client, finalLog, ledger: ledger, readerPosition: readerPosition, producerLedger: producerLedger)
         verifiedTotal += check.verified
         lost += check.lost
         strangers += check.strangers
+        duplicates += check.duplicates
+        misplaced += check.misplaced
+        let producer = producerLedger.counts
+        let retries: (resentBatches: Int, reconnections: Int) = await producerLedger.producer.value?.retryCounts() ?? (0, 0)
+        if !producerLedger.settled { RingLogTorture.log("the producer did not settle: \(producer)") }
         if !(try await checkCursor(client, finalLog, cursor)) { cursorsBehind += 1 }
         client.close()
         daemon.stop()
-        print(
-            "cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)  "
-                + "cursor commits acknowledged \(cursor.value.acknowledgedCount)  cursor wrong \(cursorsBehind)  seed \(seed)")
-        if lost > 0 || strangers > 0 || cursorsBehind > 0 { throw ExitCode(1) }
+        let batchesLine = "cycles \(cycles)  batches acknowledged \(ledger.acknowledgedCount)  batches verified \(verifiedTotal)  lost \(lost)  unknown \(strangers)"
+        let cursorLine = "cursor commits acknowledged \(cursor.value.acknowledgedCount)  cursor wrong \(cursorsBehind)"
+        let producerLine =
+            "producer records acknowledged \(producer.acknowledged) failed \(producer.failed) duplicated \(duplicates) misplaced \(misplaced) "
+            + "(batches resent \(retries.resentBatches), reconnections \(retries.reconnections))"
+        print("\(batchesLine)  \(cursorLine)  \(producerLine)  seed \(seed)")
+        if lost > 0 || strangers > 0 || cursorsBehind > 0 || duplicates > 0 || misplaced > 0 || !producerLedger.settled || producer.acknowledged == 0 {
+            throw ExitCode(1)
+        }
     }
 
     struct Check {
@@ -86,28 +118,84 @@ struct Crash: AsyncParsableCommand {
         var lost = 0
         var strangers = 0
         var readerResumed = true
+        /// The idempotent producer's records found more than once, or acknowledged and not where
+        /// the acknowledgement said.
+        var duplicates = 0
+        var misplaced = 0
+    }
+
+    /// The idempotent producer: numbered records, sent from a task of their own until stopped,
+    /// about 5,000 a second (enough to have batches in flight at every kill; more would only make
+    /// each cycle's verification longer), at most 2,000 unanswered at a time.
+    func startProducer(_ client: RingLogClient, _ log: LogID, _ ledger: ProducerLedger) async throws -> Task<Void, Never> {
+        let producer = try await client.producer(for: log, configuration: ProducerConfiguration(lingerMillis: 0, batchBytes: 8 << 10, retryTimeoutMillis: 600_000))
+        ledger.producer.update { $0 = producer }
+        guard producer.producerId != nil else { throw TestFailure("the producer is not idempotent") }
+        return Task.detached {
+            var number = 0
+            while !ledger.stopping {
+                if ledger.unanswered >= 2_000 {
+                    try? await Task.sleep(for: .milliseconds(2))
+                    continue
+                }
+                let index = number
+                ledger.sent()
+                producer.send(Array("idem \(index) ".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: index % 300)) { result in
+                    ledger.answered(index, result)
+                }
+                number += 1
+                if number % 50 == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+            }
+            producer.flush()
+        }
     }
 
     /// Reads the whole log: every batch must be one a writer sent (whole and intact: the client
     /// checks CRCs), offsets contiguous, and every acknowledged batch must be there, unchanged.
-    func verify(_ client: RingLogClient, _ log: LogID, ledger: Ledger, readerPosition: LogOffset) async throws -> Check {
+    func verify(_ client: RingLogClient, _ log: LogID, ledger: Ledger, readerPosition: LogOffset, producerLedger: ProducerLedger) async throws -> Check {
         var check = Check()
-        var offset = try await client.info(log).startOffset
+        // The producer goes on while this reads: check what was acknowledged before the read began
+        // (all of it below the end read next).
+        let acknowledgedBefore = producerLedger.acknowledgedPositions()
+        let info = try await client.info(log)
+        var offset = info.startOffset
+        // The idempotent producer appends while this reads: read up to the end as it is now.
+        let end = info.committedEnd
         var found: [LogOffset: UInt64] = [:]
+        var producerRecords: [Int: [RecordPosition]] = [:]
         while true {
             let fetched = try await client.read(from: log, offset: offset, maxBytes: 4 << 20)
             var position = offset
             try fetched.withUnsafeBytes { bytes in
                 try BatchReader.forEachBatch(in: bytes, startingAt: offset) { batchOffset, header, payload in
                     precondition(batchOffset == position)
+                    position = batchOffset.advanced(by: header.totalBytes)
+                    if header.producer.id != 0 {
+                        // The idempotent producer's batch: its records are "idem N ...".
+                        guard let records = try? RecordFraming.records(in: payload, expectedCount: Int(header.recordCount)) else {
+                            check.strangers += 1
+                            return
+                        }
+                        for (index, range) in records.enumerated() {
+                            guard let number = producerRecordNumber(UnsafeRawBufferPointer(rebasing: payload[range])) else {
+                                check.strangers += 1
+                                continue
+                            }
+                            producerRecords[number, default: []].append(RecordPosition(batchOffset: batchOffset, index: index))
+                        }
+                        return
+                    }
                     let digest = fingerprint(payload)
                     if !ledger.wasSent(digest) { check.strangers += 1 }
                     found[batchOffset] = digest
-                    position = batchOffset.advanced(by: header.totalBytes)
                 }
             }
             offset = fetched.nextOffset
-            if offset >= fetched.committedEnd || fetched.isEmpty { break }
+            if offset >= end || fetched.isEmpty { break }
+        }
+        check.duplicates = producerRecords.values.filter { $0.count > 1 }.count
+        for (number, position) in acknowledgedBefore where producerRecords[number] != [position] {
+            check.misplaced += 1
         }
         var missingExamples: [String] = []
         for (ackOffset, digest) in ledger.acknowledged() {
@@ -200,6 +288,54 @@ struct Crash: AsyncParsableCommand {
         }
         return readerEnd.value
     }
+}
+
+/// N from a record "idem N ...", or nil.
+func producerRecordNumber(_ record: UnsafeRawBufferPointer) -> Int? {
+    let prefix = Array("idem ".utf8)
+    guard record.count > prefix.count, record.prefix(prefix.count).elementsEqual(prefix) else { return nil }
+    var number = 0
+    var digits = 0
+    for byte in record.dropFirst(prefix.count) {
+        guard byte != UInt8(ascii: " ") else { break }
+        guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte), digits < 18 else { return nil }
+        number = number * 10 + Int(byte - UInt8(ascii: "0"))
+        digits += 1
+    }
+    return digits > 0 ? number : nil
+}
+
+/// The idempotent producer's records: how many were sent and answered, and where each
+/// acknowledged one is.
+final class ProducerLedger: Sendable {
+    private struct State {
+        var sent = 0
+        var answered = 0
+        var failed = 0
+        var acknowledged: [Int: RecordPosition] = [:]
+        var stopping = false
+    }
+    private let state = Mutex(State())
+    /// The producer, for its retry counts.
+    let producer = Shared<Producer?>(nil)
+
+    func sent() { state.withLock { $0.sent += 1 } }
+    func answered(_ number: Int, _ result: Result<RecordPosition, RingLogError>) {
+        state.withLock {
+            $0.answered += 1
+            switch result {
+            case .success(let position): $0.acknowledged[number] = position
+            case .failure: $0.failed += 1
+            }
+        }
+    }
+    func stop() { state.withLock { $0.stopping = true } }
+    var stopping: Bool { state.withLock { $0.stopping } }
+    var unanswered: Int { state.withLock { $0.sent - $0.answered } }
+    /// Stopped, and every record sent has its answer.
+    var settled: Bool { state.withLock { $0.stopping && $0.sent == $0.answered } }
+    func acknowledgedPositions() -> [Int: RecordPosition] { state.withLock { $0.acknowledged } }
+    var counts: (sent: Int, acknowledged: Int, failed: Int) { state.withLock { ($0.sent, $0.acknowledged.count, $0.failed) } }
 }
 
 /// The reader's cursor: its last acknowledged position and the furthest it sent.
