@@ -64,7 +64,7 @@ final class RequestDispatcher {
     /// Handles one framed request. Returns false when the connection must stop taking requests.
     func handle(_ connection: Connection, _ header: RequestHeader, _ body: UnsafeRawBufferPointer) -> Bool {
         guard let sequence = beginRequest(connection, header) else { return server.canRead(connection) }
-        guard let opcode = Opcode(rawValue: header.opcode) else {
+        guard let opcode = Opcode.named(header.opcode) else {
             connection.answer(sequence, code: .unknownOperation, ErrorBody(message: "unknown operation 0x\(String(header.opcode, radix: 16))"))
             return server.canRead(connection)
         }

@@ -275,7 +275,7 @@ public struct ProducerStamp: Equatable, Hashable, Sendable {
         self.baseSequence = baseSequence
     }
 
-    public static let none = ProducerStamp(id: 0, epoch: 0, baseSequence: 0)
+    @inlinable public static var none: ProducerStamp { ProducerStamp(id: 0, epoch: 0, baseSequence: 0) }
 }
 
 /// The decoded fields of a batch header (see `Batch` for the layouts). Fields format 1 does not

@@ -32,6 +32,12 @@ public enum Opcode: UInt8, Sendable, CaseIterable {
     /// An idempotent producer's id and epoch (`InitProducerRequest`).
     case initProducer = 0x29
     case serverStats = 0x30
+
+    /// The operation a request header names; appends, most of the traffic, without a table lookup.
+    @inlinable
+    public static func named(_ raw: UInt8) -> Opcode? {
+        raw == Opcode.append.rawValue ? .append : Opcode(rawValue: raw)
+    }
 }
 
 /// How long an append waits before it is acknowledged.

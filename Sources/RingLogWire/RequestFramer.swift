@@ -144,7 +144,7 @@ public struct RequestFramer {
             return .failed(failure)
         case .success(let header):
             let limit =
-                switch Opcode(rawValue: header.opcode) {
+                switch Opcode.named(header.opcode) {
                 case .append?: limits.maxAppendBodyBytes
                 case .appendIf?: limits.maxAppendBodyBytes + AppendIfRequest.prefixBytes
                 default: limits.maxControlBodyBytes
