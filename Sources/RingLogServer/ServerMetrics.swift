@@ -59,6 +59,8 @@ struct ServerMetrics {
         perLog("ringlog_log_stored_bytes", "Bytes of batches the log holds, from its first segment's base to the committed end.") { UInt64($0.storedBytes) }
         perLog("ringlog_log_disk_bytes", "Bytes allocated to the log's segment files, the spare included.") { UInt64($0.diskBytes) }
         perLog("ringlog_log_segments", "Segment files of the log.") { UInt64($0.segmentCount) }
+        perLog("ringlog_log_committed_records", "Records numbered up to the committed end (the next batch's first record number).") { $0.committedRecords }
+        perLog("ringlog_log_producers", "Idempotent producers the log remembers (at most max-producers).") { UInt64($0.producers) }
         family(
             "ringlog_cursor_lag_bytes", "gauge", "Bytes from each cursor to its log's committed end (0 at or past it).",
             cursors.sorted { ($0.log, $0.cursor) < ($1.log, $1.cursor) }.map {

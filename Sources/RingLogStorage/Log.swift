@@ -83,7 +83,7 @@ public final class Log {
         LogInfo(
             id: id, name: name, startOffset: startOffset, committedEnd: committedEnd, segmentCount: state.segments.count,
             storedBytes: state.segments[0].base.distance(to: committedEnd), diskBytes: files.diskBytes, settings: settings,
-            failure: failure?.description)
+            failure: failure?.description, committedRecords: state.committedNextRecord, producers: state.producers.count)
     }
 
     // MARK: Appending

@@ -14,4 +14,8 @@ public struct LogInfo: Equatable, Sendable {
     public var settings: LogSettings
     /// Why the log stopped accepting writes, if it did.
     public var failure: String?
+    /// Records the log has numbered up to its committed end (the next batch's first record number).
+    public var committedRecords: UInt64 = 0
+    /// Idempotent producers the log remembers.
+    public var producers: Int = 0
 }

@@ -84,6 +84,8 @@ import Testing
         #expect(try afterRestart.decode(AppendResponse.self).offset == offset)
         #expect(try client.call(.append, Self.batch(producer, sequence: 3, tag: "next"), logID: log).header.status == 0)
         #expect(try client.readAll(log).count == 3, "first, conditional, next: each once")
+        #expect(try client.stats()["duplicate_appends_total"] == 1, "this run answered one retry")
+        #expect(try client.stats()["producers_initialized_total"] == 0)
         // An older epoch is fenced once a newer one wrote.
         let newer = try client.call(.initProducer, InitProducerRequest(producerId: producer.producerId, epoch: producer.epoch).encoded())
             .decode(InitProducerResponse.self)
