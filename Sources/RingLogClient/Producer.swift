@@ -98,6 +98,8 @@ package final class ProducerCore {
     private var needsNewEpoch = false
     private var stopped = false
     package var batchesInFlight: Int { inFlight.count }
+    /// Format 2 when the server has it (an idempotent producer needs it), else format 1.
+    package let batchFormat: Batch.Format
     /// Runs whenever a batch's acknowledgement arrives (for callers that pace themselves).
     package var onBatchAcknowledged: ((Int) -> Void)?
     /// Batches sent again after a connection was lost, and connections made again.
@@ -107,7 +109,10 @@ package final class ProducerCore {
     static let firstBackoffNanos: UInt64 = 50_000_000
     static let maxBackoffNanos: UInt64 = 2_000_000_000
 
-    package init(socket: ClientSocket, log: LogID, configuration: ProducerConfiguration, identity: ProducerIdentity? = nil) {
+    package init(
+        socket: ClientSocket, log: LogID, configuration: ProducerConfiguration, identity: ProducerIdentity? = nil, format: Batch.Format = .v1
+    ) {
+        precondition(identity == nil || format == .v2, "an idempotent producer writes format 2")
         core = socket.core
         address = socket.address
         self.socket = socket
@@ -115,7 +120,8 @@ package final class ProducerCore {
         self.configuration = configuration
         self.identity = identity
         maxInFlight = max(1, min(configuration.maxBatchesInFlight, identity?.window ?? Int.max))
-        builder = BatchBuilder(reservingCapacity: configuration.batchBytes, format: identity == nil ? .v1 : .v2)
+        batchFormat = format
+        builder = BatchBuilder(reservingCapacity: configuration.batchBytes, format: format)
     }
 
     /// Records waiting in the open batch or in sealed batches not yet acknowledged.
@@ -139,6 +145,23 @@ package final class ProducerCore {
                 self?.seal()
             }
         }
+    }
+
+    /// Sends the records a caller batched itself as one batch (after the open batch, if any):
+    /// `completion` gets the batch's acknowledgement, its offset (record i is at (offset, i)).
+    package func add(batch: BatchBuilder, completion: @escaping (Result<LogOffset, RingLogError>) -> Void) {
+        guard !stopped else {
+            completion(.failure(.connectionClosed("the producer is closed")))
+            return
+        }
+        seal()
+        var batch = batch
+        let count = UInt32(batch.recordCount)
+        // One completion per record, as for records sent one by one; the first answers for all.
+        var perRecord: [Completion] = [{ completion($0.map(\.batchOffset)) }]
+        perRecord += repeatElement({ _ in }, count: Int(count) - 1)
+        waiting.append(Sealed(batch: OwnedBytes(batch.finish(producer: takeStamp(count))), completions: perRecord, recordCount: count))
+        pump()
     }
 
     /// Sends the open batch now.
@@ -343,13 +366,16 @@ package final class ProducerCore {
 public final class Producer: Sendable {
     let loop: ClientLoop
     let key: Int
-    /// The producer id and epoch the server gave, when idempotent.
+    /// The producer id the server gave, when idempotent.
     public let producerId: UInt64?
+    /// The batch format `send(batch:)` takes: 2 when the server has it, else 1.
+    public let batchFormat: Batch.Format
 
-    init(loop: ClientLoop, key: Int, producerId: UInt64?) {
+    init(loop: ClientLoop, key: Int, producerId: UInt64?, batchFormat: Batch.Format) {
         self.loop = loop
         self.key = key
         self.producerId = producerId
+        self.batchFormat = batchFormat
     }
 
     /// Adds a record to the current batch and returns once the batch is acknowledged.
@@ -373,6 +399,24 @@ public final class Producer: Sendable {
                 return
             }
             record.withUnsafeBytes { producer.add($0, completion: completion) }
+        }
+    }
+
+    /// Sends records batched by the caller (a `BatchBuilder` of this producer's format, 2 when
+    /// idempotent) as one batch, with the same guarantees as `send`; `completion` runs on the
+    /// client's loop thread with the batch's offset (record i is at (offset, i)).
+    public func send(batch: BatchBuilder, completion: @escaping @Sendable (Result<LogOffset, RingLogError>) -> Void) {
+        let key = self.key
+        loop.execute { core in
+            guard let producer = core.producers[key] else {
+                completion(.failure(.connectionClosed("the producer is closed")))
+                return
+            }
+            guard batch.format == producer.batchFormat, !batch.isEmpty else {
+                completion(.failure(.invalidArgument("a batch for this producer is a non-empty one of format \(producer.batchFormat.version)")))
+                return
+            }
+            producer.add(batch: batch, completion: completion)
         }
     }
 
@@ -417,9 +461,10 @@ extension RingLogClient {
             identity = ProducerIdentity(id: granted.producerId, epoch: granted.epoch, window: Int(granted.window))
         }
         let chosen = identity
+        let format = batchFormat
         let key: Int = try await withSocket { socket, core, resume in
-            resume(.success(core.register(ProducerCore(socket: socket, log: log, configuration: configuration, identity: chosen))))
+            resume(.success(core.register(ProducerCore(socket: socket, log: log, configuration: configuration, identity: chosen, format: format))))
         }
-        return Producer(loop: loop, key: key, producerId: identity?.id)
+        return Producer(loop: loop, key: key, producerId: identity?.id, batchFormat: format)
     }
 }

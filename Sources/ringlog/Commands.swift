@@ -100,7 +100,9 @@ struct Append: AsyncParsableCommand {
             they go out in batches of up to --batch-bytes, each sent when full or --linger-ms after \
             its first record, so `tail -F app.log | ringlog append logs` appends as lines arrive. \
             Prints each record's position as OFFSET/INDEX (its batch's offset and its index in the \
-            batch) as its batch is acknowledged.
+            batch) as its batch is acknowledged. Appends are idempotent: if the connection drops or \
+            ringlogd restarts, append reconnects (for up to --timeout) and sends again what was not \
+            acknowledged, and each record is stored once.
 
             \(exitCodesHelp)
             """)
@@ -155,10 +157,13 @@ struct Append: AsyncParsableCommand {
         let client = try await options.connect(watchdog)
         defer { client.close() }
         let id = try await logID(client, log, watchdog)
-        let settings = StreamingAppend.Settings(
+        var settings = StreamingAppend.Settings(
             log: id, mode: ack, batchBytes: min(Int(try parseSize(batchBytes)), Int(client.server.maxBatchBytes)), lingerMillis: lingerMs,
             delimiter: delimiter ?? .line, window: max(1, min(16, Int(client.server.maxInFlight))), printPositions: !quiet, json: json,
             expectedEnd: ifEnd)
+        // An append reconnects for as long as it would wait for an answer (--timeout).
+        let seconds = options.timeout ?? 10
+        settings.retryTimeoutMillis = seconds == 0 ? Int(Int32.max) : Int(seconds * 1000)
         try await reportingErrors { try await StreamingAppend(client: client, settings: settings, watchdog: watchdog).run(source) }
     }
 }

@@ -153,6 +153,8 @@ final class StreamingAppend: @unchecked Sendable {
         var lingerMillis: Int
         var delimiter: Delimiter
         var window = 16
+        /// How long an idempotent append keeps reconnecting before it gives up.
+        var retryTimeoutMillis = 120_000
         var printPositions: Bool
         var json: Bool
         /// `--if-end`: the first batch goes only if the log ends here, each next one only if it
@@ -161,6 +163,10 @@ final class StreamingAppend: @unchecked Sendable {
     }
 
     private let client: RingLogClient
+    /// Plain appends (not `--if-end`) to a server with batch format 2 go through an idempotent
+    /// producer: when the connection drops or ringlogd restarts, what was not acknowledged is
+    /// sent again on a new connection, and each record is stored once.
+    private var producer: Producer?
     private let settings: Settings
     private let watchdog: Watchdog
     private let room: DispatchSemaphore
@@ -184,6 +190,13 @@ final class StreamingAppend: @unchecked Sendable {
 
     /// Runs to the end of the input; throws the first failure.
     func run(_ source: Source) async throws {
+        if settings.expectedEnd == nil && client.server.features.contains(.batchFormat2) {
+            producer = try await client.producer(
+                for: settings.log,
+                configuration: ProducerConfiguration(
+                    lingerMillis: settings.lingerMillis, batchBytes: settings.batchBytes, mode: settings.mode, maxBatchesInFlight: settings.window,
+                    retryTimeoutMillis: settings.retryTimeoutMillis))
+        }
         let result: Error? = await withCheckedContinuation { continuation in
             let thread = spawnThread { [self] in
                 produce(source)
@@ -196,7 +209,7 @@ final class StreamingAppend: @unchecked Sendable {
 
     /// The reader thread: input to batches to sends.
     private func produce(_ source: Source) {
-        var builder = BatchBuilder(format: client.batchFormat)
+        var builder = BatchBuilder(reservingCapacity: settings.batchBytes, format: client.batchFormat)
         var firstRecordNanos: UInt64 = 0
         let lingerNanos = UInt64(settings.lingerMillis) * 1_000_000
         func add(_ record: ArraySlice<UInt8>) {
@@ -274,7 +287,8 @@ final class StreamingAppend: @unchecked Sendable {
     private func send(_ builder: inout BatchBuilder) {
         guard !builder.isEmpty, !hasFailed else { return }
         let count = builder.recordCount
-        let batch = builder.finish()
+        var full = builder
+        builder = BatchBuilder(reservingCapacity: settings.batchBytes, format: full.format)
         room.wait()
         if hasFailed {
             room.signal()
@@ -286,6 +300,11 @@ final class StreamingAppend: @unchecked Sendable {
             inFlight += 1
             watchdog.arm()
         }
+        if let producer {
+            producer.send(batch: full) { [self] result in acknowledged(result.map { AppendResponse(offset: $0, committedEnd: .zero) }, records: count) }
+            return
+        }
+        let batch = full.finish()
         let expected = nextExpectedEnd
         let first = expected != nil && expected == settings.expectedEnd
         nextExpectedEnd = expected?.advanced(by: batch.count)

@@ -94,6 +94,36 @@ import Testing
         #expect(try server.ringlog("read", "slow").output == "one\ntwo\nthree\n")
     }
 
+    /// ringlogd killed with SIGKILL and restarted while `append` streams: the append reconnects,
+    /// sends again what was not acknowledged, and every line is in the log once, in order.
+    @Test func appendRidesThroughAKillNineAndStoresEachRecordOnce() throws {
+        let server = try Server()
+        #expect(try server.ringlog("create", "steady").status == 0)
+        let producer = try server.tool("append", "steady", "--linger-ms", "1", "--timeout", "30")
+        var lines: [String] = []
+        func write(_ range: Range<Int>) {
+            let chunk = range.map { "line \($0)" }
+            lines += chunk
+            producer.write(chunk.joined(separator: "\n") + "\n")
+        }
+        write(0..<2_000)
+        #expect(producer.waitForOutput(seconds: 10) { $0.split(separator: "\n").count >= 500 }, "positions printed: \(producer.output.count) bytes")
+        write(2_000..<4_000)
+        server.daemon.kill(SIGKILL)
+        _ = server.daemon.waitForExit()
+        write(4_000..<6_000)
+        usleep(200_000)
+        try server.restart()
+        write(6_000..<8_000)
+        producer.closeInput()
+        #expect(producer.wait() == 0, "\(producer.error)")
+        let positions = producer.output.split(separator: "\n")
+        #expect(positions.count == lines.count, "a position for every record")
+        #expect(Set(positions).count == positions.count, "no position printed twice")
+        let stored = try server.ringlog("read", "steady").output.split(separator: "\n").map(String.init)
+        #expect(stored == lines, "\(stored.count) records stored for \(lines.count) sent; first difference at \(Array(zip(stored, lines)).firstIndex { $0.0 != $0.1 } ?? -1)")
+    }
+
     @Test func aRecordLargerThanTheServerTakesIsRefusedBeforeSending() throws {
         let server = try Server(["--max-batch-bytes", "64KiB"])
         #expect(try server.ringlog("create", "big").status == 0)
