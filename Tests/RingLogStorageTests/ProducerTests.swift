@@ -269,6 +269,36 @@ import Testing
         #expect(try harness.readAll(id).count == 2)
     }
 
+    /// A data directory from before format 2 (format-1 batches, a format-1 checkpoint) opens:
+    /// its batches read back, record numbers count from 0 at its checkpoint, and the next
+    /// checkpoint is format 2.
+    @Test func aFormatOneCheckpointStillOpens() throws {
+        let harness = try Harness()
+        let id = try harness.createLog("old")
+        let old = try (0..<5).map { try harness.append(id, payload(30, seed: $0)) }
+        try harness.shutDownCleanlyAndReopen()
+        let path = "/data/logs/old/checkpoint"
+        guard let bytes = harness.disk.contents(of: path), var checkpoint = Checkpoint(decoding: bytes) else {
+            throw TestFailure("no checkpoint to rewrite")
+        }
+        checkpoint.nextRecord = nil
+        let formatOne = checkpoint.encoded()
+        #expect(formatOne.count == 44 && formatOne.prefix(4).elementsEqual([0x52, 0x4C, 0x43, 0x31]), "RLC1, 44 bytes")
+        let fd = Int32(harness.disk.perform(.open(path: CPath(path), flags: O_WRONLY | O_TRUNC, mode: 0)))
+        formatOne.withUnsafeBytes { _ = harness.disk.perform(.write(fd: fd, position: 0, bytes: $0, uncached: false)) }
+        _ = harness.disk.perform(.fdatasync(fd: fd))
+        _ = harness.disk.perform(.close(fd: fd))
+        try harness.driver.crashAndRecover()
+        #expect(try harness.readAll(id).map(\.offset) == old)
+        let numbered = try Self.placedOffset(try Self.offer(harness, id, Self.batch(0, sequence: 0, records: 2, seed: 1)))
+        harness.driver.runUntilQuiet()
+        let header = try harness.read(id, from: numbered, maxBytes: 1).get().withUnsafeBytes { BatchHeader(unchecked: $0.baseAddress!) }
+        #expect(header.firstRecord == 0, "counted from the format-1 checkpoint's offset")
+        try harness.shutDownCleanlyAndReopen()
+        #expect(harness.disk.contents(of: path)?.prefix(4).elementsEqual([0x52, 0x4C, 0x43, 0x32]) == true, "rewritten as RLC2")
+        #expect(harness.store.log(id)?.info.committedRecords == 2)
+    }
+
     /// Every batch, of either format, advances the log's record count; a format-2 batch carries
     /// the number of its first record, across segments, restarts and crashes.
     @Test func recordNumbersCountEveryRecordInLogOrder() throws {
