@@ -28,8 +28,9 @@ import Testing
         var description: String { rawValue }
     }
 
-    static func server(faults: DiskFaults? = nil) throws -> TestServer {
+    static func server(faults: DiskFaults? = nil, shutdownTimeoutMillis: Int? = nil) throws -> TestServer {
         try TestServer { configuration in
+            if let shutdownTimeoutMillis { configuration.shutdownTimeoutMillis = shutdownTimeoutMillis }
             configuration.headerTimeoutMillis = 300
             configuration.payloadTimeoutMillis = 300
             configuration.sendTimeoutMillis = 1_000
@@ -189,7 +190,10 @@ import Testing
     /// acknowledges appends already in flight, then closes the connections.
     @Test func aGracefulStopAnswersLongPollsShuttingDownAndAcknowledgesAppendsInFlight() throws {
         let faults = DiskFaults()
-        let server = try Self.server(faults: faults)
+        // The stop must wait for the held fdatasync, however slowly this test gets to release it
+        // on a loaded machine (the default 5 s once ran out under the full parallel suite, and
+        // the stop then closed the appender's connection before its acknowledgement).
+        let server = try Self.server(faults: faults, shutdownTimeoutMillis: 120_000)
         let control = try server.client()
         let x = try control.createLog("x").logID
         let poller = try server.client()
