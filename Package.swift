@@ -6,6 +6,7 @@
 //   RingLogServer, RingLogClient      the server on the loop core; the client library on the loop core
 //   RingLogDiskIO                     carrying out the storage engine's disk requests on io_uring
 //   RingLogStorage                    segments, recovery, retention: decides, performs no I/O
+//   RingLogKafka                      Kafka's wire primitives and record batches (pure)
 //   RingLogWire, RingLogIO            byte formats (pure); the io_uring loop core
 //   CLiburing, CRingLogSupport        system shims: liburing, CRC32C and GNU-only libc
 import PackageDescription
@@ -51,6 +52,12 @@ let package = Package(
         .target(
             name: "RingLogWire",
             dependencies: ["CRingLogSupport"],
+            swiftSettings: serverSide
+        ),
+        // Kafka's wire primitives and record batches (the Kafka listener of issue 17 builds on it).
+        .target(
+            name: "RingLogKafka",
+            dependencies: ["RingLogWire"],
             swiftSettings: serverSide
         ),
         .target(
@@ -141,6 +148,11 @@ let package = Package(
         .testTarget(
             name: "RingLogIOTests",
             dependencies: ["RingLogIO", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RingLogKafkaTests",
+            dependencies: ["RingLogKafka", "RingLogWire"],
             swiftSettings: strict
         ),
         .testTarget(
