@@ -160,7 +160,9 @@ public enum KafkaRecordBatch {
         guard header.compression == 0 else { throw KafkaDecodeError("the records are compressed (codec \(header.compression))") }
         var reader = KafkaReader(UnsafeRawBufferPointer(rebasing: bytes[headerBytes...]))
         var records: [KafkaRecord] = []
-        guard Int(header.recordsCount) <= reader.remaining / 7 else { throw KafkaDecodeError("\(header.recordsCount) records cannot fit") }
+        guard header.recordsCount >= 0, Int(header.recordsCount) <= reader.remaining / 7 else {
+            throw KafkaDecodeError("\(header.recordsCount) records cannot fit")
+        }
         records.reserveCapacity(Int(header.recordsCount))
         for _ in 0..<header.recordsCount {
             let length = try reader.varint()

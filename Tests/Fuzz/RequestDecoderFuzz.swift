@@ -32,7 +32,46 @@ public func fuzzOneInput(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     }
     precondition(framer.partialBytes <= WireProtocol.headerBytes + limits.maxAppendBodyBytes + AppendIfRequest.prefixBytes)
     decodeAsResponses(stream)
+    decodeAsKafka(stream, chunkSize: chunkSize)
     return 0
+}
+
+/// The same bytes as a Kafka client's stream: frames, request headers, ApiVersions answers, and
+/// each frame (and the bytes themselves) as a produced record batch.
+func decodeAsKafka(_ stream: UnsafeRawBufferPointer, chunkSize: Int) {
+    var framer = KafkaFramer(maxFrameBytes: 1 << 16)
+    var index = 0
+    while index < stream.count {
+        let end = min(index + chunkSize, stream.count)
+        do {
+            try framer.feed(UnsafeRawBufferPointer(rebasing: stream[index..<end])) { frame in
+                if let header = try? KafkaRequestHeader.decode(frame) {
+                    precondition(header.bodyStart <= frame.count)
+                    if header.api == .apiVersions {
+                        _ = KafkaApiVersions.responseBody(version: header.apiVersion, supported: [KafkaApiVersions.Range(.apiVersions, 0, 3)])
+                    }
+                }
+                _ = KafkaRequestHeader.correlationID(frame)
+                decodeKafkaBatch(frame)
+            }
+        } catch {
+            break
+        }
+        precondition(framer.pendingBytes <= 4 + (1 << 16))
+        index = end
+    }
+    decodeKafkaBatch(stream)
+}
+
+func decodeKafkaBatch(_ bytes: UnsafeRawBufferPointer) {
+    if case .success(let header) = KafkaRecordBatch.validateProduced(bytes) {
+        precondition(Int(header.batchLength) + 12 == bytes.count)
+        let payload = KafkaRecordBatch.storedPayload(bytes)
+        precondition(payload.count + KafkaRecordBatch.prefixBytes == bytes.count)
+    }
+    if let records = try? KafkaRecordBatch.records(bytes) {
+        for record in records { precondition((record.key?.count ?? 0) + (record.value?.count ?? 0) <= bytes.count) }
+    }
 }
 
 func decodeRequestBody(_ header: RequestHeader, _ body: UnsafeRawBufferPointer) {

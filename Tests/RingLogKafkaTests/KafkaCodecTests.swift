@@ -144,6 +144,10 @@ import Testing
         #expect(problem { batch in batch[22] = 0x10; recrc(&batch) } == .invalid("transactions are not supported"))
         #expect(problem { batch in batch[60] = 3; recrc(&batch) } != nil, "records count and last offset delta disagree")
         #expect(problem { _ in } == nil)
+        // Found by the fuzzer: a negative record count is an error, not a trap.
+        var negative = Self.fromKafkaPython
+        negative[57] = 0xFF
+        #expect(negative.withUnsafeBytes { (try? KafkaRecordBatch.records($0)) == nil })
         // Compressed records are never opened: decoding says so instead of guessing.
         var compressed = Self.fromKafkaPython
         compressed[22] = 0x01
