@@ -113,6 +113,15 @@ public struct KafkaReader {
         return try raw(Int(length))
     }
 
+    /// NULLABLE_BYTES as a range of `bytes` (so a large value, a record batch, is not copied).
+    public mutating func nullableBytesRange() throws(KafkaDecodeError) -> Range<Int>? {
+        let length = try int32()
+        if length == -1 { return nil }
+        guard length >= 0 else { throw KafkaDecodeError("a byte-array length of \(length)") }
+        let start = try take(Int(length), "\(length) bytes")
+        return start..<(start + Int(length))
+    }
+
     /// COMPACT_NULLABLE_BYTES: unsigned varint length + 1 (0: null).
     public mutating func compactNullableBytes() throws(KafkaDecodeError) -> UnsafeRawBufferPointer? {
         let lengthPlusOne = try unsignedVarint()

@@ -47,8 +47,22 @@ func decodeAsKafka(_ stream: UnsafeRawBufferPointer, chunkSize: Int) {
             try framer.feed(UnsafeRawBufferPointer(rebasing: stream[index..<end])) { frame in
                 if let header = try? KafkaRequestHeader.decode(frame) {
                     precondition(header.bodyStart <= frame.count)
-                    if header.api == .apiVersions {
+                    let body = UnsafeRawBufferPointer(rebasing: frame[header.bodyStart...])
+                    switch header.api {
+                    case .apiVersions?:
                         _ = KafkaApiVersions.responseBody(version: header.apiVersion, supported: [KafkaApiVersions.Range(.apiVersions, 0, 3)])
+                    case .produce?:
+                        if let request = try? KafkaProduceRequest.decode(body, version: header.apiVersion) {
+                            for topic in request.topics {
+                                for partition in topic.partitions {
+                                    guard let range = partition.records else { continue }
+                                    precondition(range.upperBound <= body.count)
+                                    decodeKafkaBatch(UnsafeRawBufferPointer(rebasing: body[range]))
+                                }
+                            }
+                        }
+                    case .metadata?: _ = try? KafkaMetadataRequest.decode(body, version: header.apiVersion)
+                    default: break
                     }
                 }
                 _ = KafkaRequestHeader.correlationID(frame)
