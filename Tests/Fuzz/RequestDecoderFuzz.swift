@@ -62,6 +62,8 @@ func decodeAsKafka(_ stream: UnsafeRawBufferPointer, chunkSize: Int) {
                             }
                         }
                     case .metadata?: _ = try? KafkaMetadataRequest.decode(body, version: header.apiVersion)
+                    case .fetch?: _ = try? KafkaFetchRequest.decode(body, version: header.apiVersion)
+                    case .listOffsets?: _ = try? KafkaListOffsetsRequest.decode(body, version: header.apiVersion)
                     default: break
                     }
                 }

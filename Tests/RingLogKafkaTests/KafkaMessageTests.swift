@@ -64,3 +64,47 @@ import Testing
             "000000010000000100093132372e302e302e310000238400000001000000066f7264657273000000010000000000000000000100000001000000010000000100000001"))
     }
 }
+
+/// Fetch and ListOffsets against kafka-python 2.0.2's encodings of the same values.
+@Suite struct KafkaFetchTests {
+    static func hex(_ text: String) -> [UInt8] { KafkaRecordBatchTests.hex(text) }
+    static let batch = KafkaRecordBatchTests.fromKafkaPython
+
+    @Test func fetchRequestsOfOldAndNewVersionsDecode() throws {
+        let v4 = try Self.hex("ffffffff000001f40000000103200000010000000100066f7264657273000000010000000000000000000003e800100000")
+            .withUnsafeBytes { try KafkaFetchRequest.decode($0, version: 4) }
+        #expect(v4.maxWaitMillis == 500 && v4.minBytes == 1 && v4.maxBytes == 52_428_800 && v4.isolationLevel == 1)
+        #expect(v4.topics == [.init(name: "orders", partitions: [.init(index: 0, fetchOffset: 1000, maxBytes: 1_048_576)])])
+        let v10 = try Self.hex(
+            "ffffffff000001f400000001032000000100000000ffffffff0000000100066f72646572730000000100000000ffffffff00000000000003e800000000000000000010000000000000"
+        ).withUnsafeBytes { try KafkaFetchRequest.decode($0, version: 10) }
+        #expect(v10.topics == v4.topics)
+        #expect(throws: KafkaDecodeError.self) { try Self.hex("ffffffff").withUnsafeBytes { try KafkaFetchRequest.decode($0, version: 10) } }
+    }
+
+    @Test func fetchResponsesMatchAnotherImplementation() {
+        let one = KafkaFetchResponse(topics: [.init(name: "orders", partitions: [.init(index: 0, highWatermark: 2000, records: Self.batch)])])
+        #expect(one.encode(version: 4) == Self.hex("000000000000000100066f72646572730000000100000000000000000000000007d000000000000007d0000000000000005b") + Self.batch)
+        let two = KafkaFetchResponse(topics: [
+            .init(name: "orders", partitions: [
+                .init(index: 0, highWatermark: 2000, logStartOffset: 5, records: Self.batch),
+                .init(index: 1, errorCode: .offsetOutOfRange),
+            ])
+        ])
+        #expect(two.encode(version: 10) == Self.hex(
+            "000000000000000000000000000100066f72646572730000000200000000000000000000000007d000000000000007d00000000000000005000000000000005b")
+            + Self.batch + Self.hex("000000010001ffffffffffffffffffffffffffffffffffffffffffffffff0000000000000000"))
+    }
+
+    @Test func listOffsetsMatchAnotherImplementation() throws {
+        let v1 = try Self.hex("ffffffff0000000100066f72646572730000000200000000fffffffffffffffe000000010000019ad20f2800")
+            .withUnsafeBytes { try KafkaListOffsetsRequest.decode($0, version: 1) }
+        #expect(v1.topics == [.init(name: "orders", partitions: [.init(index: 0, timestamp: -2), .init(index: 1, timestamp: 1_764_460_800_000)])])
+        let v2 = try Self.hex("ffffffff010000000100066f72646572730000000100000000ffffffffffffffff").withUnsafeBytes { try KafkaListOffsetsRequest.decode($0, version: 2) }
+        #expect(v2.topics[0].partitions == [.init(index: 0, timestamp: -1)])
+        let answer = KafkaListOffsetsResponse(topics: [.init(name: "orders", partitions: [.init(index: 0, offset: 1500), .init(index: 1, errorCode: .unknownTopicOrPartition)])])
+        #expect(answer.encode(version: 1) == Self.hex("0000000100066f726465727300000002000000000000ffffffffffffffff00000000000005dc000000010003ffffffffffffffffffffffffffffffff"))
+        let timed = KafkaListOffsetsResponse(topics: [.init(name: "orders", partitions: [.init(index: 0, timestamp: 1_764_460_800_000, offset: 1500)])])
+        #expect(timed.encode(version: 2) == Self.hex("000000000000000100066f7264657273000000010000000000000000019ad20f280000000000000005dc"))
+    }
+}

@@ -1,0 +1,214 @@
+/// Fetch (key 1), v4-v11: a consumer asks for batches from an offset per partition, waiting up
+/// to `maxWaitMillis` for `minBytes`. RingLog answers without fetch sessions (session id 0) and
+/// with the last stable offset equal to the high watermark (no transactions).
+public struct KafkaFetchRequest: Equatable, Sendable {
+    public struct Partition: Equatable, Sendable {
+        public var index: Int32
+        public var fetchOffset: Int64
+        public var maxBytes: Int32
+        public init(index: Int32, fetchOffset: Int64, maxBytes: Int32) {
+            self.index = index
+            self.fetchOffset = fetchOffset
+            self.maxBytes = maxBytes
+        }
+    }
+
+    public struct Topic: Equatable, Sendable {
+        public var name: String
+        public var partitions: [Partition]
+        public init(name: String, partitions: [Partition]) {
+            self.name = name
+            self.partitions = partitions
+        }
+    }
+
+    public var maxWaitMillis: Int32
+    public var minBytes: Int32
+    public var maxBytes: Int32
+    public var isolationLevel: Int8
+    public var topics: [Topic]
+
+    public static let versions: ClosedRange<Int16> = 4...11
+
+    public static func decode(_ body: UnsafeRawBufferPointer, version: Int16) throws(KafkaDecodeError) -> KafkaFetchRequest {
+        guard versions.contains(version) else { throw KafkaDecodeError("Fetch v\(version) requests are not read (v4-v11 are)") }
+        var reader = KafkaReader(body)
+        _ = try reader.int32()  // replica id: -1 from consumers
+        let maxWait = try reader.int32()
+        let minBytes = try reader.int32()
+        let maxBytes = try reader.int32()
+        let isolation = try reader.int8()
+        if version >= 7 {
+            _ = try reader.int32()  // session id
+            _ = try reader.int32()  // session epoch
+        }
+        var topics: [Topic] = []
+        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
+            let name = try reader.string()
+            var partitions: [Partition] = []
+            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 16) ?? 0) {
+                let index = try reader.int32()
+                if version >= 9 { _ = try reader.int32() }  // current leader epoch
+                let offset = try reader.int64()
+                if version >= 5 { _ = try reader.int64() }  // the follower's log start offset
+                partitions.append(Partition(index: index, fetchOffset: offset, maxBytes: try reader.int32()))
+            }
+            topics.append(Topic(name: name, partitions: partitions))
+        }
+        if version >= 7 {
+            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
+                _ = try reader.string()
+                for _ in 0..<(try reader.arrayCount(minimumElementBytes: 4) ?? 0) { _ = try reader.int32() }
+            }
+        }
+        if version >= 11 { _ = try reader.string() }  // rack id
+        try reader.finish()
+        return KafkaFetchRequest(maxWaitMillis: maxWait, minBytes: minBytes, maxBytes: maxBytes, isolationLevel: isolation, topics: topics)
+    }
+}
+
+public struct KafkaFetchResponse: Equatable, Sendable {
+    public struct Partition: Equatable, Sendable {
+        public var index: Int32
+        public var errorCode: KafkaErrorCode
+        public var highWatermark: Int64
+        public var logStartOffset: Int64
+        /// Whole record batches (never null on the wire: an empty answer is zero bytes, which
+        /// librdkafka requires).
+        public var records: [UInt8]
+
+        public init(index: Int32, errorCode: KafkaErrorCode = .none, highWatermark: Int64 = -1, logStartOffset: Int64 = -1, records: [UInt8] = []) {
+            self.index = index
+            self.errorCode = errorCode
+            self.highWatermark = highWatermark
+            self.logStartOffset = logStartOffset
+            self.records = records
+        }
+    }
+
+    public struct Topic: Equatable, Sendable {
+        public var name: String
+        public var partitions: [Partition]
+        public init(name: String, partitions: [Partition]) {
+            self.name = name
+            self.partitions = partitions
+        }
+    }
+
+    public var topics: [Topic]
+    public init(topics: [Topic]) { self.topics = topics }
+
+    public func encode(version: Int16) -> [UInt8] {
+        var writer = KafkaWriter()
+        writer.int32(0)  // throttle time
+        if version >= 7 {
+            writer.int16(KafkaErrorCode.none.rawValue)
+            writer.int32(0)  // no fetch session
+        }
+        writer.arrayCount(topics.count)
+        for topic in topics {
+            writer.nullableString(topic.name)
+            writer.arrayCount(topic.partitions.count)
+            for partition in topic.partitions {
+                writer.int32(partition.index)
+                writer.int16(partition.errorCode.rawValue)
+                writer.int64(partition.highWatermark)
+                writer.int64(partition.highWatermark)  // last stable offset: no transactions
+                if version >= 5 { writer.int64(partition.logStartOffset) }
+                writer.arrayCount(0)  // aborted transactions
+                if version >= 11 { writer.int32(-1) }  // no preferred read replica
+                writer.nullableBytes(partition.records)
+            }
+        }
+        return writer.bytes
+    }
+}
+
+/// ListOffsets (key 2), v1-v2: the offset of the first record at or after a time per partition,
+/// or the earliest (-2) or latest (-1).
+public struct KafkaListOffsetsRequest: Equatable, Sendable {
+    public struct Partition: Equatable, Sendable {
+        public var index: Int32
+        /// -1: latest (the high watermark), -2: earliest, else milliseconds since the epoch.
+        public var timestamp: Int64
+        public init(index: Int32, timestamp: Int64) {
+            self.index = index
+            self.timestamp = timestamp
+        }
+    }
+
+    public struct Topic: Equatable, Sendable {
+        public var name: String
+        public var partitions: [Partition]
+        public init(name: String, partitions: [Partition]) {
+            self.name = name
+            self.partitions = partitions
+        }
+    }
+
+    public var topics: [Topic]
+
+    public static let versions: ClosedRange<Int16> = 1...2
+
+    public static func decode(_ body: UnsafeRawBufferPointer, version: Int16) throws(KafkaDecodeError) -> KafkaListOffsetsRequest {
+        guard versions.contains(version) else { throw KafkaDecodeError("ListOffsets v\(version) requests are not read (v1-v2 are)") }
+        var reader = KafkaReader(body)
+        _ = try reader.int32()  // replica id
+        if version >= 2 { _ = try reader.int8() }  // isolation level
+        var topics: [Topic] = []
+        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
+            let name = try reader.string()
+            var partitions: [Partition] = []
+            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 12) ?? 0) {
+                partitions.append(Partition(index: try reader.int32(), timestamp: try reader.int64()))
+            }
+            topics.append(Topic(name: name, partitions: partitions))
+        }
+        try reader.finish()
+        return KafkaListOffsetsRequest(topics: topics)
+    }
+}
+
+public struct KafkaListOffsetsResponse: Equatable, Sendable {
+    public struct Partition: Equatable, Sendable {
+        public var index: Int32
+        public var errorCode: KafkaErrorCode
+        public var timestamp: Int64
+        public var offset: Int64
+        public init(index: Int32, errorCode: KafkaErrorCode = .none, timestamp: Int64 = -1, offset: Int64 = -1) {
+            self.index = index
+            self.errorCode = errorCode
+            self.timestamp = timestamp
+            self.offset = offset
+        }
+    }
+
+    public struct Topic: Equatable, Sendable {
+        public var name: String
+        public var partitions: [Partition]
+        public init(name: String, partitions: [Partition]) {
+            self.name = name
+            self.partitions = partitions
+        }
+    }
+
+    public var topics: [Topic]
+    public init(topics: [Topic]) { self.topics = topics }
+
+    public func encode(version: Int16) -> [UInt8] {
+        var writer = KafkaWriter()
+        if version >= 2 { writer.int32(0) }
+        writer.arrayCount(topics.count)
+        for topic in topics {
+            writer.nullableString(topic.name)
+            writer.arrayCount(topic.partitions.count)
+            for partition in topic.partitions {
+                writer.int32(partition.index)
+                writer.int16(partition.errorCode.rawValue)
+                writer.int64(partition.timestamp)
+                writer.int64(partition.offset)
+            }
+        }
+        return writer.bytes
+    }
+}
