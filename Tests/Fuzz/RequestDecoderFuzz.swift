@@ -64,6 +64,12 @@ func decodeAsKafka(_ stream: UnsafeRawBufferPointer, chunkSize: Int) {
                     case .metadata?: _ = try? KafkaMetadataRequest.decode(body, version: header.apiVersion)
                     case .fetch?: _ = try? KafkaFetchRequest.decode(body, version: header.apiVersion)
                     case .listOffsets?: _ = try? KafkaListOffsetsRequest.decode(body, version: header.apiVersion)
+                    case .offsetCommit?: _ = try? KafkaOffsetCommitRequest.decode(body, version: header.apiVersion)
+                    case .offsetFetch?: _ = try? KafkaOffsetFetchRequest.decode(body, version: header.apiVersion)
+                    case .findCoordinator?: _ = try? KafkaFindCoordinatorRequest.decode(body, version: header.apiVersion)
+                    case .heartbeat?: _ = try? KafkaMembershipRequest.decodeHeartbeat(body, version: header.apiVersion)
+                    case .leaveGroup?: _ = try? KafkaMembershipRequest.decodeLeaveGroup(body, version: header.apiVersion)
+                    case .initProducerId?: _ = try? KafkaInitProducerIdRequest.decode(body, version: header.apiVersion)
                     default: break
                     }
                 }
