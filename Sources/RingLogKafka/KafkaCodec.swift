@@ -107,10 +107,7 @@ public struct KafkaReader {
 
     /// BYTES / NULLABLE_BYTES: `i32` length (-1: null).
     public mutating func nullableBytes() throws(KafkaDecodeError) -> UnsafeRawBufferPointer? {
-        let length = try int32()
-        if length == -1 { return nil }
-        guard length >= 0 else { throw KafkaDecodeError("a byte-array length of \(length)") }
-        return try raw(Int(length))
+        try nullableBytesRange().map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
     }
 
     /// NULLABLE_BYTES as a range of `bytes` (so a large value, a record batch, is not copied).
@@ -224,4 +221,49 @@ public struct KafkaWriter: Sendable {
 
     /// An empty tagged-field section.
     public mutating func noTaggedFields() { bytes.append(0) }
+}
+
+/// One topic's entries in a request or response: nearly every Kafka API lists its work as topics,
+/// each a name and an array of per-partition entries.
+public struct KafkaTopic<Partition> {
+    public var name: String
+    public var partitions: [Partition]
+
+    public init(name: String, partitions: [Partition]) {
+        self.name = name
+        self.partitions = partitions
+    }
+}
+
+extension KafkaTopic: Equatable where Partition: Equatable {}
+extension KafkaTopic: Sendable where Partition: Sendable {}
+
+extension KafkaReader {
+    /// An ARRAY of topics (nil: a null array): each a STRING name, then an ARRAY of partition
+    /// entries read by `partition`, each at least `partitionBytes` long.
+    public mutating func topics<Partition>(
+        partitionBytes: Int, _ partition: (inout KafkaReader) throws(KafkaDecodeError) -> Partition
+    ) throws(KafkaDecodeError) -> [KafkaTopic<Partition>]? {
+        guard let count = try arrayCount(minimumElementBytes: 6) else { return nil }
+        var topics: [KafkaTopic<Partition>] = []
+        for _ in 0..<count {
+            let name = try string()
+            var partitions: [Partition] = []
+            for _ in 0..<(try arrayCount(minimumElementBytes: partitionBytes) ?? 0) { partitions.append(try partition(&self)) }
+            topics.append(KafkaTopic(name: name, partitions: partitions))
+        }
+        return topics
+    }
+}
+
+extension KafkaWriter {
+    /// An ARRAY of topics, each its name and its partition entries written by `partition`.
+    public mutating func topics<Partition>(_ topics: [KafkaTopic<Partition>], _ partition: (inout KafkaWriter, Partition) -> Void) {
+        arrayCount(topics.count)
+        for topic in topics {
+            nullableString(topic.name)
+            arrayCount(topic.partitions.count)
+            for entry in topic.partitions { partition(&self, entry) }
+        }
+    }
 }

@@ -13,14 +13,7 @@ public struct KafkaFetchRequest: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var maxWaitMillis: Int32
     public var minBytes: Int32
@@ -42,24 +35,16 @@ public struct KafkaFetchRequest: Equatable, Sendable {
             _ = try reader.int32()  // session id
             _ = try reader.int32()  // session epoch
         }
-        var topics: [Topic] = []
-        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
-            let name = try reader.string()
-            var partitions: [Partition] = []
-            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 16) ?? 0) {
-                let index = try reader.int32()
-                if version >= 9 { _ = try reader.int32() }  // current leader epoch
-                let offset = try reader.int64()
-                if version >= 5 { _ = try reader.int64() }  // the follower's log start offset
-                partitions.append(Partition(index: index, fetchOffset: offset, maxBytes: try reader.int32()))
-            }
-            topics.append(Topic(name: name, partitions: partitions))
-        }
+        let topics = try reader.topics(partitionBytes: 16) { (reader: inout KafkaReader) throws(KafkaDecodeError) in
+            let index = try reader.int32()
+            if version >= 9 { _ = try reader.int32() }  // current leader epoch
+            let offset = try reader.int64()
+            if version >= 5 { _ = try reader.int64() }  // the follower's log start offset
+            return Partition(index: index, fetchOffset: offset, maxBytes: try reader.int32())
+        } ?? []
         if version >= 7 {
-            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
-                _ = try reader.string()
-                for _ in 0..<(try reader.arrayCount(minimumElementBytes: 4) ?? 0) { _ = try reader.int32() }
-            }
+            // Forgotten topics (fetch sessions, which RingLog does not keep): read past.
+            _ = try reader.topics(partitionBytes: 4) { (reader: inout KafkaReader) throws(KafkaDecodeError) in try reader.int32() }
         }
         if version >= 11 { _ = try reader.string() }  // rack id
         try reader.finish()
@@ -86,14 +71,7 @@ public struct KafkaFetchResponse: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var topics: [Topic]
     public init(topics: [Topic]) { self.topics = topics }
@@ -105,20 +83,15 @@ public struct KafkaFetchResponse: Equatable, Sendable {
             writer.int16(KafkaErrorCode.none.rawValue)
             writer.int32(0)  // no fetch session
         }
-        writer.arrayCount(topics.count)
-        for topic in topics {
-            writer.nullableString(topic.name)
-            writer.arrayCount(topic.partitions.count)
-            for partition in topic.partitions {
-                writer.int32(partition.index)
-                writer.int16(partition.errorCode.rawValue)
-                writer.int64(partition.highWatermark)
-                writer.int64(partition.highWatermark)  // last stable offset: no transactions
-                if version >= 5 { writer.int64(partition.logStartOffset) }
-                writer.arrayCount(0)  // aborted transactions
-                if version >= 11 { writer.int32(-1) }  // no preferred read replica
-                writer.nullableBytes(partition.records)
-            }
+        writer.topics(topics) { writer, partition in
+            writer.int32(partition.index)
+            writer.int16(partition.errorCode.rawValue)
+            writer.int64(partition.highWatermark)
+            writer.int64(partition.highWatermark)  // last stable offset: no transactions
+            if version >= 5 { writer.int64(partition.logStartOffset) }
+            writer.arrayCount(0)  // aborted transactions
+            if version >= 11 { writer.int32(-1) }  // no preferred read replica
+            writer.nullableBytes(partition.records)
         }
         return writer.bytes
     }
@@ -137,14 +110,7 @@ public struct KafkaListOffsetsRequest: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var topics: [Topic]
 
@@ -155,15 +121,9 @@ public struct KafkaListOffsetsRequest: Equatable, Sendable {
         var reader = KafkaReader(body)
         _ = try reader.int32()  // replica id
         if version >= 2 { _ = try reader.int8() }  // isolation level
-        var topics: [Topic] = []
-        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
-            let name = try reader.string()
-            var partitions: [Partition] = []
-            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 12) ?? 0) {
-                partitions.append(Partition(index: try reader.int32(), timestamp: try reader.int64()))
-            }
-            topics.append(Topic(name: name, partitions: partitions))
-        }
+        let topics = try reader.topics(partitionBytes: 12) { (reader: inout KafkaReader) throws(KafkaDecodeError) in
+            Partition(index: try reader.int32(), timestamp: try reader.int64())
+        } ?? []
         try reader.finish()
         return KafkaListOffsetsRequest(topics: topics)
     }
@@ -183,14 +143,7 @@ public struct KafkaListOffsetsResponse: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var topics: [Topic]
     public init(topics: [Topic]) { self.topics = topics }
@@ -198,16 +151,11 @@ public struct KafkaListOffsetsResponse: Equatable, Sendable {
     public func encode(version: Int16) -> [UInt8] {
         var writer = KafkaWriter()
         if version >= 2 { writer.int32(0) }
-        writer.arrayCount(topics.count)
-        for topic in topics {
-            writer.nullableString(topic.name)
-            writer.arrayCount(topic.partitions.count)
-            for partition in topic.partitions {
-                writer.int32(partition.index)
-                writer.int16(partition.errorCode.rawValue)
-                writer.int64(partition.timestamp)
-                writer.int64(partition.offset)
-            }
+        writer.topics(topics) { writer, partition in
+            writer.int32(partition.index)
+            writer.int16(partition.errorCode.rawValue)
+            writer.int64(partition.timestamp)
+            writer.int64(partition.offset)
         }
         return writer.bytes
     }

@@ -77,14 +77,7 @@ public struct KafkaOffsetCommitRequest: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var groupID: String
     public var generationID: Int32
@@ -101,18 +94,12 @@ public struct KafkaOffsetCommitRequest: Equatable, Sendable {
         let member = try reader.string()
         if version >= 7 { _ = try reader.nullableString() }  // group instance id
         if version <= 4 { _ = try reader.int64() }  // retention time
-        var topics: [Topic] = []
-        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
-            let name = try reader.string()
-            var partitions: [Partition] = []
-            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 14) ?? 0) {
-                let index = try reader.int32()
-                let offset = try reader.int64()
-                if version >= 6 { _ = try reader.int32() }  // committed leader epoch
-                partitions.append(Partition(index: index, offset: offset, metadata: try reader.nullableString()))
-            }
-            topics.append(Topic(name: name, partitions: partitions))
-        }
+        let topics = try reader.topics(partitionBytes: 14) { (reader: inout KafkaReader) throws(KafkaDecodeError) in
+            let index = try reader.int32()
+            let offset = try reader.int64()
+            if version >= 6 { _ = try reader.int32() }  // committed leader epoch
+            return Partition(index: index, offset: offset, metadata: try reader.nullableString())
+        } ?? []
         try reader.finish()
         return KafkaOffsetCommitRequest(groupID: group, generationID: generation, memberID: member, topics: topics)
     }
@@ -121,14 +108,9 @@ public struct KafkaOffsetCommitRequest: Equatable, Sendable {
     public static func responseBody(version: Int16, _ results: [(topic: String, partitions: [(index: Int32, errorCode: KafkaErrorCode)])]) -> [UInt8] {
         var writer = KafkaWriter()
         if version >= 3 { writer.int32(0) }
-        writer.arrayCount(results.count)
-        for topic in results {
-            writer.nullableString(topic.topic)
-            writer.arrayCount(topic.partitions.count)
-            for partition in topic.partitions {
-                writer.int32(partition.index)
-                writer.int16(partition.errorCode.rawValue)
-            }
+        writer.topics(results.map { KafkaTopic(name: $0.topic, partitions: $0.partitions) }) { writer, partition in
+            writer.int32(partition.index)
+            writer.int16(partition.errorCode.rawValue)
         }
         return writer.bytes
     }
@@ -136,33 +118,17 @@ public struct KafkaOffsetCommitRequest: Equatable, Sendable {
 
 public struct KafkaOffsetFetchRequest: Equatable, Sendable {
     public var groupID: String
-    /// nil (v2+): every partition the group committed.
-    public var topics: [(name: String, partitions: [Int32])]?
+    /// Partition indexes by topic; nil (v2+): every partition the group committed.
+    public var topics: [KafkaTopic<Int32>]?
 
     public static let versions: ClosedRange<Int16> = 1...5
-
-    public static func == (lhs: KafkaOffsetFetchRequest, rhs: KafkaOffsetFetchRequest) -> Bool {
-        lhs.groupID == rhs.groupID && lhs.topics?.count == rhs.topics?.count
-            && zip(lhs.topics ?? [], rhs.topics ?? []).allSatisfy { $0.name == $1.name && $0.partitions == $1.partitions }
-    }
 
     public static func decode(_ body: UnsafeRawBufferPointer, version: Int16) throws(KafkaDecodeError) -> KafkaOffsetFetchRequest {
         guard versions.contains(version) else { throw KafkaDecodeError("OffsetFetch v\(version) requests are not read (v1-v5 are)") }
         var reader = KafkaReader(body)
         let group = try reader.string()
-        var topics: [(name: String, partitions: [Int32])]?
-        if let count = try reader.arrayCount(minimumElementBytes: 6) {
-            var list: [(name: String, partitions: [Int32])] = []
-            for _ in 0..<count {
-                let name = try reader.string()
-                var partitions: [Int32] = []
-                for _ in 0..<(try reader.arrayCount(minimumElementBytes: 4) ?? 0) { partitions.append(try reader.int32()) }
-                list.append((name, partitions))
-            }
-            topics = list
-        } else if version < 2 {
-            throw KafkaDecodeError("OffsetFetch v\(version) has no null topic list")
-        }
+        let topics = try reader.topics(partitionBytes: 4) { (reader: inout KafkaReader) throws(KafkaDecodeError) in try reader.int32() }
+        if topics == nil && version < 2 { throw KafkaDecodeError("OffsetFetch v\(version) has no null topic list") }
         try reader.finish()
         return KafkaOffsetFetchRequest(groupID: group, topics: topics)
     }
@@ -174,17 +140,12 @@ public struct KafkaOffsetFetchRequest: Equatable, Sendable {
     ) -> [UInt8] {
         var writer = KafkaWriter()
         if version >= 3 { writer.int32(0) }
-        writer.arrayCount(results.count)
-        for topic in results {
-            writer.nullableString(topic.topic)
-            writer.arrayCount(topic.partitions.count)
-            for partition in topic.partitions {
-                writer.int32(partition.index)
-                writer.int64(partition.offset)
-                if version >= 5 { writer.int32(-1) }  // committed leader epoch
-                writer.nullableString(partition.metadata ?? "")
-                writer.int16(partition.errorCode.rawValue)
-            }
+        writer.topics(results.map { KafkaTopic(name: $0.topic, partitions: $0.partitions) }) { writer, partition in
+            writer.int32(partition.index)
+            writer.int64(partition.offset)
+            if version >= 5 { writer.int32(-1) }  // committed leader epoch
+            writer.nullableString(partition.metadata ?? "")
+            writer.int16(partition.errorCode.rawValue)
         }
         if version >= 2 { writer.int16(errorCode.rawValue) }
         return writer.bytes

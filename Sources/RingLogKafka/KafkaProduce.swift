@@ -7,10 +7,7 @@ public struct KafkaProduceRequest: Equatable, Sendable {
         public var records: Range<Int>?
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var transactionalID: String?
     /// 0 (no response), 1 (the leader wrote it), -1 (all replicas: durable, for RingLog).
@@ -26,15 +23,9 @@ public struct KafkaProduceRequest: Equatable, Sendable {
         let transactionalID = try reader.nullableString()
         let acks = try reader.int16()
         let timeout = try reader.int32()
-        var topics: [Topic] = []
-        for _ in 0..<(try reader.arrayCount(minimumElementBytes: 6) ?? 0) {
-            let name = try reader.string()
-            var partitions: [Partition] = []
-            for _ in 0..<(try reader.arrayCount(minimumElementBytes: 8) ?? 0) {
-                partitions.append(Partition(index: try reader.int32(), records: try reader.nullableBytesRange()))
-            }
-            topics.append(Topic(name: name, partitions: partitions))
-        }
+        let topics = try reader.topics(partitionBytes: 8) { (reader: inout KafkaReader) throws(KafkaDecodeError) in
+            Partition(index: try reader.int32(), records: try reader.nullableBytesRange())
+        } ?? []
         try reader.finish()
         return KafkaProduceRequest(transactionalID: transactionalID, acks: acks, timeoutMillis: timeout, topics: topics)
     }
@@ -57,14 +48,7 @@ public struct KafkaProduceResponse: Equatable, Sendable {
         }
     }
 
-    public struct Topic: Equatable, Sendable {
-        public var name: String
-        public var partitions: [Partition]
-        public init(name: String, partitions: [Partition]) {
-            self.name = name
-            self.partitions = partitions
-        }
-    }
+    public typealias Topic = KafkaTopic<Partition>
 
     public var topics: [Topic]
     public var throttleTimeMillis: Int32 = 0
@@ -75,17 +59,12 @@ public struct KafkaProduceResponse: Equatable, Sendable {
     /// ends with the throttle time.
     public func encode(version: Int16) -> [UInt8] {
         var writer = KafkaWriter()
-        writer.arrayCount(topics.count)
-        for topic in topics {
-            writer.nullableString(topic.name)
-            writer.arrayCount(topic.partitions.count)
-            for partition in topic.partitions {
-                writer.int32(partition.index)
-                writer.int16(partition.errorCode.rawValue)
-                writer.int64(partition.baseOffset)
-                if version >= 2 { writer.int64(partition.logAppendTimeMillis) }
-                if version >= 5 { writer.int64(partition.logStartOffset) }
-            }
+        writer.topics(topics) { writer, partition in
+            writer.int32(partition.index)
+            writer.int16(partition.errorCode.rawValue)
+            writer.int64(partition.baseOffset)
+            if version >= 2 { writer.int64(partition.logAppendTimeMillis) }
+            if version >= 5 { writer.int64(partition.logStartOffset) }
         }
         if version >= 1 { writer.int32(throttleTimeMillis) }
         return writer.bytes
