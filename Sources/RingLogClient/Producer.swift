@@ -426,16 +426,19 @@ public final class Producer: Sendable {
         loop.execute { core in core.producers[key]?.seal() }
     }
 
+    private struct Counts: Sendable {
+        var resent: Int
+        var reconnections: Int
+    }
+
     /// Batches sent again after a connection was lost, and reconnections (for tests and tools).
     public func retryCounts() async -> (resentBatches: Int, reconnections: Int) {
         let key = self.key
-        let counts: Result<(Int, Int), RingLogError> = await withCheckedContinuation { continuation in
-            loop.execute { core in
-                let producer = core.producers[key]
-                continuation.resume(returning: .success((producer?.resentBatches ?? 0, producer?.reconnections ?? 0)))
-            }
+        let counts = try? await withLoop(loop) { core, resume in
+            let producer = core.producers[key]
+            resume(.success(Counts(resent: producer?.resentBatches ?? 0, reconnections: producer?.reconnections ?? 0)))
         }
-        return (try? counts.get()) ?? (0, 0)
+        return (counts?.resent ?? 0, counts?.reconnections ?? 0)
     }
 
     /// Flushes and stops; later sends fail. Batches already sent are still retried.

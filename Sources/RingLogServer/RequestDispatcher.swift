@@ -247,23 +247,21 @@ final class RequestDispatcher {
         // The condition is checked where the batch would be placed, in the same turn: nothing
         // can move the end between the check and the placement. (A log that failed or is being
         // deleted reports that instead; an idempotent retry gets its original offset.)
+        let durable = header.flags == AckMode.durable.rawValue
         switch store.append(to: log, batch: batch, expectedEnd: expectedEnd) {
         case .placed(let offset, let end):
             server.counters.appends += 1
             server.counters.appendedBytes += UInt64(batch.count)
             server.counters.appendedRecords += UInt64(Batch.recordCount(batch.baseAddress!))
             let wait = server.waiters.wait(of: connection, on: header.logID)
-            server.waiters.addAcknowledgement(
-                PendingAck(offset: offset, end: end, sequence: sequence), durable: header.flags == AckMode.durable.rawValue, to: wait)
+            server.waiters.addAcknowledgement(PendingAck(offset: offset, end: end, sequence: sequence), durable: durable, to: wait)
             return true
         case .duplicate(let offset, let end):
             server.counters.duplicateAppends += 1
             // Answered like the batch it repeats: once that batch is written or committed.
             let wait = server.waiters.wait(of: connection, on: header.logID)
-            server.waiters.addAcknowledgement(
-                PendingAck(offset: offset, end: end, sequence: sequence, duplicate: true), durable: header.flags == AckMode.durable.rawValue, to: wait)
-            server.waiters.acknowledge(header.logID, upTo: header.flags == AckMode.durable.rawValue ? log.committedEnd : log.writtenEnd,
-                durable: header.flags == AckMode.durable.rawValue, committedEnd: log.committedEnd)
+            server.waiters.addAcknowledgement(PendingAck(offset: offset, end: end, sequence: sequence, duplicate: true), durable: durable, to: wait)
+            server.waiters.acknowledge(header.logID, upTo: durable ? log.committedEnd : log.writtenEnd, durable: durable, committedEnd: log.committedEnd)
             return true
         case .endMismatch(let reserved, let committed):
             connection.brokenChains.insert(header.logID)

@@ -48,13 +48,9 @@ final class CheckpointPlan {
         checkpoint.producers = state.producers.snapshot(endingAt: target)
         checkpoint.forgottenProducers = Array(state.producers.forgotten)
         self.checkpoint = checkpoint
-        let temporary = state.directory.appending(LogFileNames.checkpointTemporary)
-        steps.append(.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "checkpoint"))
-        steps.append(.write(.opened("checkpoint"), position: 0, OwnedBytes(checkpoint.encoded())))
-        steps.append(.fdatasync(.opened("checkpoint")))
-        steps.append(.close(.opened("checkpoint")))
-        steps.append(.rename(from: temporary, to: state.directory.appending(LogFileNames.checkpoint)))
-        steps.append(.fsync(.fd(state.directoryFD)))
+        steps += DiskScript.Step.replace(
+            state.directory.appending(LogFileNames.checkpoint), through: state.directory.appending(LogFileNames.checkpointTemporary),
+            with: OwnedBytes(checkpoint.encoded()), directory: .fd(state.directoryFD))
         script = DiskScript(steps)
         indexUpdates = updates
     }

@@ -94,17 +94,10 @@ struct DataDirectory {
         bytes.appendLittleEndian(UInt32(0x3144_4C52))
         bytes.appendLittleEndian(previous + 1)
         bytes.appendChecksum()
-        let temporary = root.appending("instance.tmp")
-        let script = DiskScript([
-            .open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "instance"),
-            .write(.opened("instance"), position: 0, OwnedBytes(bytes)),
-            .fdatasync(.opened("instance")),
-            .close(.opened("instance")),
-            .rename(from: temporary, to: path),
-            .open(root, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0, as: "root"),
-            .fsync(.opened("root")),
-            .close(.opened("root")),
-        ])
+        let script = DiskScript(
+            [.open(root, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0, as: "root")]
+                + DiskScript.Step.replace(path, through: root.appending("instance.tmp"), with: OwnedBytes(bytes), directory: .opened("root"))
+                + [.close(.opened("root"))])
         return script.run(on: disk).map { previous + 1 }
     }
 

@@ -26,6 +26,20 @@ final class DiskScript {
         case rename(from: CPath, to: CPath)
         case unlink(CPath, isDirectory: Bool, ignoreMissing: Bool)
         case mkdir(CPath, ignoreExisting: Bool)
+
+        /// Replaces `path` atomically with `bytes`: written to `temporary`, fdatasynced, renamed
+        /// over `path`, then `directory` (the one holding both) fsynced, so after a crash the
+        /// file is whole, old or new.
+        static func replace(_ path: CPath, through temporary: CPath, with bytes: OwnedBytes, directory: File) -> [Step] {
+            [
+                .open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644, as: "replacement"),
+                .write(.opened("replacement"), position: 0, bytes),
+                .fdatasync(.opened("replacement")),
+                .close(.opened("replacement")),
+                .rename(from: temporary, to: path),
+                .fsync(directory),
+            ]
+        }
     }
 
     enum Progress {

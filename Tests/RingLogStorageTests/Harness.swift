@@ -85,7 +85,11 @@ final class Harness {
 
     /// Appends and runs the store until quiet, retrying while the store says it would block.
     func appendAndSettle(_ id: LogID, _ payload: [UInt8]) throws -> AppendOutcome {
-        let batch = Batch.make(payload: payload)
+        try appendAndSettle(id, batch: Batch.make(payload: payload))
+    }
+
+    /// The same for a batch built elsewhere (either format).
+    func appendAndSettle(_ id: LogID, batch: [UInt8]) throws -> AppendOutcome {
         for _ in 0..<1_000 {
             let outcome = batch.withUnsafeBytes { store.append(to: id, batch: $0) }
             driver.runUntilQuiet()

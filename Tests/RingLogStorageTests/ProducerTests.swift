@@ -18,12 +18,7 @@ import Testing
 
     /// Places a batch and runs the store until quiet (retrying while it would block).
     static func offer(_ harness: Harness, _ id: LogID, _ batch: [UInt8]) throws -> AppendOutcome {
-        for _ in 0..<1_000 {
-            let outcome = batch.withUnsafeBytes { harness.store.append(to: id, batch: $0) }
-            harness.driver.runUntilQuiet()
-            if outcome != .wouldBlock { return outcome }
-        }
-        throw TestFailure("append kept blocking")
+        try harness.appendAndSettle(id, batch: batch)
     }
 
     static func placedOffset(_ outcome: AppendOutcome) throws -> LogOffset {
