@@ -306,7 +306,7 @@ final class ServerLoop: IOLoopDriver {
                 case .success(nil): connection.answer(sequence, .empty)
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
-            case .timeSought(let context, let result):
+            case .sought(let context, let result):
                 guard let (connection, sequence) = storageAnswered(context) else { continue }
                 switch result {
                 case .success(let offset): connection.answer(sequence, .offset(OffsetMessage(offset: offset)))

@@ -11,8 +11,8 @@ enum LogOperation {
     case zeroWriteback(Segment, Range<Int>)
     /// Allocate-ahead: one fallocate step of the active segment.
     case allocate(Segment, Range<Int>)
-    /// A read of a lookup by time.
-    case timeSeek(LogTimeSeek.Seek)
+    /// A read of a lookup by time or record (`LogSeek`).
+    case seek(LogSeek.Seek)
 }
 
 /// Multi-step work of one log (`DiskScript`s).
@@ -42,7 +42,7 @@ public final class Log {
     private let files: SegmentFiles
     private let reader: LogReader
     private let upkeep: LogUpkeep
-    private let timeSeeker: LogTimeSeek
+    private let seeker: LogSeek
     let cursors: LogCursors
     /// Operations issued for this log and not yet completed (deletion waits for zero).
     var operationsInFlight = 0
@@ -58,7 +58,7 @@ public final class Log {
         files = SegmentFiles(state: state, context: context)
         reader = LogReader(state: state, context: context)
         upkeep = LogUpkeep(state: state, context: context, checkpointOffset: checkpointOffset, nowMicros: nowMicros)
-        timeSeeker = LogTimeSeek(state: state, context: context)
+        seeker = LogSeek(state: state, context: context)
         cursors = LogCursors(state: state, context: context, durable: durable.cursors, sequence: durable.sequence)
     }
 
@@ -209,9 +209,9 @@ public final class Log {
             writer.allocateFinished(segment, range, result: result)
             files.releaseLease(segment)
             context.markDirty(self)
-        case .timeSeek(let seek):
-            files.releaseLease(seek.segment)
-            if let answer = timeSeeker.readFinished(seek, result: result, for: self) { context.emit(.timeSought(context: seek.requester, answer)) }
+        case .seek(let seek):
+            files.releaseLease(seeker.reading(seek))
+            if let answer = seeker.readFinished(seek, result: result, for: self) { context.emit(.sought(context: seek.requester, answer)) }
         }
     }
 
@@ -242,10 +242,14 @@ public final class Log {
 
     // MARK: Reading
 
-    /// The first committed batch appended at or after a time. See `LogTimeSeek`.
-    func seek(atOrAfter timeMicros: UInt64, requester: UInt64) -> TimeSeekStart {
-        timeSeeker.seek(atOrAfter: timeMicros, requester: requester, for: self)
+    /// The first committed batch appended at or after a time, or holding a record. See `LogSeek`.
+    func seek(_ key: LogSeek.Key, requester: UInt64) -> SeekStart {
+        seeker.seek(key, requester: requester, for: self)
     }
+
+    /// Records numbered up to the committed end: the next committed batch's first record number
+    /// (Kafka's high watermark).
+    public var committedRecords: UInt64 { state.committedNextRecord }
 
     /// Reads whole committed batches from `offset`. See `LogReader.read`.
     func read(from offset: LogOffset, maxBytes: Int, purpose: LogReader.Purpose) -> ReadStart {

@@ -110,10 +110,19 @@ public final class LogStore {
 
     /// The offset of the first committed batch appended at or after `timeMicros` (µs since the
     /// Unix epoch): the start when all kept batches are that recent, the committed end when none
-    /// is. May read the segment: then a `.timeSought` event answers.
-    public func seek(_ id: LogID, atOrAfter timeMicros: UInt64, context requester: UInt64) -> TimeSeekStart {
+    /// is. May read the segment: then a `.sought` event answers.
+    public func seek(_ id: LogID, atOrAfter timeMicros: UInt64, context requester: UInt64) -> SeekStart {
         guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
-        return log.seek(atOrAfter: timeMicros, requester: requester)
+        return log.seek(.time(timeMicros), requester: requester)
+    }
+
+    /// The offset of the committed batch holding record number `record` (or of the first one
+    /// after it, when the batches holding it were trimmed): the committed end when `record` is
+    /// not below `Log.committedRecords`. Format-1 batches have no record numbers and are passed
+    /// over. May read the segments: then a `.sought` event answers.
+    public func seek(_ id: LogID, record: UInt64, context requester: UInt64) -> SeekStart {
+        guard let log = logsByID[id] else { return .failed(.unknownLog("id \(id)")) }
+        return log.seek(.record(record), requester: requester)
     }
 
     // MARK: Idempotent producers

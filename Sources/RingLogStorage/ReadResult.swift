@@ -28,11 +28,11 @@ public struct ReadResult {
     public var nextOffset: LogOffset { offset.advanced(by: range.count) }
 }
 
-/// How a lookup by time began (`LogStore.seek`).
-public enum TimeSeekStart {
-    /// Answered at once: the offset of the first batch at or after the time.
+/// How a lookup by time or record began (`LogStore.seek`).
+public enum SeekStart {
+    /// Answered at once: the offset of the batch found.
     case ready(LogOffset)
-    /// Reading the segment; a `.timeSought` event with the same context answers.
+    /// Reading the segments; a `.sought` event with the same context answers.
     case pending
     case failed(StorageError)
 }

@@ -18,8 +18,8 @@ public enum StoreEvent {
     case trimmed(context: UInt64, Result<LogOffset, StorageError>)
     /// A cursor commit (the position) or delete (nil) is durable, or failed.
     case cursorUpdated(context: UInt64, Result<CursorPosition?, StorageError>)
-    /// The answer of a lookup by time that had to read the segment.
-    case timeSought(context: UInt64, Result<LogOffset, StorageError>)
+    /// The answer of a lookup by time or record that had to read the segments.
+    case sought(context: UInt64, Result<LogOffset, StorageError>)
     /// Nothing more is in flight after `beginShutdown`. `clean` says every log is written, synced and
     /// clean-checkpointed (a restart will scan nothing); false when some log had failed or its clean
     /// checkpoint could not be written.

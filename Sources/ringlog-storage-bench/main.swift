@@ -260,7 +260,7 @@ struct Seek: ParsableCommand {
                 var answered = false
                 while !answered {
                     runner.turn(wait: true)
-                    while let event = runner.store.nextEvent() { if case .timeSought = event { answered = true } }
+                    while let event = runner.store.nextEvent() { if case .sought = event { answered = true } }
                 }
             }
             micros.append(Double(MonotonicClock.nanos() - started) / 1000)

@@ -133,7 +133,16 @@ final class Harness {
         switch store.seek(id, atOrAfter: timeMicros, context: context) {
         case .ready(let offset): return .success(offset)
         case .failed(let error): return .failure(error)
-        case .pending: return try waitFor("timeSought") { if case .timeSought(context, let result) = $0 { result } else { nil } }
+        case .pending: return try waitFor("sought") { if case .sought(context, let result) = $0 { result } else { nil } }
+        }
+    }
+
+    func seek(_ id: LogID, record: UInt64) throws -> Result<LogOffset, StorageError> {
+        let context = context()
+        switch store.seek(id, record: record, context: context) {
+        case .ready(let offset): return .success(offset)
+        case .failed(let error): return .failure(error)
+        case .pending: return try waitFor("sought") { if case .sought(context, let result) = $0 { result } else { nil } }
         }
     }
 
