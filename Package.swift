@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "RingLogServer",
             dependencies: [
-                "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CLiburing",
+                "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "RingLogKafka", "CLiburing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),

@@ -119,6 +119,12 @@ public struct KafkaReader {
         return start..<(start + Int(length))
     }
 
+    /// BYTES: as NULLABLE_BYTES, but a null (-1 length) is an error.
+    public mutating func requiredBytes() throws(KafkaDecodeError) -> UnsafeRawBufferPointer {
+        guard let value = try nullableBytes() else { throw KafkaDecodeError("null bytes where a byte array is required") }
+        return value
+    }
+
     /// COMPACT_NULLABLE_BYTES: unsigned varint length + 1 (0: null).
     public mutating func compactNullableBytes() throws(KafkaDecodeError) -> UnsafeRawBufferPointer? {
         let lengthPlusOne = try unsignedVarint()
@@ -132,6 +138,16 @@ public struct KafkaReader {
         let count = try int32()
         if count == -1 { return nil }
         return try checked(Int(count), minimumElementBytes)
+    }
+
+    /// A non-nullable ARRAY: as `arrayCount`, but a null (-1) count is an error too.
+    public mutating func requiredArrayCount(
+        minimumElementBytes: Int = 1, _ what: @autoclosure () -> String = "an array"
+    ) throws(KafkaDecodeError) -> Int {
+        guard let count = try arrayCount(minimumElementBytes: minimumElementBytes) else {
+            throw KafkaDecodeError("\(what()) is null where an array is required")
+        }
+        return count
     }
 
     /// COMPACT_ARRAY: unsigned varint count + 1 (0: null).

@@ -41,7 +41,7 @@ public enum KafkaApiKey: Int16, Sendable, CaseIterable {
 }
 
 /// Kafka error codes the listener answers with (Kafka's `Errors`).
-public enum KafkaErrorCode: Int16, Sendable {
+public enum KafkaErrorCode: Int16, Error, Sendable {
     case none = 0
     case unknownServerError = -1
     case offsetOutOfRange = 1
@@ -70,6 +70,7 @@ public enum KafkaErrorCode: Int16, Sendable {
     case duplicateSequenceNumber = 46
     case invalidProducerEpoch = 47
     case invalidTxnState = 48
+    case transactionalIdAuthorizationFailed = 53
     case kafkaStorageError = 56
     case unknownProducerId = 59
     case unsupportedCompressionType = 76

@@ -16,6 +16,9 @@ final class Connection: IOHandler {
     let fd: Int32
     /// Set right after the connection registers with the loop.
     private(set) var handle = IOHandle.none
+    /// Set on a connection accepted by the Kafka listener: its bytes are Kafka frames, its
+    /// requests go to `KafkaDispatcher`, and what storage answers on its behalf goes there too.
+    let kafka: KafkaSession?
 
     enum State {
         case open
@@ -85,9 +88,10 @@ final class Connection: IOHandler {
     private(set) var headerCompletedNanos: UInt64?
     private(set) var sendClock: SendClock
 
-    init(server: ServerLoop, fd: Int32, nowNanos: UInt64) {
+    init(server: ServerLoop, fd: Int32, nowNanos: UInt64, kafka: KafkaSession? = nil) {
         self.server = server
         self.fd = fd
+        self.kafka = kafka
         framer = RequestFramer(limits: RequestFramer.Limits(maxAppendBodyBytes: server.configuration.storage.maxBatchBytes))
         responses = ResponseQueue(capacity: 2 * server.configuration.maxInFlightPerConnection)
         lastActivityNanos = nowNanos
@@ -96,7 +100,7 @@ final class Connection: IOHandler {
     }
 
     var isOpen: Bool { if case .open = state { true } else { false } }
-    var isPaused: Bool { blockedAppend != nil }
+    var isPaused: Bool { blockedAppend != nil || kafka?.blockedProduce != nil }
     var isMidRequest: Bool { pendingHeader != nil }
 
     /// Memory this connection holds in the server: output kept alive by its send queue, a request
@@ -175,6 +179,17 @@ final class Connection: IOHandler {
 
     /// Frames and handles requests from `bytes`; returns how many bytes were used.
     private func frame(_ bytes: UnsafeRawBufferPointer, nowNanos: UInt64) -> Int {
+        if kafka != nil {
+            let consumed = server.kafka!.frame(self, bytes)
+            // A frame still arriving: its bytes stay in the stash, which `heldBytes` counts.
+            partialRequestBytes = 0
+            if consumed < bytes.count {
+                requestStartedNanos = requestStartedNanos ?? nowNanos
+            } else {
+                requestDone()
+            }
+            return consumed
+        }
         let dispatcher: RequestDispatcher = server.dispatcher
         let (consumed, failure) = framer.frame(bytes) { header in
             dispatcher.admitAssembly(self, header)
@@ -206,6 +221,7 @@ final class Connection: IOHandler {
     func pump() {
         defer { server.recharge(self) }
         if blockedAppend != nil { server.dispatcher.retryBlockedAppend(self) }
+        if let kafka, kafka.blockedProduce != nil { server.kafka!.retryBlockedProduce(self, kafka) }
         while stash.count > 0 && server.canRead(self) {
             let consumed = frame(stash.bytes, nowNanos: MonotonicClock.nanos())
             guard isOpen else { return }
@@ -224,6 +240,12 @@ final class Connection: IOHandler {
     /// Answers with an error that ends the connection: the stream can no longer be trusted.
     func protocolError(_ code: ErrorCode, _ body: ErrorBody, requestID: UInt64, opcode: UInt8 = 0) {
         server.counters.countError(code)
+        if kafka != nil {
+            // Kafka has no error frame outside a response: the connection just ends.
+            server.logger.debug("kafka protocol error", metadata: ["connection": "\(handle.slot)", "message": "\(body.message)"])
+            beginClosing(flushFirst: true, reason: body.message)
+            return
+        }
         server.logger.debug("protocol error", metadata: ["connection": "\(handle.slot)", "code": "\(code)", "message": "\(body.message)"])
         var response = PendingResponse(sequence: takeSequence(), requestID: requestID, opcode: opcode, counted: false)
         response.ready = true
@@ -236,8 +258,19 @@ final class Connection: IOHandler {
 
     // MARK: Answering
 
-    /// Completes the queued response `sequence` (dropped when it is no longer queued).
+    /// Completes the queued response `sequence` (dropped when it is no longer queued). On a Kafka
+    /// connection `sequence` is a token of the request part that waited (an acknowledgement, a
+    /// long-poll), which `KafkaDispatcher` routes.
     func answer(_ sequence: UInt32, status: UInt16 = 0, _ body: PendingResponse.Body) {
+        if let kafka {
+            server.kafka!.answered(self, kafka, token: sequence, status: status, body)
+            return
+        }
+        complete(sequence, status: status, body)
+    }
+
+    /// Completes the queued response `sequence` itself.
+    func complete(_ sequence: UInt32, status: UInt16 = 0, _ body: PendingResponse.Body) {
         let found = responses.update(sequence: sequence) { response in
             response.ready = true
             response.status = status

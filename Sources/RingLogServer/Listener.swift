@@ -2,7 +2,7 @@ import Glibc
 import RingLogIO
 import RingLogWire
 
-/// The protocol port: one multishot accept on the loop core. Connections past the limit (or
+/// A listening port (the native protocol's, or the Kafka listener's): one multishot accept on the loop core. Connections past the limit (or
 /// arriving while the server stops) are answered TOO_MANY_CONNECTIONS and closed; each such answer
 /// is its own small operation with its own handle, whose context is the descriptor to close.
 final class Listener: IOHandler {
@@ -11,10 +11,14 @@ final class Listener: IOHandler {
     private var handle: IOHandle!
     /// The rejection sent to connections over the limit, made once.
     private let rejection: OwnedBytes
+    /// Its connections speak Kafka; one over the limit is closed without an answer (Kafka has no
+    /// frame for that).
+    private let kafka: Bool
 
-    init(server: ServerLoop, fd: Int32) {
+    init(server: ServerLoop, fd: Int32, kafka: Bool = false) {
         self.server = server
         self.fd = fd
+        self.kafka = kafka
         let limit = server.configuration.maxConnections
         var body = WireWriter()
         ErrorBody(detail1: UInt64(limit), message: "too many connections: the limit is \(limit)").encode(into: &body)
@@ -50,7 +54,7 @@ final class Listener: IOHandler {
             if error != .canceled { server.logger.warning("accept failed", metadata: ["errno": "\(error)"]) }
         case .success(let accepted):
             if server.acceptsConnections {
-                server.accepted(fd: accepted)
+                server.accepted(fd: accepted, kafka: kafka)
             } else {
                 reject(accepted)
             }
@@ -60,6 +64,10 @@ final class Listener: IOHandler {
     /// Answers a connection over the limit with TOO_MANY_CONNECTIONS, then closes it.
     private func reject(_ accepted: Int32) {
         server.counters.connectionsRejected += 1
+        if kafka {
+            server.loop.submitUnobserved(.close(fd: accepted))
+            return
+        }
         let answer = server.loop.register(self, context: UInt64(UInt32(bitPattern: accepted)))
         server.loop.submit(.send(fd: accepted, bytes: rejection.bytes), for: answer)
         server.loop.release(answer)

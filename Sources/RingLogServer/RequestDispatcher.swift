@@ -372,6 +372,10 @@ final class RequestDispatcher {
     /// Wakes the long-polls of `log` that the new committed end answers: each reads again.
     func wakeReaders(_ log: LogID, committedEnd: LogOffset) {
         for (connection, sequence, poll) in server.waiters.takeReadersToWake(log, committedEnd: committedEnd) {
+            if let kafka = connection.kafka {
+                server.kafka!.pollEnded(connection, kafka, token: sequence)
+                continue
+            }
             admitRead(connection, sequence, logID: log, offset: poll.offset, maxBytes: poll.maxBytes, waitMillis: 0)
         }
     }
@@ -391,6 +395,10 @@ final class RequestDispatcher {
     }
 
     private func answerEmpty(_ connection: Connection, _ sequence: UInt32, logID: LogID) {
+        if let kafka = connection.kafka {
+            server.kafka!.pollEnded(connection, kafka, token: sequence)
+            return
+        }
         guard let log = store.log(logID) else {
             answer(connection, sequence, error: .unknownLog("id \(logID)"))
             return

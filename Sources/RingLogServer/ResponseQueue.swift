@@ -12,6 +12,8 @@ struct PendingResponse {
         case read(ReadResponseHead, ReadResult)
         case encoded([UInt8])
         case error(ErrorBody)
+        /// A whole Kafka response frame, sent as it is (no RingLog header).
+        case kafka(KafkaResponseBytes)
     }
 
     var sequence: UInt32
@@ -151,6 +153,16 @@ extension PendingResponse {
             appendInline(bytes, to: output)
         case .error(let error):
             appendInline(error.encoded(), to: output)
+        case .kafka(let response):
+            for piece in response.pieces {
+                switch piece {
+                case .bytes(let bytes):
+                    output.appendInline(count: bytes.count) { pointer in
+                        bytes.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    }
+                case .external(let owner, let range): output.appendExternal(owner, range)
+                }
+            }
         }
     }
 
@@ -173,6 +185,7 @@ extension PendingResponse {
         case .read(_, let result): result.buffer?.count ?? 0
         case .encoded(let bytes): bytes.count
         case .error(let error): 16 + error.message.utf8.count
+        case .kafka(let response): response.heldBytes
         case .empty, .append, .offset: 0
         }
     }

@@ -24,17 +24,20 @@ public final class Server: Sendable {
     public let boundAddress: SocketAddress
     /// Where it serves `GET /metrics`, when asked to.
     public let metricsAddress: SocketAddress?
+    /// Where the Kafka listener is bound, when there is one.
+    public let kafkaAddress: SocketAddress?
     public let recoveryReports: [RecoveryReport]
     private let wakeup: Wakeup
     private let control: ServerControl
     private let thread: pthread_t
 
     private init(
-        boundAddress: SocketAddress, metricsAddress: SocketAddress?, recoveryReports: [RecoveryReport], wakeup: Wakeup, control: ServerControl,
-        thread: pthread_t
+        boundAddress: SocketAddress, metricsAddress: SocketAddress?, kafkaAddress: SocketAddress?, recoveryReports: [RecoveryReport], wakeup: Wakeup,
+        control: ServerControl, thread: pthread_t
     ) {
         self.boundAddress = boundAddress
         self.metricsAddress = metricsAddress
+        self.kafkaAddress = kafkaAddress
         self.recoveryReports = recoveryReports
         self.wakeup = wakeup
         self.control = control
@@ -66,8 +69,8 @@ public final class Server: Sendable {
             throw error
         case .success(let running):
             return Server(
-                boundAddress: running.address, metricsAddress: running.metricsAddress, recoveryReports: running.reports, wakeup: wakeup,
-                control: control, thread: thread)
+                boundAddress: running.address, metricsAddress: running.metricsAddress, kafkaAddress: running.kafkaAddress,
+                recoveryReports: running.reports, wakeup: wakeup, control: control, thread: thread)
         }
     }
 
@@ -95,6 +98,7 @@ public final class Server: Sendable {
     struct Started: Sendable {
         var address: SocketAddress
         var metricsAddress: SocketAddress?
+        var kafkaAddress: SocketAddress?
         var reports: [RecoveryReport]
     }
 
@@ -107,6 +111,8 @@ public final class Server: Sendable {
         let loop: ServerLoop
         let bound: SocketAddress
         var metricsBound: SocketAddress?
+        var kafkaBound: SocketAddress?
+        var configuration = configuration
         do throws(ServerStartError) {
             // Every segment of every log is an open file: take all the descriptors allowed.
             let openFiles = raiseOpenFileLimit()
@@ -132,19 +138,40 @@ public final class Server: Sendable {
                     throw ServerStartError("metrics: \(error.description) (--metrics-listen)")
                 }
             }
+            var kafkaFD: Int32?
+            if let kafka = configuration.kafka {
+                do {
+                    let bound = try Sockets.listen(on: kafka.listen)
+                    kafkaFD = bound.fd
+                    kafkaBound = bound.bound
+                    if kafka.advertised == nil {
+                        configuration.kafka!.advertised = (bound.bound.host, Int(bound.bound.port))
+                    }
+                } catch {
+                    if kafka.optional {
+                        logger.warning("Kafka listener off: \(error.description) (--kafka-listen)")
+                        configuration.kafka = nil
+                    } else {
+                        close(listener.fd)
+                        if let metricsFD { close(metricsFD) }
+                        throw ServerStartError("kafka: \(error.description) (--kafka-listen)")
+                    }
+                }
+            }
             do {
                 loop = try ServerLoop(
-                    configuration: configuration, ring: ring, store: store, listenFD: listener.fd, metricsFD: metricsFD, wakeup: wakeup,
-                    control: control, logger: logger)
+                    configuration: configuration, ring: ring, store: store, listenFD: listener.fd, metricsFD: metricsFD, kafkaFD: kafkaFD,
+                    wakeup: wakeup, control: control, logger: logger)
             } catch {
                 close(listener.fd)
+                if let kafkaFD { close(kafkaFD) }
                 throw ServerStartError("cannot register receive buffers: \(error) (io_uring provided buffer rings need Linux 5.19 or newer)")
             }
         } catch {
             started(.failure(error))
             return
         }
-        started(.success(Started(address: bound, metricsAddress: metricsBound, reports: store.recoveryReports)))
+        started(.success(Started(address: bound, metricsAddress: metricsBound, kafkaAddress: kafkaBound, reports: store.recoveryReports)))
         loop.run()
         loop.release()
         logger.notice("stopped", metadata: ["clean": "\(control.cleanShutdown)"])

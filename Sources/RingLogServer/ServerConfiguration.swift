@@ -42,6 +42,8 @@ public struct ServerConfiguration: Sendable {
     public var diskFaults: DiskFaults?
     /// Where to serve `GET /metrics` (Prometheus text format); nil serves nothing.
     public var metricsListen: SocketAddress?
+    /// The Kafka listener (docs/kafka.md); nil serves none.
+    public var kafka: KafkaSettings?
 
     public init(listen: SocketAddress, dataDirectory: String, storage: StoreConfiguration = StoreConfiguration()) {
         self.listen = listen
@@ -88,4 +90,25 @@ public struct ServerConfiguration: Sendable {
     public static let maxInFlightRange: ClosedRange<UInt64> = 1...((1 << 23) - 1)
     /// Timeouts and waits: at most a day.
     public static let maxMillis: UInt64 = 86_400_000
+}
+
+/// How the Kafka listener behaves (docs/kafka.md).
+public struct KafkaSettings: Sendable {
+    public var listen: SocketAddress
+    /// The host and port Metadata and FindCoordinator name for this broker; nil: the address the
+    /// listener is bound to.
+    public var advertised: (host: String, port: Int)?
+    /// Whether the server may bind elsewhere when `listen` is taken (only when it is the default,
+    /// not an address the operator asked for): then the listener is off, with a warning.
+    public var optional = false
+    /// Create a topic on its first Metadata or Produce request.
+    public var autoCreateTopics = true
+    /// Partitions of a topic created that way.
+    public var defaultPartitions = 1
+    /// Consumer groups' sessions: a member not heard from for its session timeout leaves; a
+    /// rebalance waits at most its rebalance timeout for members to rejoin. Bounded here.
+    public var maxGroups = 1024
+    public var maxMembersPerGroup = 256
+
+    public init(listen: SocketAddress) { self.listen = listen }
 }

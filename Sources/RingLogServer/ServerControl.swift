@@ -61,6 +61,12 @@ struct ServerCounters {
     /// Idempotent retries answered with the offset of the batch they repeat.
     var duplicateAppends: UInt64 = 0
     var producersInitialized: UInt64 = 0
+    /// The Kafka listener (docs/kafka.md).
+    var kafkaRequests: UInt64 = 0
+    var kafkaRefused: UInt64 = 0
+    var kafkaProduceErrors: UInt64 = 0
+    var kafkaTopicsCreated: UInt64 = 0
+    var kafkaTopicsDeleted: UInt64 = 0
     var reads: UInt64 = 0
     var readBytes: UInt64 = 0
     var longPollsStarted: UInt64 = 0
@@ -100,6 +106,11 @@ extension ServerLoop {
             counter("appends_blocked_total", counters.appendsBlocked, "Appends that had to wait for room (tail cache or next segment)."),
             counter("duplicate_appends_total", counters.duplicateAppends, "Idempotent retries answered with the offset of the batch they repeat, not stored again."),
             counter("producers_initialized_total", counters.producersInitialized, "Producer ids and epochs handed out by INIT_PRODUCER."),
+            counter("kafka_requests_total", counters.kafkaRequests, "Requests answered on the Kafka listener."),
+            counter("kafka_refused_total", counters.kafkaRefused, "Kafka connections closed over a request that could not be read or is not served."),
+            counter("kafka_produce_errors_total", counters.kafkaProduceErrors, "Kafka partitions' batches refused in Produce requests."),
+            counter("kafka_topics_created_total", counters.kafkaTopicsCreated, "Kafka topics created (on first use or by CreateTopics)."),
+            counter("kafka_topics_deleted_total", counters.kafkaTopicsDeleted, "Kafka topics deleted by DeleteTopics."),
             counter("reads_total", counters.reads, "Read requests answered."),
             counter("read_bytes_total", counters.readBytes, "Bytes of batches returned by reads."),
             gauge("long_polls_waiting", UInt64(waiters.longPollsWaiting), "Reads waiting at the end of a log for new batches."),

@@ -30,6 +30,9 @@ final class ServerLoop: IOLoopDriver {
     private let wakeup: Wakeup
     private var executor: DiskExecutor!
     private var listener: Listener!
+    private var kafkaListener: Listener?
+    /// Serves the Kafka listener's connections, when there is one.
+    private(set) var kafka: KafkaDispatcher?
     private var metricsEndpoint: MetricsEndpoint?
     private(set) var dispatcher: RequestDispatcher!
 
@@ -54,7 +57,7 @@ final class ServerLoop: IOLoopDriver {
     static let maintenanceIntervalNanos: UInt64 = 100_000_000
 
     init(
-        configuration: ServerConfiguration, ring: Ring, store: LogStore, listenFD: Int32, metricsFD: Int32?, wakeup: Wakeup,
+        configuration: ServerConfiguration, ring: Ring, store: LogStore, listenFD: Int32, metricsFD: Int32?, kafkaFD: Int32? = nil, wakeup: Wakeup,
         control: ServerControl, logger: Logger
     ) throws(RingError) {
         self.configuration = configuration
@@ -68,6 +71,10 @@ final class ServerLoop: IOLoopDriver {
         executor = DiskExecutor(loop: loop, store: store, faults: configuration.diskFaults)
         dispatcher = RequestDispatcher(server: self)
         listener = Listener(server: self, fd: listenFD)
+        if let kafkaFD, let settings = configuration.kafka {
+            kafka = KafkaDispatcher(server: self, settings: settings)
+            kafkaListener = Listener(server: self, fd: kafkaFD, kafka: true)
+        }
         metricsEndpoint = metricsFD.map { MetricsEndpoint(loop: loop, listenFD: $0, exporter: { [unowned self] in metricsText() }) }
     }
 
@@ -82,6 +89,7 @@ final class ServerLoop: IOLoopDriver {
             if control.stopRequested, case .running = phase { beginDraining() }
         }
         listener.arm()
+        kafkaListener?.arm()
         metricsEndpoint?.arm()
         loop.run(driver: self)
     }
@@ -104,6 +112,7 @@ final class ServerLoop: IOLoopDriver {
     func nextDeadline(_ loop: IOLoop) -> UInt64? {
         var next = min(nextSweepNanos, nextMaintenanceNanos, nextMetricsPublishNanos)
         if let poll = waiters.nextDeadlineNanos { next = min(next, poll) }
+        if let groups = kafka?.nextDeadlineNanos { next = min(next, groups) }
         if case .draining(let deadline) = phase { next = min(next, deadline) }
         return next
     }
@@ -114,6 +123,7 @@ final class ServerLoop: IOLoopDriver {
             nextMaintenanceNanos = now + ServerLoop.maintenanceIntervalNanos
         }
         dispatcher.expireLongPolls(nowNanos: now)
+        kafka?.runTimers(nowNanos: now)
         if now >= nextSweepNanos {
             sweepConnections(now: now)
             metricsEndpoint?.sweep(now: now)
@@ -130,8 +140,8 @@ final class ServerLoop: IOLoopDriver {
     var isStopping: Bool { if case .running = phase { false } else { true } }
 
     /// A connection the listener accepted.
-    func accepted(fd: Int32) {
-        let connection = Connection(server: self, fd: fd, nowNanos: MonotonicClock.nanos())
+    func accepted(fd: Int32, kafka isKafka: Bool = false) {
+        let connection = Connection(server: self, fd: fd, nowNanos: MonotonicClock.nanos(), kafka: isKafka ? KafkaSession() : nil)
         connection.listPosition = connections.count
         connections.append(connection)
         counters.connectionsAccepted += 1
@@ -279,35 +289,35 @@ final class ServerLoop: IOLoopDriver {
                 blockedConnections.removeAll()
                 for connection in blocked where connection.listPosition >= 0 { connection.pump() }
             case .readCompleted(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .read(result)) else { continue }
                 dispatcher.finishRead(connection, sequence, result)
             case .created(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .created(result.map { _ in () })) else { continue }
                 switch result {
                 case .success(let info): connection.answer(sequence, .encoded(RequestDispatcher.describe(info).encoded()))
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
             case .deleted(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .deleted(result.map { _ in () })) else { continue }
                 switch result {
                 case .success: connection.answer(sequence, .empty)
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
             case .trimmed(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .sought(result)) else { continue }
                 switch result {
                 case .success(let start): connection.answer(sequence, .offset(OffsetMessage(offset: start)))
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
             case .cursorUpdated(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .cursor(result)) else { continue }
                 switch result {
                 case .success(let position?): connection.answer(sequence, .encoded(RequestDispatcher.encode(position).encoded()))
                 case .success(nil): connection.answer(sequence, .empty)
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
                 }
             case .sought(let context, let result):
-                guard let (connection, sequence) = storageAnswered(context) else { continue }
+                guard let (connection, sequence) = storageAnswered(context, .sought(result)) else { continue }
                 switch result {
                 case .success(let offset): connection.answer(sequence, .offset(OffsetMessage(offset: offset)))
                 case .failure(let error): dispatcher.answer(connection, sequence, error: error)
@@ -319,12 +329,18 @@ final class ServerLoop: IOLoopDriver {
     }
 
     /// A storage request's answer came back: the connection it belongs to (its handle was held
-    /// for it) and the response's sequence.
-    private func storageAnswered(_ context: UInt64) -> (Connection, UInt32)? {
+    /// for it) and the response's sequence. A Kafka connection's answer goes to `KafkaDispatcher`
+    /// (nil is returned).
+    private func storageAnswered(_ context: UInt64, _ answer: @autoclosure () -> KafkaStorageAnswer) -> (Connection, UInt32)? {
         guard let connection = connection(for: context) else { return nil }
         connection.storageRequestsInFlight -= 1
         defer { connection.finishIfDone() }
-        return (connection, ResponseContext.parts(context).sequence)
+        let token = ResponseContext.parts(context).sequence
+        if let session = connection.kafka {
+            kafka?.storageAnswered(connection, session, token: token, answer())
+            return nil
+        }
+        return (connection, token)
     }
 
     // MARK: Stopping
@@ -337,6 +353,8 @@ final class ServerLoop: IOLoopDriver {
         phase = .draining(deadlineNanos: MonotonicClock.nanos() + UInt64(configuration.shutdownTimeoutMillis) * 1_000_000)
         metricsEndpoint?.close()
         listener.close()
+        kafkaListener?.close()
+        kafka?.beginDraining()
         for (connection, sequence) in waiters.takeAllLongPolls() { dispatcher.answer(connection, sequence, error: .shuttingDown) }
         for connection in connections where !connection.parkedReads.isEmpty {
             let parked = connection.parkedReads
@@ -399,6 +417,7 @@ final class ServerLoop: IOLoopDriver {
         flushQueue.removeAll()
         blockedConnections.removeAll()
         dispatcher = nil
+        kafka = nil
         loop.forgetHandlers()
     }
 

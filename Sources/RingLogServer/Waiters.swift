@@ -227,6 +227,14 @@ final class Waiters {
         }
     }
 
+    /// Drops one long-poll of `connection` on `log` without answering it (a Kafka Fetch waiting on
+    /// several partitions stops waiting on the others once one answers).
+    func cancelLongPoll(of connection: Connection, on log: LogID, sequence: UInt32) {
+        guard let wait = connection.waits.first(where: { $0.logID == log }), wait.longPolls.removeValue(forKey: sequence) != nil else { return }
+        longPollsWaiting -= 1
+        detachIfEmpty(wait)
+    }
+
     /// Takes `connection`'s long-polls (to answer them now, empty: it is closing).
     func takeLongPolls(of connection: Connection) -> [(LogID, UInt32)] {
         var taken: [(LogID, UInt32)] = []

@@ -250,6 +250,8 @@ public final class Log {
     /// Records numbered up to the committed end: the next committed batch's first record number
     /// (Kafka's high watermark).
     public var committedRecords: UInt64 { state.committedNextRecord }
+    /// The record number the next batch placed gets (its `firstRecord`).
+    public var nextRecord: UInt64 { state.nextRecord }
 
     /// Reads whole committed batches from `offset`. See `LogReader.read`.
     func read(from offset: LogOffset, maxBytes: Int, purpose: LogReader.Purpose) -> ReadStart {

@@ -59,7 +59,9 @@ public struct Daemon {
     public init(executable: URL? = nil, directory: String, quiet: Bool = false, arguments: [String] = []) throws {
         process = Process()
         process.executableURL = executable ?? Daemon.executable
-        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--segment-bytes", "16MiB", "--log-level", "warning"] + arguments
+        // The Kafka listener's default port is one for the whole machine: off unless a test asks.
+        let kafka = arguments.contains("--kafka-listen") ? [] : ["--kafka-listen", "off"]
+        process.arguments = ["--data-dir", directory, "--listen", "127.0.0.1:0", "--segment-bytes", "16MiB", "--log-level", "warning"] + kafka + arguments
         let output = Pipe()
         process.standardOutput = output
         if quiet { process.standardError = FileHandle(forWritingAtPath: "/dev/null") }

@@ -51,6 +51,10 @@ public enum Batch {
     public static let magic2: UInt32 = 0x3242_4C52
     /// The header checksum covers bytes from here to the end of the header (both formats).
     public static let headerChecksumStart = 8
+    /// Format-2 `flags` bit 0: the payload is a Kafka record batch (Kafka's CRC, then everything
+    /// from `attributes` on), stored by the Kafka listener. Only the server sets it; an append
+    /// carrying it is refused (docs/kafka.md).
+    public static let kafkaFlag: UInt16 = 1
     /// Batch sequences count modulo 2^31, as Kafka's do.
     public static let sequenceModulus: UInt32 = 1 << 31
 
@@ -228,7 +232,8 @@ public enum Batch {
     /// The server-assigned fields are zero.
     @inlinable
     public static func fillHeader(
-        _ batch: UnsafeMutableRawPointer, format: Format, payloadLength: Int, recordCount: UInt32, producer: ProducerStamp = .none
+        _ batch: UnsafeMutableRawPointer, format: Format, payloadLength: Int, recordCount: UInt32, producer: ProducerStamp = .none,
+        flags: UInt16 = 0
     ) {
         (batch).initializeMemory(as: UInt8.self, repeating: 0, count: format.headerBytes)
         batch.storeLittleEndian(format.magic, at: Field.magic)
@@ -238,6 +243,7 @@ public enum Batch {
             batch.storeLittleEndian(producer.id, at: Field.producerId)
             batch.storeLittleEndian(producer.baseSequence, at: Field.baseSequence)
             batch.storeLittleEndian(producer.epoch, at: Field.producerEpoch)
+            batch.storeLittleEndian(flags, at: format.flags)
         }
         batch.storeLittleEndian(clientChecksum(UnsafeRawPointer(batch), format: format, payloadLength: payloadLength), at: format.crc)
     }

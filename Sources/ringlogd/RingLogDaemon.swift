@@ -63,6 +63,18 @@ struct RingLogDaemon: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at GET /metrics on this address (off unless given).")
     var metricsListen: SocketAddress?
 
+    @Option(help: "Serve the Kafka protocol on this address (docs/kafka.md), or 'off'. Default 127.0.0.1:9092; when that default is taken, the daemon starts without it and says so.")
+    var kafkaListen: String?
+
+    @Option(help: "host:port that Kafka Metadata and FindCoordinator name for this broker (default: the Kafka listen address).")
+    var kafkaAdvertise: SocketAddress?
+
+    @Option(help: "Partitions of a Kafka topic created on first use.")
+    var kafkaPartitions = 1
+
+    @Flag(inversion: .prefixedNo, help: "Create a Kafka topic on its first Metadata or Produce request, as a development broker does.")
+    var kafkaAutoCreate = true
+
     @Option(help: "Size of each segment file, e.g. 1GiB.")
     var segmentBytes = ByteSize(bytes: logDefaults.segmentBytes)
 
@@ -170,6 +182,12 @@ struct RingLogDaemon: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = Logger.Level.info
 
+    func validate() throws {
+        if let kafkaListen, kafkaListen != "off", (try? SocketAddress(parsing: kafkaListen)) == nil {
+            throw ValidationError("--kafka-listen \(kafkaListen): give host:port, [ipv6]:port, or off")
+        }
+    }
+
     /// Options from --config go first, so the command line overrides them.
     static func main() async {
         do {
@@ -209,6 +227,7 @@ struct RingLogDaemon: AsyncParsableCommand {
         {
             return [problem]
         }
+        if let problem = SettingProblem.check("kafka-partitions", kafkaPartitions, 1...1024, unit: .count) { return [problem] }
         return makeConfiguration().problems().map { problem in
             var named = problem
             // The storage engine names its own settings; these are the flags they come from.
@@ -248,6 +267,15 @@ struct RingLogDaemon: AsyncParsableCommand {
         configuration.receiveBufferCount = receiveBuffers
         configuration.receiveBufferBytes = receiveBufferBytes.bytes
         configuration.metricsListen = metricsListen
+        if kafkaListen != "off" {
+            let address = kafkaListen.flatMap { try? SocketAddress(parsing: $0) } ?? (try! SocketAddress(parsing: "127.0.0.1:9092"))
+            var kafka = KafkaSettings(listen: address)
+            kafka.optional = kafkaListen == nil
+            kafka.autoCreateTopics = kafkaAutoCreate
+            kafka.defaultPartitions = kafkaPartitions
+            if let advertised = kafkaAdvertise { kafka.advertised = (advertised.host, Int(advertised.port)) }
+            configuration.kafka = kafka
+        }
         return configuration
     }
 
@@ -321,6 +349,7 @@ struct RingLogService: Service {
         // process without its shutdown checkpoint; the daemon test caught that under load.)
         Console.out("listening \(server.boundAddress)")
         if let metricsAddress = server.metricsAddress { Console.out("metrics \(metricsAddress)") }
+        if let kafkaAddress = server.kafkaAddress { Console.out("kafka \(kafkaAddress)") }
         _ = await withGracefulShutdownHandler {
             await server.stopped()
         } onGracefulShutdown: {

@@ -1,0 +1,335 @@
+import RingLogIO
+import RingLogKafka
+import RingLogStorage
+import RingLogWire
+
+/// A Fetch on its way. Partitions are served one after the other, within the response's byte
+/// limit: the record offset asked for becomes a byte offset (the connection's last position for
+/// that log, or a lookup by record), a read returns whole stored batches, and each is sent as a
+/// Kafka batch: a Kafka-written one as a 17-byte prefix made from the RingLog header followed by
+/// its stored bytes, referenced where the read put them; a natively written one re-encoded as
+/// Kafka records (a copy). With nothing to send and `max.wait.ms` above zero, it long-polls every
+/// partition it reads at the end of, and runs again once one has news or the wait is over.
+final class KafkaFetch {
+    struct Part {
+        var topic: Int
+        var index: Int32
+        var fetchRecord: Int64
+        var maxBytes: Int
+        var error = KafkaErrorCode.none
+        var highWatermark: Int64 = -1
+        var logStart: Int64 = -1
+        var log: Log?
+        var records = KafkaResponseBytes()
+        /// The record number of the first batch sent.
+        var firstSent: Int64?
+    }
+
+    unowned let dispatcher: KafkaDispatcher
+    let sequence: UInt32
+    let header: KafkaRequestHeader
+    let topicNames: [String]
+    let maxWaitMillis: Int
+    let maxBytes: Int
+    var parts: [Part]
+    var next = 0
+    var sentBytes = 0
+    /// The long-polls it waits on (their tokens), when it waits.
+    var polls: [(token: UInt32, log: LogID)] = []
+    var waited = false
+    var finished = false
+
+    init(dispatcher: KafkaDispatcher, sequence: UInt32, header: KafkaRequestHeader, request: KafkaFetchRequest, maxBytes: Int, maxWaitMillis: Int) {
+        self.dispatcher = dispatcher
+        self.sequence = sequence
+        self.header = header
+        topicNames = request.topics.map(\.name)
+        self.maxBytes = maxBytes
+        self.maxWaitMillis = maxWaitMillis
+        var parts: [Part] = []
+        for (topic, entry) in request.topics.enumerated() {
+            for partition in entry.partitions {
+                parts.append(Part(topic: topic, index: partition.index, fetchRecord: partition.fetchOffset, maxBytes: max(Int(partition.maxBytes), 0)))
+            }
+        }
+        self.parts = parts
+    }
+
+    /// Serves the partitions from `next` on.
+    func run(_ connection: Connection) {
+        let store = dispatcher.store
+        while next < parts.count {
+            guard connection.isOpen else { return }
+            let index = next
+            var part = parts[index]
+            part.records = KafkaResponseBytes()
+            part.error = .none
+            let name = KafkaTopics.logName(topicNames[part.topic], Int(max(part.index, 0)))
+            guard part.index >= 0, KafkaTopics.problem(with: topicNames[part.topic]) == nil, let log = store.log(named: name), !log.deleting else {
+                part.error = .unknownTopicOrPartition
+                parts[index] = part
+                next += 1
+                continue
+            }
+            part.log = log
+            let highWatermark = log.committedRecords
+            part.highWatermark = Int64(highWatermark)
+            part.logStart = log.startOffset == .zero ? 0 : part.logStart
+            parts[index] = part
+            guard part.fetchRecord >= 0, UInt64(part.fetchRecord) <= highWatermark else {
+                parts[index].error = .offsetOutOfRange
+                next += 1
+                continue
+            }
+            let record = UInt64(part.fetchRecord)
+            let budget = min(part.maxBytes, maxBytes - sentBytes)
+            if record == highWatermark || budget <= 0 && sentBytes > 0 {
+                next += 1
+                continue
+            }
+            // Known position, or a lookup; then the read. Either may finish later: `run` goes on then.
+            let session = connection.kafka!
+            if let known = session.fetchPositions[log.id], known.record == record, known.offset >= log.startOffset {
+                read(connection, index, log, from: known.offset, record: record, budget: max(budget, 1))
+            } else {
+                dispatcher.seek(connection, log.id, record: record) { [self] result in
+                    switch result {
+                    case .success(let offset): read(connection, index, log, from: offset, record: record, budget: max(budget, 1))
+                    case .failure(let error): partFailed(connection, index, error)
+                    }
+                }
+            }
+            return
+        }
+        done(connection)
+    }
+
+    private func partFailed(_ connection: Connection, _ index: Int, _ error: StorageError) {
+        parts[index].error = KafkaDispatcher.kafkaError(error)
+        next = index + 1
+        run(connection)
+    }
+
+    private func read(_ connection: Connection, _ index: Int, _ log: Log, from offset: LogOffset, record: UInt64, budget: Int) {
+        dispatcher.read(connection, log.id, from: offset, maxBytes: budget) { [self] result in
+            switch result {
+            case .failure(let error): partFailed(connection, index, error)
+            case .success(let read):
+                convert(read, into: &parts[index], from: record, session: connection.kafka!)
+                if read.offset == log.startOffset && parts[index].logStart < 0, let first = parts[index].firstSent { parts[index].logStart = first }
+                sentBytes += parts[index].records.count
+                next = index + 1
+                run(connection)
+            }
+        }
+    }
+
+    /// Appends the read's batches to the part as Kafka batches and remembers where the next one is.
+    private func convert(_ read: ReadResult, into part: inout Part, from record: UInt64, session: KafkaSession) {
+        guard let buffer = read.buffer, let log = part.log else { return }
+        var position = read.range.lowerBound
+        var offset = read.offset
+        var nextRecord: UInt64?
+        let bytes = buffer.bytes
+        while position + Batch.minHeaderBytes <= read.range.upperBound {
+            let header = BatchHeader(unchecked: bytes.baseAddress! + position)
+            let total = header.totalBytes
+            guard total > 0, position + total <= read.range.upperBound else { break }
+            defer {
+                position += total
+                offset = offset.advanced(by: total)
+            }
+            // Format 1 has no record numbers: such batches are not served to Kafka consumers.
+            guard header.format == .v2 else { continue }
+            let end = header.firstRecord &+ UInt64(header.recordCount)
+            nextRecord = end
+            if end <= record { continue }
+            if part.firstSent == nil { part.firstSent = Int64(header.firstRecord) }
+            let payload = (position + header.headerBytes)..<(position + total)
+            if header.flags & Batch.kafkaFlag != 0, payload.count >= 4 {
+                part.records.append(KafkaRecordBatch.fetchPrefix(baseOffset: Int64(header.firstRecord), partitionLeaderEpoch: -1, storedPayloadBytes: payload.count))
+                part.records.append(buffer, payload)
+            } else {
+                part.records.append(KafkaDispatcher.kafkaBatch(native: UnsafeRawBufferPointer(rebasing: bytes[payload]), header: header))
+            }
+        }
+        if let nextRecord { session.fetchPositions[log.id] = (nextRecord, offset) }
+    }
+
+    /// Sends the response, or waits for news first.
+    private func done(_ connection: Connection) {
+        let server = dispatcher.server
+        if sentBytes == 0, maxWaitMillis > 0, !waited, connection.isOpen, !server.isStopping,
+            !parts.contains(where: { $0.error != .none }), let session = connection.kafka
+        {
+            waited = true
+            let deadline = MonotonicClock.nanos() + UInt64(maxWaitMillis) * 1_000_000
+            for part in parts {
+                guard let log = part.log, UInt64(part.fetchRecord) == log.committedRecords else { continue }
+                let token = session.register(.poll(self, log.id))
+                polls.append((token, log.id))
+                server.waiters.addLongPoll(
+                    LongPoll(offset: log.committedEnd, maxBytes: 0), sequence: token, deadlineNanos: deadline, to: server.waiters.wait(of: connection, on: log.id))
+                server.counters.longPollsStarted += 1
+            }
+            if !polls.isEmpty { return }
+        }
+        guard !finished else { return }
+        finished = true
+        dispatcher.respond(connection, sequence, header, encode())
+    }
+
+    /// One of its long-polls ended: it stops waiting on the others and runs again.
+    func pollEnded(_ connection: Connection) {
+        guard !polls.isEmpty else { return }
+        if let session = connection.kafka {
+            for poll in polls {
+                _ = session.take(poll.token)
+                dispatcher.server.waiters.cancelLongPoll(of: connection, on: poll.log, sequence: poll.token)
+            }
+        }
+        polls.removeAll()
+        next = 0
+        sentBytes = 0
+        run(connection)
+    }
+
+    /// The response body (Fetch v4-v11, no fetch sessions, last stable offset = high watermark).
+    private func encode() -> KafkaResponseBytes {
+        let response = KafkaResponseBytes()
+        let version = header.apiVersion
+        var writer = KafkaWriter()
+        writer.int32(0)  // throttle time
+        if version >= 7 {
+            writer.int16(KafkaErrorCode.none.rawValue)
+            writer.int32(0)  // no fetch session
+        }
+        writer.arrayCount(topicNames.count)
+        var partIndex = 0
+        for (topic, name) in topicNames.enumerated() {
+            writer.nullableString(name)
+            let end = parts[partIndex...].firstIndex { $0.topic != topic } ?? parts.count
+            writer.arrayCount(end - partIndex)
+            for part in parts[partIndex..<end] {
+                writer.int32(part.index)
+                writer.int16(part.error.rawValue)
+                writer.int64(part.highWatermark)
+                writer.int64(part.highWatermark)
+                if version >= 5 { writer.int64(part.logStart) }
+                writer.arrayCount(0)  // aborted transactions
+                if version >= 11 { writer.int32(-1) }  // no preferred read replica
+                writer.int32(Int32(clamping: part.records.count))
+                response.append(writer.bytes)
+                writer = KafkaWriter()
+                for piece in part.records.pieces {
+                    switch piece {
+                    case .bytes(let bytes): response.append(bytes)
+                    case .external(let owner, let range): response.append(owner, range)
+                    }
+                }
+            }
+            partIndex = end
+        }
+        response.append(writer.bytes)
+        return response
+    }
+}
+
+extension KafkaDispatcher {
+    func fetch(_ connection: Connection, _ session: KafkaSession, _ header: KafkaRequestHeader, _ request: KafkaFetchRequest) {
+        let sequence = begin(connection)
+        server.counters.reads += 1
+        // Clients ask for up to 50 MiB; one response holds at most what a native read may.
+        let maxBytes = max(1, min(Int(max(request.maxBytes, 1)), configuration.maxReadBytes))
+        let wait = min(Int(max(request.maxWaitMillis, 0)), configuration.maxWaitMillis)
+        KafkaFetch(dispatcher: self, sequence: sequence, header: header, request: request, maxBytes: maxBytes, maxWaitMillis: wait).run(connection)
+    }
+
+    /// A natively written batch as a Kafka batch: its records (RingLog's record framing) become
+    /// Kafka records with no key, stamped with the append time. A payload that is not framed
+    /// that way is one record holding all of it, followed by empty ones up to the record count,
+    /// so record offsets still line up.
+    static func kafkaBatch(native payload: UnsafeRawBufferPointer, header: BatchHeader) -> [UInt8] {
+        let count = Int(header.recordCount)
+        var values: [[UInt8]]
+        if let ranges = try? RecordFraming.records(in: payload, expectedCount: count) {
+            values = ranges.map { Array(payload[$0]) }
+        } else {
+            values = [Array(payload)] + Array(repeating: [], count: max(count - 1, 0))
+        }
+        let records = values.enumerated().map { KafkaRecord(offsetDelta: Int32($0.offset), timestampDelta: 0, key: nil, value: $0.element) }
+        var batch = KafkaRecordBatch.build(records, baseTimestamp: Int64(header.appendTimeMicros / 1000))
+        let base = header.firstRecord
+        for byte in 0..<8 { batch[byte] = UInt8(truncatingIfNeeded: base >> (56 - 8 * UInt64(byte))) }
+        return batch
+    }
+
+    // MARK: ListOffsets
+
+    func listOffsets(_ connection: Connection, _ session: KafkaSession, _ header: KafkaRequestHeader, _ request: KafkaListOffsetsRequest) {
+        let sequence = begin(connection)
+        var topics = request.topics.map { topic in
+            KafkaTopic(name: topic.name, partitions: topic.partitions.map { KafkaListOffsetsResponse.Partition(index: $0.index) })
+        }
+        var remaining = 1
+        let answer = { [unowned self] in
+            remaining -= 1
+            if remaining == 0 { respond(connection, sequence, header, KafkaListOffsetsResponse(topics: topics).encode(version: header.apiVersion)) }
+        }
+        for (topicIndex, topic) in request.topics.enumerated() {
+            for (partitionIndex, partition) in topic.partitions.enumerated() {
+                let set = { (error: KafkaErrorCode, offset: Int64, time: Int64) in
+                    topics[topicIndex].partitions[partitionIndex].errorCode = error
+                    topics[topicIndex].partitions[partitionIndex].offset = offset
+                    topics[topicIndex].partitions[partitionIndex].timestamp = time
+                }
+                guard partition.index >= 0, KafkaTopics.problem(with: topic.name) == nil,
+                    let log = store.log(named: KafkaTopics.logName(topic.name, Int(partition.index)))
+                else {
+                    set(.unknownTopicOrPartition, -1, -1)
+                    continue
+                }
+                switch partition.timestamp {
+                case -1:
+                    set(.none, Int64(log.committedRecords), -1)
+                case -2:
+                    remaining += 1
+                    // The first kept format-2 batch.
+                    seek(connection, log.id, record: 0) { [unowned self] result in
+                        guard case .success(let offset) = result else {
+                            set(.kafkaStorageError, -1, -1)
+                            return answer()
+                        }
+                        firstRecord(connection, log, at: offset) { found in
+                            switch found {
+                            case .success(let first): set(.none, Int64(first.record), -1)
+                            case .failure(let error): set(Self.kafkaError(error), -1, -1)
+                            }
+                            answer()
+                        }
+                    }
+                case let time where time >= 0:
+                    remaining += 1
+                    // By the server's append time (docs/kafka.md).
+                    seek(connection, log.id, timeMicros: UInt64(time) &* 1000) { [unowned self] result in
+                        guard case .success(let offset) = result else {
+                            set(.kafkaStorageError, -1, -1)
+                            return answer()
+                        }
+                        firstRecord(connection, log, at: offset) { found in
+                            switch found {
+                            case .success(let first):
+                                set(.none, first.timeMicros == nil ? -1 : Int64(first.record), first.timeMicros.map { Int64($0 / 1000) } ?? -1)
+                            case .failure(let error): set(Self.kafkaError(error), -1, -1)
+                            }
+                            answer()
+                        }
+                    }
+                default:
+                    set(.invalidRequest, -1, -1)
+                }
+            }
+        }
+        answer()
+    }
+}
