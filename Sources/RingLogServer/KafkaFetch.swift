@@ -58,8 +58,9 @@ final class KafkaFetch {
     /// Serves the partitions from `next` on.
     func run(_ connection: Connection) {
         let store = dispatcher.store
-        while next < parts.count {
-            guard connection.isOpen else { return }
+        // A closing connection still gets its answer (it may be flushed, and every queued
+        // response must be completed for the connection to finish).
+        while next < parts.count && connection.isOpen {
             let index = next
             var part = parts[index]
             part.records = KafkaResponseBytes()

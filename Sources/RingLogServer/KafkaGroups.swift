@@ -99,13 +99,30 @@ final class KafkaGroupCoordinator {
             group.order.append(id)
         } else if let known = group.members[request.memberID] {
             member = known
-            member.protocols = request.protocols
             member.lastHeardNanos = now
+            if !group.joining, group.assignments != nil, known.protocols == request.protocols {
+                // Nothing changed for it: the current generation, as Kafka answers a member that
+                // rejoins a stable group (no new round for the others).
+                dispatcher.respond(connection, sequence, header, KafkaJoinGroupRequest.responseBody(
+                    version: header.apiVersion, errorCode: .none, generationID: group.generation, protocolName: group.protocolName,
+                    leader: group.leader, memberID: known.id, members: known.id == group.leader ? members(of: group) : []))
+                return
+            }
+            member.protocols = request.protocols
         } else {
             return fail(.unknownMemberId)
         }
         group.protocolType = request.protocolType
         member.rejoined = true
+        // A join sent again while the first still waits: the first is answered now (every
+        // request gets its response, in order), the second waits in its place.
+        for earlier in group.heldJoins where earlier.memberID == member.id {
+            if let held = earlier.connection {
+                dispatcher.respond(held, earlier.sequence, earlier.header, KafkaJoinGroupRequest.responseBody(
+                    version: earlier.header.apiVersion, errorCode: .rebalanceInProgress, generationID: -1, protocolName: "", leader: "",
+                    memberID: member.id, members: []))
+            }
+        }
         group.heldJoins.removeAll { $0.memberID == member.id }
         group.heldJoins.append(Held(connection: connection, sequence: sequence, header: header, memberID: member.id))
         startRound(group, now: now)
@@ -155,10 +172,12 @@ final class KafkaGroupCoordinator {
         check(group: request.groupID, generation: request.generationID, member: request.memberID)
     }
 
-    private func check(group id: String, generation: Int32?, member memberID: String) -> KafkaErrorCode {
+    private func check(group id: String, generation: Int32?, member memberID: String, committing: Bool = false) -> KafkaErrorCode {
         guard let group = groups[id], let member = group.members[memberID] else { return .unknownMemberId }
         member.lastHeardNanos = MonotonicClock.nanos()
-        if group.joining { return .rebalanceInProgress }
+        // While members rejoin, the generation that is ending may still commit what it consumed
+        // (as Kafka allows); a heartbeat learns that it must rejoin.
+        if group.joining && !(committing && generation == group.generation) { return .rebalanceInProgress }
         if let generation, generation != group.generation { return .illegalGeneration }
         return .none
     }
@@ -167,7 +186,7 @@ final class KafkaGroupCoordinator {
     /// as standalone consumers send) always may.
     func commitAllowed(group: String, generation: Int32, member: String) -> KafkaErrorCode {
         guard generation >= 0 else { return .none }
-        return check(group: group, generation: generation, member: member)
+        return check(group: group, generation: generation, member: member, committing: true)
     }
 
     // MARK: Rounds
@@ -197,11 +216,7 @@ final class KafkaGroupCoordinator {
         group.leader = leaderID
         group.generation &+= 1
         group.protocolName = leader.protocols.first { offered in group.members.values.allSatisfy { $0.protocols.contains { $0.name == offered.name } } }?.name ?? ""
-        let everyone = group.order.compactMap { id in
-            group.members[id].map { member in
-                KafkaJoinGroupRequest.Member(memberID: id, metadata: member.protocols.first { $0.name == group.protocolName }?.metadata ?? [])
-            }
-        }
+        let everyone = members(of: group)
         for member in group.members.values { member.rejoined = false }
         let held = group.heldJoins
         group.heldJoins.removeAll()
@@ -210,6 +225,15 @@ final class KafkaGroupCoordinator {
             dispatcher.respond(connection, waiting.sequence, waiting.header, KafkaJoinGroupRequest.responseBody(
                 version: waiting.header.apiVersion, errorCode: .none, generationID: group.generation, protocolName: group.protocolName,
                 leader: group.leader, memberID: waiting.memberID, members: waiting.memberID == group.leader ? everyone : []))
+        }
+    }
+
+    /// What the leader is given to assign from: every member with its metadata for the chosen protocol.
+    private func members(of group: Group) -> [KafkaJoinGroupRequest.Member] {
+        group.order.compactMap { id in
+            group.members[id].map { member in
+                KafkaJoinGroupRequest.Member(memberID: id, metadata: member.protocols.first { $0.name == group.protocolName }?.metadata ?? [])
+            }
         }
     }
 
