@@ -179,7 +179,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RingLogServerTests",
-            dependencies: ["RingLogTesting", "RingLogTestKit", "RingLogServer", "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "CRingLogSupport"],
+            dependencies: ["RingLogTesting", "RingLogTestKit", "RingLogServer", "RingLogStorage", "RingLogDiskIO", "RingLogWire", "RingLogIO", "RingLogKafka", "CRingLogSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -91,6 +91,14 @@ public struct KafkaRequestHeader: Equatable, Sendable {
 
     public var api: KafkaApiKey? { KafkaApiKey(rawValue: apiKey) }
 
+    public init(apiKey: Int16, apiVersion: Int16, correlationID: Int32, clientID: String?, bodyStart: Int) {
+        self.apiKey = apiKey
+        self.apiVersion = apiVersion
+        self.correlationID = correlationID
+        self.clientID = clientID
+        self.bodyStart = bodyStart
+    }
+
     /// The correlation id of any frame of at least 8 bytes, even one whose header does not
     /// parse: it always sits at bytes 4-7.
     public static func correlationID(_ frame: UnsafeRawBufferPointer) -> Int32? {

@@ -105,6 +105,15 @@ final class KafkaDispatcher {
     private func handle(_ connection: Connection, _ frame: UnsafeRawBufferPointer) -> Bool {
         let header: KafkaRequestHeader
         do { header = try KafkaRequestHeader.decode(frame) } catch {
+            // ApiVersions of a version not known here may carry a header we cannot read past the
+            // correlation id; it still gets the v0-shaped answer (KIP-511).
+            if frame.count >= 8, frame[0] == 0, frame[1] == UInt8(KafkaApiKey.apiVersions.rawValue), let correlation = KafkaRequestHeader.correlationID(frame) {
+                let version = Int16(frame[2]) << 8 | Int16(frame[3])
+                let sequence = begin(connection)
+                respond(connection, sequence, KafkaRequestHeader(apiKey: 18, apiVersion: version, correlationID: correlation, clientID: nil, bodyStart: 8),
+                    KafkaApiVersions.responseBody(version: version, supported: Self.supported))
+                return mayGoOn(connection)
+            }
             refuse(connection, "unreadable Kafka request header: \(error)")
             return false
         }
