@@ -70,6 +70,10 @@ func decodeAsKafka(_ stream: UnsafeRawBufferPointer, chunkSize: Int) {
                     case .heartbeat?: _ = try? KafkaMembershipRequest.decodeHeartbeat(body, version: header.apiVersion)
                     case .leaveGroup?: _ = try? KafkaMembershipRequest.decodeLeaveGroup(body, version: header.apiVersion)
                     case .initProducerId?: _ = try? KafkaInitProducerIdRequest.decode(body, version: header.apiVersion)
+                    case .joinGroup?: _ = try? KafkaJoinGroupRequest.decode(body, version: header.apiVersion)
+                    case .syncGroup?: _ = try? KafkaSyncGroupRequest.decode(body, version: header.apiVersion)
+                    case .createTopics?: _ = try? KafkaCreateTopicsRequest.decode(body, version: header.apiVersion)
+                    case .deleteTopics?: _ = try? KafkaDeleteTopicsRequest.decode(body, version: header.apiVersion)
                     default: break
                     }
                 }
