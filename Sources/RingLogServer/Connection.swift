@@ -222,13 +222,27 @@ final class Connection: IOHandler {
         defer { server.recharge(self) }
         if blockedAppend != nil { server.dispatcher.retryBlockedAppend(self) }
         if let kafka, kafka.blockedProduce != nil { server.kafka!.retryBlockedProduce(self, kafka) }
+        var stuck = false
         while stash.count > 0 && server.canRead(self) {
             let consumed = frame(stash.bytes, nowNanos: MonotonicClock.nanos())
             guard isOpen else { return }
             stash.removeFirst(consumed)
-            if consumed == 0 { break }
+            if consumed == 0 {
+                stuck = true
+                break
+            }
         }
-        guard stash.count == 0 else { return }
+        guard stash.count == 0 else {
+            // The peer finished sending in the middle of a request, which can never complete now:
+            // what came before it is answered, then the connection closes.
+            if stuck && peerClosed && !isPaused {
+                beginClosing(flushFirst: true, reason: "peer closed in the middle of a request")
+            } else if stuck && !peerClosed && server.canRead(self) {
+                // A request still arriving (a Kafka frame waits whole in the stash): read on.
+                armReceive()
+            }
+            return
+        }
         stash.removeAll(keepingCapacityUpTo: 4 << 10)
         if peerClosed {
             if blockedAppend == nil, isOpen { beginClosing(flushFirst: true, reason: "peer closed") }

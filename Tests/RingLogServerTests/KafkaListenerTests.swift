@@ -311,6 +311,39 @@ import Testing
         #expect(try client.produce("quiet", Self.batch(["loud"]))! == (0, 1), "the next response is the next request's")
     }
 
+    @Test func aFrameArrivingInPiecesIsAssembledAndAHalfCloseMidFrameCloses() throws {
+        let server = try Self.kafkaServer()
+        let client = try KafkaClient(server)
+        _ = try client.metadata(["pieces"])
+        // A Produce of 200 KB (many receive buffers), sent in three parts with pauses between.
+        var body = KafkaWriter()
+        body.nullableString(nil)
+        body.int16(-1)
+        body.int32(5_000)
+        body.arrayCount(1)
+        body.nullableString("pieces")
+        body.arrayCount(1)
+        body.int32(0)
+        body.nullableBytes(Self.batch((0..<200).map { String(repeating: "\($0 % 10)", count: 1_000) }))
+        let frame = client.frame(api: 0, version: 7, body.bytes)
+        let started = MonotonicClock.nanos()
+        for part in [frame[..<3], frame[3..<70_000], frame[70_000...]] {
+            try client.raw.send(Array(part))
+            usleep(100_000)
+        }
+        let response = try client.receive(client.correlation)
+        #expect(MonotonicClock.nanos() - started < 5_000_000_000, "answered when whole, not at the header deadline")
+        #expect(response.count > 20)
+        #expect(try client.fetch("pieces", offset: 0).highWatermark == 200)
+        // Half a frame, then the end of the stream: closed at once.
+        let cut = try RawClient(server.server.kafkaAddress!, timeoutSeconds: 5)
+        try cut.send(Array(frame[..<100]))
+        shutdown(cut.fd, Int32(SHUT_WR))
+        let waited = MonotonicClock.nanos()
+        #expect(cut.waitForClose())
+        #expect(MonotonicClock.nanos() - waited < 3_000_000_000, "closed on the end of the stream, not at the deadline")
+    }
+
     @Test func hostileFramesCloseOnlyTheirConnection() throws {
         let server = try Self.kafkaServer()
         let honest = try KafkaClient(server)
