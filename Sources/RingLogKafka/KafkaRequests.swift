@@ -75,6 +75,7 @@ public enum KafkaErrorCode: Int16, Error, Sendable {
     case unknownProducerId = 59
     case unsupportedCompressionType = 76
     case memberIdRequired = 79
+    case groupMaxSizeReached = 81
     case invalidRecord = 87
 }
 

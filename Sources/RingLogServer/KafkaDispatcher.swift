@@ -65,9 +65,13 @@ final class KafkaDispatcher {
     }
 
     /// Whether the connection may take another request now.
+    /// Besides the in-flight limit and the memory budget (`ServerLoop.canRead`), the native
+    /// read window: while a connection's fetched data not yet collected (reserved by reads in
+    /// flight, waiting in responses, or unsent) reaches one largest read, it reads no more
+    /// requests, so a client pipelining Fetches it never collects holds one read's worth.
     private func mayGoOn(_ connection: Connection) -> Bool {
         connection.isOpen && connection.countedInFlight < configuration.maxInFlightPerConnection && connection.kafka?.blockedProduce == nil
-            && server.canRead(connection)
+            && !server.dispatcher.readWindowIsFull(connection) && server.canRead(connection)
     }
 
     /// Queues the response entry of a request, in arrival order.
@@ -195,14 +199,23 @@ final class KafkaDispatcher {
         _ connection: Connection, _ log: LogID, from offset: LogOffset, maxBytes: Int, _ done: @escaping (Result<ReadResult, StorageError>) -> Void
     ) {
         guard connection.isOpen, let session = connection.kafka else { return done(.failure(.shuttingDown)) }
-        let token = session.register(.storage { answer in
+        var reserved = 0
+        let token = session.register(.storage { [unowned self] answer in
+            // The buffer's reservation ends; the response that keeps its batches counts them.
+            connection.reservedReadBytes -= reserved
+            server.recharge(connection)
             if case .read(let result) = answer { done(result) } else { done(.failure(.shuttingDown)) }
         })
         switch store.read(from: log, offset: offset, maxBytes: maxBytes, context: ResponseContext.make(connection, sequence: token)) {
         case .ready(let result):
             _ = session.take(token)
             done(.success(result))
-        case .pending: connection.storageRequestsInFlight += 1
+        case .pending(let bufferBytes):
+            connection.storageRequestsInFlight += 1
+            // Reserved while the disk read fills it, as for a native read.
+            reserved = bufferBytes
+            connection.reservedReadBytes += bufferBytes
+            server.recharge(connection)
         case .failed(let error):
             _ = session.take(token)
             done(.failure(error))

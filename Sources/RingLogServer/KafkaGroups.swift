@@ -57,6 +57,13 @@ final class KafkaGroupCoordinator {
     static let sweepIntervalNanos: UInt64 = 100_000_000
     /// Session and rebalance timeouts are held to this range (Kafka's broker defaults).
     static let sessionRange: ClosedRange<Int32> = 6_000...300_000
+    /// Bounds on what the coordinator keeps: members in all groups together, protocols a member
+    /// offers, and bytes of a member's protocol metadata or assignment (64 MiB at most in all).
+    static let maxMembersTotal = 4_096
+    static let maxProtocols = 16
+    static let maxMemberBytes = 16 << 10
+
+    private var totalMembers: Int { groups.values.reduce(0) { $0 + $1.members.count } }
 
     init(dispatcher: KafkaDispatcher) { self.dispatcher = dispatcher }
 
@@ -74,11 +81,15 @@ final class KafkaGroupCoordinator {
         guard Self.validGroup(request.groupID) else { return fail(.invalidGroupId) }
         guard !request.protocols.isEmpty, !request.protocolType.isEmpty else { return fail(.inconsistentGroupProtocol) }
         guard Self.sessionRange.contains(request.sessionTimeoutMillis) else { return fail(.invalidSessionTimeout) }
+        // What a member keeps is bounded: a few protocols with small metadata (a consumer's is
+        // its topic list), and a bounded number of members in all.
+        guard request.protocols.count <= Self.maxProtocols, request.protocols.reduce(0, { $0 + $1.name.utf8.count + $1.metadata.count }) <= Self.maxMemberBytes
+        else { return fail(.invalidRequest) }
         let group: Group
         if let existing = groups[request.groupID] {
             group = existing
         } else {
-            guard groups.count < dispatcher.settings.maxGroups else { return fail(.unknownServerError) }
+            guard groups.count < dispatcher.settings.maxGroups else { return fail(.coordinatorNotAvailable) }
             group = Group(id: request.groupID)
             groups[request.groupID] = group
             nextSweepNanos = now + Self.sweepIntervalNanos
@@ -89,7 +100,9 @@ final class KafkaGroupCoordinator {
         }
         let member: Member
         if request.memberID.isEmpty {
-            guard group.members.count < dispatcher.settings.maxMembersPerGroup else { return fail(.unknownServerError) }
+            guard group.members.count < dispatcher.settings.maxMembersPerGroup, totalMembers < Self.maxMembersTotal else {
+                return fail(.groupMaxSizeReached)
+            }
             memberCount += 1
             let id = "\(header.clientID ?? "member")-\(memberCount)"
             member = Member(
@@ -139,6 +152,7 @@ final class KafkaGroupCoordinator {
         if group.joining { return answer(.rebalanceInProgress, []) }
         guard request.generationID == group.generation else { return answer(.illegalGeneration, []) }
         if request.memberID == group.leader {
+            guard request.assignments.allSatisfy({ $0.assignment.count <= Self.maxMemberBytes }) else { return answer(.invalidRequest, []) }
             group.assignments = Dictionary(request.assignments.map { ($0.memberID, $0.assignment) }, uniquingKeysWith: { first, _ in first })
         }
         guard let assignments = group.assignments else {
