@@ -367,6 +367,7 @@ final class Connection: IOHandler {
         }
         if !flushFirst {
             blockedAppend = nil
+            kafka?.blockedProduce = nil
             server.abandonWaits(self)
             shutDownSocket()
         }

@@ -260,7 +260,16 @@ final class KafkaGroupCoordinator {
     private func remove(_ memberID: String, from group: Group) {
         group.members[memberID] = nil
         group.order.removeAll { $0 == memberID }
+        // Its requests still waiting are answered: every request gets its response, in order.
+        for held in group.heldJoins where held.memberID == memberID {
+            guard let connection = held.connection else { continue }
+            dispatcher.respond(connection, held.sequence, held.header, KafkaJoinGroupRequest.responseBody(
+                version: held.header.apiVersion, errorCode: .unknownMemberId, generationID: -1, protocolName: "", leader: "", memberID: memberID,
+                members: []))
+        }
         group.heldJoins.removeAll { $0.memberID == memberID }
+        for held in group.heldSyncs where held.memberID == memberID { answerSync(held, .unknownMemberId, []) }
+        group.heldSyncs.removeAll { $0.memberID == memberID }
         if group.members.isEmpty {
             groups[group.id] = nil
             return

@@ -40,6 +40,10 @@ extension KafkaDispatcher {
             refuse(connection, "acks \(request.acks) is not 0, 1 or -1")
             return
         }
+        if request.acks == 0 {
+            server.counters.requests += 1
+            server.counters.kafkaRequests += 1
+        }
         let sequence = request.acks == 0 ? nil : begin(connection)
         var results: [KafkaProduceResponse.Topic] = []
         var items: [KafkaProduce.Item] = []
@@ -151,6 +155,18 @@ extension KafkaDispatcher {
         }
         produce.items.removeAll()
         if produce.remaining == 0 { finish(connection, produce) }
+    }
+
+    /// The server is stopping: a Produce waiting for room answers its batches not placed with a
+    /// retriable error (the producer sends them again to the restarted server).
+    func abandonBlockedProduce(_ connection: Connection, _ session: KafkaSession) {
+        guard let produce = session.blockedProduce else { return }
+        session.blockedProduce = nil
+        while produce.next < produce.items.count {
+            let item = produce.items[produce.next]
+            produce.next += 1
+            partitionDone(connection, produce, item, error: .leaderNotAvailable, baseOffset: -1)
+        }
     }
 
     func retryBlockedProduce(_ connection: Connection, _ session: KafkaSession) {

@@ -78,8 +78,6 @@ final class KafkaSession {
     /// Where each log's next record is, as the last Fetch on this connection left it: a consumer
     /// going on from there needs no lookup.
     var fetchPositions: [LogID: (record: UInt64, offset: LogOffset)] = [:]
-    /// The consumer-group member this connection joined as, per group (for the session timeout).
-    var correlationCount = 0
 
     func register(_ wait: KafkaWait) -> UInt32 {
         repeat { lastToken = (lastToken &+ 1) & ResponseQueue.sequenceMask } while waits[lastToken] != nil

@@ -368,6 +368,7 @@ final class ServerLoop: IOLoopDriver {
                 connection.blockedAppend = nil
                 dispatcher.answer(connection, blocked.sequence, error: .shuttingDown)
             }
+            if let session = connection.kafka { kafka?.abandonBlockedProduce(connection, session) }
             closeIfDrained(connection)
         }
         store.beginShutdown()

@@ -344,6 +344,38 @@ import Testing
         #expect(MonotonicClock.nanos() - waited < 3_000_000_000, "closed on the end of the stream, not at the deadline")
     }
 
+    @Test func aGracefulStopAnswersWaitingFetchesAndIsClean() throws {
+        let server = try Self.kafkaServer()
+        let client = try KafkaClient(server)
+        _ = try client.metadata(["stopping"])
+        _ = try client.produce("stopping", Self.batch(["one"]))
+        // A consumer waiting at the end (for up to 30 s).
+        try client.raw.send(client.frame(api: 1, version: 5, Self.fetchBody("stopping", offset: 1, maxWaitMillis: 30_000)))
+        usleep(100_000)
+        let started = MonotonicClock.nanos()
+        #expect(server.stop(), "clean: every log checkpointed")
+        #expect(MonotonicClock.nanos() - started < 4_000_000_000, "the waiting Fetch was answered, nothing held the stop")
+        let answer = try client.receive(client.correlation)
+        #expect(answer.count > 8, "the Fetch got its (empty) answer before the connection closed")
+    }
+
+    static func fetchBody(_ topic: String, offset: Int64, maxWaitMillis: Int32) -> [UInt8] {
+        var body = KafkaWriter()
+        body.int32(-1)
+        body.int32(maxWaitMillis)
+        body.int32(1)
+        body.int32(1 << 20)
+        body.int8(0)
+        body.arrayCount(1)
+        body.nullableString(topic)
+        body.arrayCount(1)
+        body.int32(0)
+        body.int64(offset)
+        body.int64(-1)
+        body.int32(1 << 20)
+        return body.bytes
+    }
+
     @Test func hostileFramesCloseOnlyTheirConnection() throws {
         let server = try Self.kafkaServer()
         let honest = try KafkaClient(server)
