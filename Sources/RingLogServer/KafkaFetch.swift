@@ -65,8 +65,9 @@ final class KafkaFetch {
             var part = parts[index]
             part.records = KafkaResponseBytes()
             part.error = .none
-            let name = KafkaTopics.logName(topicNames[part.topic], Int(max(part.index, 0)))
-            guard part.index >= 0, KafkaTopics.problem(with: topicNames[part.topic]) == nil, let log = store.log(named: name), !log.deleting else {
+            guard KafkaTopics.problem(with: topicNames[part.topic]) == nil, let log = KafkaTopics.log(topicNames[part.topic], Int(part.index), in: store),
+                !log.deleting
+            else {
                 part.error = .unknownTopicOrPartition
                 parts[index] = part
                 next += 1
@@ -285,7 +286,7 @@ extension KafkaDispatcher {
                     topics[topicIndex].partitions[partitionIndex].timestamp = time
                 }
                 guard partition.index >= 0, KafkaTopics.problem(with: topic.name) == nil,
-                    let log = store.log(named: KafkaTopics.logName(topic.name, Int(partition.index)))
+                    let log = KafkaTopics.log(topic.name, Int(partition.index), in: store)
                 else {
                     set(.unknownTopicOrPartition, -1, -1)
                     continue

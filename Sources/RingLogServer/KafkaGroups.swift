@@ -334,7 +334,7 @@ extension KafkaDispatcher {
                     continue
                 }
                 guard partition.index >= 0, KafkaTopics.problem(with: topic.name) == nil,
-                    let log = store.log(named: KafkaTopics.logName(topic.name, Int(partition.index)))
+                    let log = KafkaTopics.log(topic.name, Int(partition.index), in: store)
                 else {
                     set(.unknownTopicOrPartition)
                     continue
@@ -401,7 +401,7 @@ extension KafkaDispatcher {
             request.topics
             ?? KafkaTopics.all(in: store).compactMap { topic in
                 let committed = (0..<topic.partitions).filter { partition in
-                    guard let log = store.log(named: KafkaTopics.logName(topic.topic, partition)), case .success = store.cursor(log.id, name: request.groupID)
+                    guard let log = KafkaTopics.log(topic.topic, partition, in: store), case .success = store.cursor(log.id, name: request.groupID)
                     else { return false }
                     return true
                 }
@@ -422,7 +422,7 @@ extension KafkaDispatcher {
         for (topicIndex, topic) in asked.enumerated() {
             for (partitionIndex, partition) in topic.partitions.enumerated() {
                 guard partition >= 0, KafkaTopics.problem(with: topic.name) == nil,
-                    let log = store.log(named: KafkaTopics.logName(topic.name, Int(partition))),
+                    let log = KafkaTopics.log(topic.name, Int(partition), in: store),
                     case .success(let position) = store.cursor(log.id, name: request.groupID)
                 else { continue }
                 remaining += 1

@@ -57,7 +57,7 @@ extension KafkaDispatcher {
                     error = .transactionalIdAuthorizationFailed
                 } else if KafkaTopics.problem(with: topic.name) != nil {
                     error = .invalidTopic
-                } else if let log = partition.index >= 0 ? store.log(named: KafkaTopics.logName(topic.name, Int(partition.index))) : nil, !log.deleting {
+                } else if let log = KafkaTopics.log(topic.name, Int(partition.index), in: store), !log.deleting {
                     switch makeBatch(body, partition.records) {
                     case .success(let batch):
                         items.append(.init(topic: topicIndex, partition: partitions.count - 1, log: log, batch: batch))

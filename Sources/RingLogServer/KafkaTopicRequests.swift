@@ -25,6 +25,12 @@ extension KafkaDispatcher {
             }
             remaining -= 1
             guard remaining == 0 else { return }
+            // A log of that name that is not the topic's (a native log, or another topic's under
+            // the same hash) is never taken for it.
+            if failure == nil, (0..<partitions).contains(where: { KafkaTopics.log(topic, $0, in: store) == nil }) {
+                failure = .invalidTopic
+                server.logger.warning("a Kafka topic's log name is taken by a log that is not the topic's", metadata: ["topic": "\(topic)"])
+            }
             server.counters.kafkaTopicsCreated += 1
             for waiting in creating.removeValue(forKey: topic) ?? [] { waiting(failure.map { .failure($0) } ?? .success(())) }
         }
@@ -38,7 +44,7 @@ extension KafkaDispatcher {
                 if case .created(let result) = answer { finishOne(result) } else { finishOne(.failure(.shuttingDown)) }
             })
             connection.storageRequestsInFlight += 1
-            store.createLog(named: name, context: ResponseContext.make(connection, sequence: token))
+            store.createLog(named: name, label: KafkaTopics.label(topic), context: ResponseContext.make(connection, sequence: token))
         }
     }
 
@@ -120,7 +126,7 @@ extension KafkaDispatcher {
             let partitions = topic.numPartitions == -1 && topic.assignments.isEmpty ? settings.defaultPartitions : Int(topic.numPartitions)
             if !seen.insert(topic.name).inserted {
                 results[index] = (topic.name, .invalidRequest, "topic \(topic.name) is named twice in one request")
-            } else if let problem = KafkaTopics.problem(with: topic.name, partitions: max(partitions, 1)) {
+            } else if let problem = KafkaTopics.problem(with: topic.name) {
                 results[index] = (topic.name, .invalidTopic, problem)
             } else if KafkaTopics.partitionCount(topic.name, in: store) > 0 || creating[topic.name] != nil {
                 results[index] = (topic.name, .topicAlreadyExists, "topic \(topic.name) already exists")

@@ -64,6 +64,8 @@ public final class Log {
 
     public var id: LogID { state.id }
     public var name: String { state.name }
+    /// What the log is also known by: the Kafka topic it holds a partition of, when its name cannot say.
+    public var label: String? { state.label }
     public var settings: LogSettings { state.settings }
     public var startOffset: LogOffset { state.positions.start }
     public var reservedEnd: LogOffset { state.positions.reserved }
@@ -83,7 +85,7 @@ public final class Log {
         LogInfo(
             id: id, name: name, startOffset: startOffset, committedEnd: committedEnd, segmentCount: state.segments.count,
             storedBytes: state.segments[0].base.distance(to: committedEnd), diskBytes: files.diskBytes, settings: settings,
-            failure: failure?.description, committedRecords: state.committedNextRecord, producers: state.producers.count)
+            failure: failure?.description, committedRecords: state.committedNextRecord, producers: state.producers.count, label: state.label)
     }
 
     // MARK: Appending

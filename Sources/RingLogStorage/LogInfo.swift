@@ -18,4 +18,6 @@ public struct LogInfo: Equatable, Sendable {
     public var committedRecords: UInt64 = 0
     /// Idempotent producers the log remembers.
     public var producers: Int = 0
+    /// What the log is also known by (`LogMeta.label`), if anything.
+    public var label: String? = nil
 }

@@ -59,6 +59,8 @@ struct LogPositions {
 final class LogState {
     let id: LogID
     let name: String
+    /// What the log is also known by (`LogMeta.label`).
+    let label: String?
     let settings: LogSettings
     /// Written into every batch; one more than the previous incarnation's.
     let epoch: UInt32
@@ -93,6 +95,7 @@ final class LogState {
         precondition(zip(segments, segments.dropFirst()).allSatisfy { $0.base < $1.base }, "segments are sorted by base")
         id = meta.logID
         name = meta.name
+        label = meta.label
         settings = meta.settings
         self.epoch = epoch
         self.directory = directory

@@ -206,10 +206,14 @@ public final class LogStore {
 
     /// Creates a log; a `.created` event answers. The log appears only once its directory, metadata,
     /// first segment and checkpoint are all durable.
-    public func createLog(named name: String, settings: LogSettings? = nil, context requester: UInt64) {
+    public func createLog(named name: String, settings: LogSettings? = nil, label: String? = nil, context requester: UInt64) {
         let settings = settings ?? configuration.defaultLogSettings
         if let problem = LogName.problem(with: name) {
             context.emit(.created(context: requester, .failure(.badLogName(problem))))
+            return
+        }
+        if let label, label.utf8.count > LogMeta.maxLabelBytes || label.isEmpty {
+            context.emit(.created(context: requester, .failure(.badLogName("a log's label is 1 to \(LogMeta.maxLabelBytes) bytes"))))
             return
         }
         if context.shuttingDown {
@@ -228,7 +232,7 @@ public final class LogStore {
         var id = newLogID()
         while logsByID[id] != nil || deletingLogs[id] != nil { id = newLogID() }
         let now = context.environment.wallMicros()
-        let meta = LogMeta(logID: id, name: name, createdMicros: now, settings: settings)
+        let meta = LogMeta(logID: id, name: name, createdMicros: now, settings: settings, label: label)
         let staging = directory.staging.appending("\(name).\(id)")
         let checkpoint = Checkpoint(logID: id, epoch: 1, clean: false, startOffset: .zero, checkpointOffset: .zero, writtenAtMicros: now)
         let create = O_CREAT | O_EXCL | O_CLOEXEC

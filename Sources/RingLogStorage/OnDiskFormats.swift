@@ -152,22 +152,29 @@ public struct Checkpoint: Equatable, Sendable {
 /// A log's identity and settings, written once when the log is created.
 public struct LogMeta: Equatable, Sendable {
     public static let magic: UInt32 = 0x314D_4C52 // "RLM1"
+    /// Format 2 adds a label after the name (written only for a log that has one).
+    public static let magic2: UInt32 = 0x324D_4C52 // "RLM2"
+    public static let maxLabelBytes = 255
 
     public var logID: LogID
     public var name: String
     public var createdMicros: UInt64
     public var settings: LogSettings
+    /// A name the log is also known by, kept with it for good: the Kafka listener's topic name
+    /// when the log's own name cannot carry it (docs/kafka.md).
+    public var label: String?
 
-    public init(logID: LogID, name: String, createdMicros: UInt64, settings: LogSettings) {
+    public init(logID: LogID, name: String, createdMicros: UInt64, settings: LogSettings, label: String? = nil) {
         self.logID = logID
         self.name = name
         self.createdMicros = createdMicros
         self.settings = settings
+        self.label = label
     }
 
     public func encoded() -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.appendLittleEndian(LogMeta.magic)
+        bytes.appendLittleEndian(label == nil ? LogMeta.magic : LogMeta.magic2)
         bytes.appendLittleEndian(logID.rawValue)
         bytes.appendLittleEndian(createdMicros)
         bytes.appendLittleEndian(UInt64(settings.segmentBytes))
@@ -176,15 +183,29 @@ public struct LogMeta: Equatable, Sendable {
         let name = Array(self.name.utf8)
         bytes.appendLittleEndian(UInt16(name.count))
         bytes.append(contentsOf: name)
+        if let label {
+            let label = Array(label.utf8.prefix(LogMeta.maxLabelBytes))
+            bytes.appendLittleEndian(UInt16(label.count))
+            bytes.append(contentsOf: label)
+        }
         bytes.appendChecksum()
         return bytes
     }
 
     public init?(decoding bytes: [UInt8]) {
         let reader = FieldReader(bytes: bytes)
-        guard bytes.count >= 46, reader.u32(0) == LogMeta.magic else { return nil }
+        guard bytes.count >= 46, reader.u32(0) == LogMeta.magic || reader.u32(0) == LogMeta.magic2 else { return nil }
         let nameLength = Int(reader.u16(40))
-        guard bytes.count == 42 + nameLength + 4, reader.checksumHolds(at: 42 + nameLength) else { return nil }
+        var end = 42 + nameLength
+        label = nil
+        if reader.u32(0) == LogMeta.magic2 {
+            guard bytes.count >= end + 2 + 4 else { return nil }
+            let labelLength = Int(reader.u16(end))
+            guard labelLength <= LogMeta.maxLabelBytes, bytes.count >= end + 2 + labelLength + 4 else { return nil }
+            label = String(decoding: bytes[(end + 2)..<(end + 2 + labelLength)], as: UTF8.self)
+            end += 2 + labelLength
+        }
+        guard bytes.count == end + 4, reader.checksumHolds(at: end) else { return nil }
         logID = LogID(reader.u32(4))
         createdMicros = reader.u64(8)
         let retentionBytes = reader.u64(24)

@@ -1473,32 +1473,53 @@ class AdminTests(ServerTestCase):
         self.assertFalse([name for name in logs if name.startswith("adm.")], f"logs left after DeleteTopics: {sorted(logs)}")
         self.note("CreateTopics (3 partitions) -> listed with 3 partitions and logs adm.0-adm.2; DeleteTopics removed topic and logs")
 
-    def test_invalid_topic_names(self):
+    def test_topic_names_kafka_allows_and_refuses(self):
         admin = self.admin()
-        bad = {"_x": "starts with '_'", "a" * 250: "250 characters", "b" * 127: "'.0' makes 129 bytes"}
+        bad = {"a" * 250: "250 characters", "bad/name": "a '/'", "..": "'..'", "sp ace": "a space"}
         for name, why in bad.items():
-            self.assertEqual(self.create(admin, name, 1), INVALID_TOPIC_EXCEPTION, f"CreateTopics of a topic name that {why}")
-        longest = "c" * 126  # "c...c.0" is exactly 128 bytes
-        self.assertEqual(self.create(admin, longest, 1), 0, "a 126-character name (log name of 128 bytes) must be accepted")
-        self.assertIn(longest + ".0", self.server.log_names())
-        self.assertFalse([name for name in self.server.log_names() if name.startswith(("_", "a" * 100, "b" * 100))])
-        self.note("'_x', 250 and 127 characters refused with INVALID_TOPIC_EXCEPTION; 126 characters accepted")
+            self.assertEqual(self.create(admin, name, 1), INVALID_TOPIC_EXCEPTION, f"CreateTopics of a topic name with {why}")
+        # Names a log cannot carry are served under a hashed log name labelled with the topic.
+        odd = ["_x", ".hidden", "-dash", "__consumer_offsets_like", "o" * 249, "c" * 123 + "x"]
+        for name in odd:
+            self.assertEqual(self.create(admin, name, 2), 0, f"CreateTopics of {name[:20]}... ({len(name)} bytes)")
+        plain = "c" * 123  # "c...c.1023" is exactly 128 bytes: a plain log name
+        self.assertEqual(self.create(admin, plain, 1), 0)
+        logs = self.server.log_names()
+        self.assertIn(plain + ".0", logs)
+        self.assertFalse([log for log in logs if log.startswith(("_", ".", "-", "o" * 100))], "odd names never become log names")
+        _, _, everything = metadata_v4(self.server.kafka_port, None)
+        for name in odd:
+            self.assertIn(name, everything, f"listed under its own name: {name[:20]}...")
+            self.assertEqual(len(everything[name][1]), 2, f"{name[:20]}...: 2 partitions")
+        # Records go through a labelled topic like any other.
+        producer = kp_producer(self.bootstrap, acks="all")
+        try:
+            kp_send(producer, "_x", [b"under", b"score"], partition=1)
+        finally:
+            close_quietly(lambda: producer.close(timeout=5))
+        rows, _ = kp_read(self.bootstrap, [("_x", 1)], 2)
+        self.assertEqual([value for _, _, value, _ in rows[("_x", 1)]], [b"under", b"score"], "records of topic _x")
+        _, high = fetch_batches(self.server.kafka_port, "_x", 1)
+        self.assertEqual(high, 2)
+        self.note("250 characters, '/', '..' and a space refused with INVALID_TOPIC_EXCEPTION; '_x', '.hidden', '-dash', "
+                  "249 and 124 characters served under hashed, labelled log names (listed by their own names, records round-trip); "
+                  "123 characters: a plain log name")
 
     def test_metadata_names_the_broker_and_refuses_bad_names(self):
-        brokers, controller, topics = metadata_v4(self.server.kafka_port, ["meta-ok", "_y"])
+        brokers, controller, topics = metadata_v4(self.server.kafka_port, ["meta-ok", "bad/y"])
         self.assertEqual(brokers, [(0, HOST, self.server.kafka_port)], "the one broker: node 0 at the listen address")
         self.assertEqual(controller, 0, "controller id (kafka-python's admin client sends CreateTopics to it)")
-        self.assertEqual(topics["_y"][0], INVALID_TOPIC_EXCEPTION, "Metadata auto-creation of '_y'")
+        self.assertEqual(topics["bad/y"][0], INVALID_TOPIC_EXCEPTION, "Metadata auto-creation of 'bad/y'")
         error, partitions = topics["meta-ok"]
         self.assertEqual(error, 0, "Metadata auto-creation of meta-ok")
         self.assertEqual([(index, code, leader) for index, code, leader in partitions], [(0, 0, 0)])
         _, _, everything = metadata_v4(self.server.kafka_port, None)
         self.assertIn("meta-ok", everything)
-        self.assertNotIn("_y", everything)
+        self.assertNotIn("bad/y", everything)
         # Not part of the contract, reported only: does allow_auto_topic_creation=false create?
         _, _, unasked = metadata_v4(self.server.kafka_port, ["meta-unasked"], allow_auto_creation=False)
         created = "meta-unasked.0" in self.server.log_names()
-        self.note(f"Metadata v4: broker 0 at the listen address, controller 0, '_y' refused, meta-ok auto-created; "
+        self.note(f"Metadata v4: broker 0 at the listen address, controller 0, 'bad/y' refused, meta-ok auto-created; "
                   f"allow_auto_topic_creation=false -> error {unasked['meta-unasked'][0]}, {'created' if created else 'not created'}")
 
 

@@ -53,10 +53,11 @@ import Testing
             return Array(bytes[4...])
         }
 
-        func metadata(_ topics: [String]) throws -> [(name: String, error: Int16, partitions: Int)] {
+        /// Metadata v1 of `topics` (nil: every topic).
+        func metadata(_ topics: [String]?) throws -> [(name: String, error: Int16, partitions: Int)] {
             var body = KafkaWriter()
-            body.arrayCount(topics.count)
-            for topic in topics { body.nullableString(topic) }
+            body.arrayCount(topics?.count)
+            for topic in topics ?? [] { body.nullableString(topic) }
             let response = try call(api: 3, version: 1, body.bytes)
             return try response.withUnsafeBytes { bytes in
                 var reader = KafkaReader(bytes)
@@ -281,7 +282,8 @@ import Testing
         let server = try Self.kafkaServer { $0.autoCreateTopics = false }
         let client = try KafkaClient(server)
         #expect(try client.metadata(["absent"]).map(\.error) == [KafkaErrorCode.unknownTopicOrPartition.rawValue], "auto-creation is off")
-        #expect(try client.metadata(["_hidden"]).map(\.error) == [KafkaErrorCode.invalidTopic.rawValue])
+        #expect(try client.metadata(["bad/name"]).map(\.error) == [KafkaErrorCode.invalidTopic.rawValue])
+        #expect(try client.metadata([String(repeating: "t", count: 250)]).map(\.error) == [KafkaErrorCode.invalidTopic.rawValue])
         #expect(try client.produce("absent", Self.batch(["a"]))!.error == KafkaErrorCode.unknownTopicOrPartition.rawValue)
         // CreateTopics v1: two partitions.
         var body = KafkaWriter()
@@ -301,6 +303,29 @@ import Testing
         #expect(try client.produce("made", partition: 2, Self.batch(["a"]))!.error == KafkaErrorCode.unknownTopicOrPartition.rawValue)
         #expect(try client.produce("made", partition: 1, Self.batch(["ok"]))! == (0, 0))
         #expect(try client.fetch("made", partition: 1, offset: 0).highWatermark == 1)
+    }
+
+    @Test func topicsALogNameCannotCarryLiveUnderLabelledLogsAcrossRestarts() throws {
+        let directory = makeTemporaryDirectory()
+        defer { removeDirectory(directory) }
+        let odd = ["_private", ".hidden", String(repeating: "long", count: 62)]
+        do {
+            let server = try TestServer(directory: directory) { $0.kafka = KafkaSettings(listen: try! SocketAddress(parsing: "127.0.0.1:0")) }
+            let client = try KafkaClient(server)
+            #expect(try client.metadata(odd).map(\.partitions) == [1, 1, 1], "created on first use")
+            for (index, topic) in odd.enumerated() { #expect(try client.produce(topic, Self.batch(["\(index)"]))! == (0, 0)) }
+            for log in server.server.recoveryReports.map(\.logName) { #expect(!log.hasPrefix("_")) }
+            server.stop()
+        }
+        let server = try TestServer(directory: directory) { $0.kafka = KafkaSettings(listen: try! SocketAddress(parsing: "127.0.0.1:0")) }
+        let client = try KafkaClient(server)
+        let names = server.server.recoveryReports.map(\.logName)
+        #expect(names.count == 3 && names.allSatisfy { $0.hasPrefix("k") && $0.hasSuffix(".0") }, "hashed log names: \(names)")
+        // Listed under their own names (Metadata of every topic), records where they were.
+        #expect(Set(try client.metadata(nil).map(\.name)).isSuperset(of: odd))
+        for (index, topic) in odd.enumerated() {
+            #expect(try Self.batches(client.fetch(topic, offset: 0).records).flatMap(\.values) == ["\(index)"])
+        }
     }
 
     @Test func acksZeroGetsNoResponseAndTheNextRequestItsOwn() throws {

@@ -96,6 +96,21 @@ import Testing
         #expect(LogMeta(decoding: damaged) == nil)
     }
 
+    @Test func aLabelMakesLogMetaFormatTwoAndNoLabelKeepsFormatOne() {
+        let plain = LogMeta(logID: LogID(3), name: "orders.0", createdMicros: 5, settings: LogSettings())
+        #expect(Array(plain.encoded().prefix(4)) == Array("RLM1".utf8), "a log without a label is written as before")
+        let labelled = LogMeta(logID: LogID(3), name: "k0123.0", createdMicros: 5, settings: LogSettings(), label: "__consumer_offsets")
+        let bytes = labelled.encoded()
+        #expect(Array(bytes.prefix(4)) == Array("RLM2".utf8))
+        #expect(LogMeta(decoding: bytes) == labelled)
+        for position in 0..<bytes.count {
+            var damaged = bytes
+            damaged[position] ^= 0x20
+            #expect(LogMeta(decoding: damaged) != labelled, "byte \(position)")
+        }
+        #expect(LogMeta(decoding: Array(bytes.dropLast())) == nil)
+    }
+
     @Test func indexHeaderRoundTrips() {
         let header = IndexFileHeader(
             segmentBase: LogOffset(1 << 30), sealed: true, dataEnd: LogOffset(2 << 30), maxAppendTimeMicros: 12, entryCount: 3,
