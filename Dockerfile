@@ -27,7 +27,9 @@ RUN apt-get update \
 COPY --from=build /out/ringlogd /out/ringlog /usr/local/bin/
 USER ringlog
 VOLUME /data
-EXPOSE 7400 9400
+EXPOSE 7400 9092 9400
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["ringlog", "--server", "127.0.0.1:7400", "ping"]
-ENTRYPOINT ["ringlogd", "--data-dir", "/data", "--listen", "0.0.0.0:7400", "--metrics-listen", "0.0.0.0:9400"]
+# Kafka clients are told to connect to --kafka-advertise: 127.0.0.1:9092 suits `docker run -p
+# 127.0.0.1:9092:9092`; pass another (e.g. `--kafka-advertise kafka.example:9092`) after the image.
+ENTRYPOINT ["ringlogd", "--data-dir", "/data", "--listen", "0.0.0.0:7400", "--metrics-listen", "0.0.0.0:9400", "--kafka-listen", "0.0.0.0:9092", "--kafka-advertise", "127.0.0.1:9092"]

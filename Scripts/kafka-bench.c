@@ -114,7 +114,12 @@ static int consume(const char *broker, const char *topic, double seconds) {
     set(conf, "bootstrap.servers", broker);
     set(conf, "group.id", "kafka-bench");
     set(conf, "enable.auto.commit", "false");
-    set(conf, "fetch.wait.max.ms", "100");
+    // A catch-up read, as the native bench's: large fetches (the server caps one at its
+    // --max-read-bytes, 4 MiB), and a local queue deep enough that librdkafka does not stop
+    // fetching and back off while the application takes records out of it.
+    set(conf, "fetch.wait.max.ms", "10");
+    set(conf, "max.partition.fetch.bytes", "4194304");
+    set(conf, "queued.min.messages", "1000000");
     set(conf, "enable.partition.eof", "true");
     char error[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof error);
