@@ -31,6 +31,10 @@ final class KafkaDispatcher {
         .init(.createTopics, 0, 4), .init(.deleteTopics, 0, 3), .init(.initProducerId, 0, 1),
     ]
 
+    /// SaslHandshake (key 17) and its answer when asked: UNSUPPORTED_SASL_MECHANISM (33).
+    static let saslHandshakeKey: Int16 = 17
+    static let unsupportedSaslMechanism: Int16 = 33
+
     init(server: ServerLoop, settings: KafkaSettings) {
         self.server = server
         self.settings = settings
@@ -122,6 +126,17 @@ final class KafkaDispatcher {
             return false
         }
         let body = UnsafeRawBufferPointer(rebasing: frame[header.bodyStart...])
+        if header.apiKey == Self.saslHandshakeKey, (0...1).contains(header.apiVersion) {
+            // Not advertised, but a client configured for SASL that asks anyway is told plainly:
+            // no mechanism is enabled (UNSUPPORTED_SASL_MECHANISM), then the connection ends.
+            let sequence = begin(connection)
+            var answer = KafkaWriter()
+            answer.int16(Self.unsupportedSaslMechanism)
+            answer.arrayCount(0)
+            respond(connection, sequence, header, answer.bytes)
+            connection.beginClosing(flushFirst: true, reason: "SASL is not served")
+            return false
+        }
         guard let api = header.api, let range = Self.supported.first(where: { $0.api == api }) else {
             refuse(connection, "Kafka API key \(header.apiKey) is not served (docs/kafka.md lists those that are)")
             return false

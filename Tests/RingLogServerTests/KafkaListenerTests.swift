@@ -418,6 +418,12 @@ import Testing
             try attacker.send(attack)
             #expect(attacker.waitForClose(), "closed after \(attack.prefix(8))")
         }
+        // SASL is answered plainly (no mechanism), then the connection ends.
+        let sasl = try KafkaClient(server)
+        var mechanism = KafkaWriter()
+        mechanism.nullableString("PLAIN")
+        #expect(try sasl.call(api: 17, version: 1, mechanism.bytes) == [0, 33, 0, 0, 0, 0], "UNSUPPORTED_SASL_MECHANISM, no mechanisms")
+        #expect(sasl.raw.waitForClose())
         // Unsupported ApiVersions gets the v0-shaped answer instead of a close.
         let asking = try KafkaClient(server)
         let answer = try asking.call(api: 18, version: 99, [])
