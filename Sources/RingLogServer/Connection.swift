@@ -108,7 +108,7 @@ final class Connection: IOHandler {
     /// waiting for room, and its response queue.
     var heldBytes: Int {
         output.heldBytes + max(partialRequestBytes, assemblyReservedBytes) + reservedReadBytes + stash.count
-            + (blockedAppend?.batch.count ?? 0) + responses.allocatedBytes
+            + (blockedAppend?.batch.count ?? 0) + (kafka?.blockedBytes ?? 0) + responses.allocatedBytes
     }
 
     /// Nothing in flight, nothing half-received, nothing to send.
@@ -181,13 +181,14 @@ final class Connection: IOHandler {
     private func frame(_ bytes: UnsafeRawBufferPointer, nowNanos: UInt64) -> Int {
         if kafka != nil {
             let consumed = server.kafka!.frame(self, bytes)
-            // A frame still arriving: its bytes stay in the stash, which `heldBytes` counts.
+            // A frame still arriving: its bytes stay in the stash, which `heldBytes` counts. Its
+            // deadline counts from when it began: now, if a frame was completed in this call.
             partialRequestBytes = 0
-            if consumed < bytes.count {
-                requestStartedNanos = requestStartedNanos ?? nowNanos
-            } else {
-                requestDone()
-            }
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[consumed...])
+            let incomplete = !rest.isEmpty && !server.kafka!.holdsWholeFrame(rest)
+            // Whole frames waiting their turn are not late: only an incomplete one is timed.
+            if consumed > 0 || !incomplete { requestDone() }
+            if incomplete { requestStartedNanos = requestStartedNanos ?? nowNanos }
             return consumed
         }
         let dispatcher: RequestDispatcher = server.dispatcher
@@ -228,7 +229,9 @@ final class Connection: IOHandler {
             guard isOpen else { return }
             stash.removeFirst(consumed)
             if consumed == 0 {
-                stuck = true
+                // A Kafka frame that is all here but waits (in-flight limit, read window, a
+                // Produce waiting for room) is a pause; only an incomplete one is stuck.
+                stuck = kafka == nil || !server.kafka!.holdsWholeFrame(stash.bytes)
                 break
             }
         }

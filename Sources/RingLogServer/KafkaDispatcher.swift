@@ -54,7 +54,7 @@ final class KafkaDispatcher {
     /// the connection: Kafka has no way to answer a frame it cannot read.
     func frame(_ connection: Connection, _ bytes: UnsafeRawBufferPointer) -> Int {
         var consumed = 0
-        while bytes.count - consumed >= 4, connection.isOpen {
+        while bytes.count - consumed >= 4, mayGoOn(connection) {
             let base = bytes.baseAddress! + consumed
             let size = Int(Int32(bigEndian: base.loadUnaligned(as: Int32.self)))
             guard size >= 8, size <= maxFrameBytes else {
@@ -68,25 +68,52 @@ final class KafkaDispatcher {
         return consumed
     }
 
+    /// Whether `bytes` begin with a whole frame (or one too large, which `frame` refuses).
+    func holdsWholeFrame(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= 4 else { return false }
+        let size = Int(Int32(bigEndian: bytes.baseAddress!.loadUnaligned(as: Int32.self)))
+        return size < 8 || size > maxFrameBytes || bytes.count - 4 >= size
+    }
+
     /// Whether the connection may take another request now.
     /// Besides the in-flight limit and the memory budget (`ServerLoop.canRead`), the native
     /// read window: while a connection's fetched data not yet collected (reserved by reads in
     /// flight, waiting in responses, or unsent) reaches one largest read, it reads no more
     /// requests, so a client pipelining Fetches it never collects holds one read's worth.
     private func mayGoOn(_ connection: Connection) -> Bool {
-        connection.isOpen && connection.countedInFlight < configuration.maxInFlightPerConnection && connection.kafka?.blockedProduce == nil
+        connection.isOpen && connection.countedInFlight < min(configuration.maxInFlightPerConnection, Self.maxInFlight)
+            && connection.kafka?.blockedProduce == nil
             && !server.dispatcher.readWindowIsFull(connection) && server.canRead(connection)
     }
 
-    /// Queues the response entry of a request, in arrival order.
+    /// Queues the response entry of a request, in arrival order. Until it is answered the
+    /// request is charged for what its decoded parts and their state take, against the
+    /// connection and the memory budget, so a client pipelining requests with many partitions
+    /// is held to the budget like one sending large bodies: a Produce its frame's bytes (its
+    /// batches' copies), any other request four times its frame's (a partition's state takes
+    /// about that much more than its bytes on the wire).
     func begin(_ connection: Connection) -> UInt32 {
         server.counters.requests += 1
         server.counters.kafkaRequests += 1
         let sequence = connection.takeSequence()
-        connection.responses.append(PendingResponse(sequence: sequence, requestID: 0, opcode: 0, counted: true))
+        var entry = PendingResponse(sequence: sequence, requestID: 0, opcode: 0, counted: true)
+        entry.reservedBytes = (currentAPI == .produce ? 1 : 4) * currentFrameBytes
+        connection.responses.append(entry)
+        connection.reservedReadBytes += entry.reservedBytes
+        server.recharge(connection)
         connection.countedInFlight += 1
         return sequence
     }
+
+    /// The size and API of the frame being handled (for `begin`'s charge).
+    private var currentFrameBytes = 0
+    private var currentAPI = KafkaApiKey.apiVersions
+
+    /// Most partitions (or topics) one request may name: past it the request is refused and the
+    /// connection closed. Clients send one Fetch per broker for every partition they consume.
+    static let maxPartitionsPerRequest = 10_000
+    /// Requests one Kafka connection may have in flight (clients keep at most a few).
+    static let maxInFlight = 64
 
     /// Completes request `sequence` with `body`.
     func respond(_ connection: Connection, _ sequence: UInt32, _ header: KafkaRequestHeader, _ body: [UInt8]) {
@@ -111,6 +138,8 @@ final class KafkaDispatcher {
 
     /// Handles one request frame; false when the connection must stop taking requests.
     private func handle(_ connection: Connection, _ frame: UnsafeRawBufferPointer) -> Bool {
+        currentFrameBytes = frame.count
+        currentAPI = .apiVersions
         let header: KafkaRequestHeader
         do { header = try KafkaRequestHeader.decode(frame) } catch {
             // ApiVersions of a version not known here may carry a header we cannot read past the
@@ -156,23 +185,32 @@ final class KafkaDispatcher {
             return false
         }
         let session = connection.kafka!
+        currentAPI = api
         do throws(KafkaDecodeError) {
             switch api {
             case .apiVersions:
                 let sequence = begin(connection)
                 respond(connection, sequence, header, KafkaApiVersions.responseBody(version: header.apiVersion, supported: Self.supported))
             case .metadata:
-                metadata(connection, header, try KafkaMetadataRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaMetadataRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics?.count ?? 0) else { return false }
+                metadata(connection, header, request)
             case .produce:
                 guard header.apiVersion >= 3 else {
                     refuse(connection, "Produce v\(header.apiVersion) carries message sets older than record batches; use v3 or later")
                     return false
                 }
-                produce(connection, session, header, body, try KafkaProduceRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaProduceRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                produce(connection, session, header, body, request)
             case .fetch:
-                fetch(connection, session, header, try KafkaFetchRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaFetchRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                fetch(connection, session, header, request)
             case .listOffsets:
-                listOffsets(connection, session, header, try KafkaListOffsetsRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaListOffsetsRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                listOffsets(connection, session, header, request)
             case .initProducerId:
                 initProducerId(connection, header, try KafkaInitProducerIdRequest.decode(body, version: header.apiVersion))
             case .findCoordinator:
@@ -184,9 +222,13 @@ final class KafkaDispatcher {
                     version: header.apiVersion, errorCode: error, nodeID: error == .none ? 0 : -1, host: error == .none ? advertised.host : "",
                     port: error == .none ? Int32(advertised.port) : -1))
             case .offsetCommit:
-                offsetCommit(connection, session, header, try KafkaOffsetCommitRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaOffsetCommitRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                offsetCommit(connection, session, header, request)
             case .offsetFetch:
-                offsetFetch(connection, session, header, try KafkaOffsetFetchRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaOffsetFetchRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topics?.reduce(0) { $0 + $1.partitions.count } ?? 0) else { return false }
+                offsetFetch(connection, session, header, request)
             case .joinGroup:
                 groups.join(connection, header, try KafkaJoinGroupRequest.decode(body, version: header.apiVersion))
             case .syncGroup:
@@ -196,15 +238,28 @@ final class KafkaDispatcher {
             case .leaveGroup:
                 groups.leave(connection, header, try KafkaMembershipRequest.decodeLeaveGroup(body, version: header.apiVersion))
             case .createTopics:
-                createTopics(connection, header, try KafkaCreateTopicsRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaCreateTopicsRequest.decode(body, version: header.apiVersion)
+                // Counted in partitions to create (each is a log with its files).
+                guard within(connection, api, request.topics.reduce(0) { $0 + max(Int($1.numPartitions), 1) }) else { return false }
+                createTopics(connection, header, request)
             case .deleteTopics:
-                deleteTopics(connection, header, try KafkaDeleteTopicsRequest.decode(body, version: header.apiVersion))
+                let request = try KafkaDeleteTopicsRequest.decode(body, version: header.apiVersion)
+                guard within(connection, api, request.topicNames.count) else { return false }
+                deleteTopics(connection, header, request)
             }
         } catch {
             refuse(connection, "malformed \(api) v\(header.apiVersion) request: \(error)")
             return false
         }
         return mayGoOn(connection)
+    }
+
+    /// Whether a request naming `count` partitions (or topics) may be served; if not, it is
+    /// refused and the connection closed.
+    private func within(_ connection: Connection, _ api: KafkaApiKey, _ count: Int) -> Bool {
+        guard count > Self.maxPartitionsPerRequest else { return true }
+        refuse(connection, "\(api) names \(count) partitions or topics; the limit is \(Self.maxPartitionsPerRequest) per request")
+        return false
     }
 
     // MARK: Storage, for the parts of requests

@@ -55,8 +55,29 @@ final class KafkaFetch {
         self.parts = parts
     }
 
+    /// Set while `run` is on the stack: a read or lookup answered at once (from the tail cache)
+    /// only asks for another pass instead of calling `run` again, so a Fetch of many partitions
+    /// does not recurse once per partition.
+    private var running = false
+    private var passWanted = false
+
     /// Serves the partitions from `next` on.
     func run(_ connection: Connection) {
+        if running {
+            passWanted = true
+            return
+        }
+        running = true
+        repeat {
+            passWanted = false
+            pass(connection)
+        } while passWanted
+        running = false
+    }
+
+    /// One pass: partitions in order until one waits for storage (its answer runs `run` again)
+    /// or all are served.
+    private func pass(_ connection: Connection) {
         let store = dispatcher.store
         // A closing connection still gets its answer (it may be flushed, and every queued
         // response must be completed for the connection to finish).
@@ -118,6 +139,12 @@ final class KafkaFetch {
             case .failure(let error): partFailed(connection, index, error)
             case .success(let read):
                 convert(read, into: &parts[index], from: record, session: connection.kafka!)
+                if let first = parts[index].firstSent, first > Int64(record), read.offset == log.startOffset {
+                    // The record asked for is older than anything kept (trimmed): Kafka's answer,
+                    // so the client applies its auto.offset.reset.
+                    parts[index].error = .offsetOutOfRange
+                    parts[index].records = KafkaResponseBytes()
+                }
                 if read.offset == log.startOffset && parts[index].logStart < 0, let first = parts[index].firstSent { parts[index].logStart = first }
                 sentBytes += parts[index].records.count
                 next = index + 1
@@ -253,14 +280,21 @@ extension KafkaDispatcher {
     /// so record offsets still line up.
     static func kafkaBatch(native payload: UnsafeRawBufferPointer, header: BatchHeader) -> [UInt8] {
         let count = Int(header.recordCount)
-        var values: [[UInt8]]
+        let timestamp = Int64(header.appendTimeMicros / 1000)
+        var batch: [UInt8]
         if let ranges = try? RecordFraming.records(in: payload, expectedCount: count) {
-            values = ranges.map { Array(payload[$0]) }
+            let records = ranges.enumerated().map { KafkaRecord(offsetDelta: Int32($0.offset), timestampDelta: 0, key: nil, value: Array(payload[$0.element])) }
+            batch = KafkaRecordBatch.build(records, baseTimestamp: timestamp)
         } else {
-            values = [Array(payload)] + Array(repeating: [], count: max(count - 1, 0))
+            // Not RingLog's record framing (the count is the client's word): one record holding
+            // the payload, and a last offset delta that still spans the batch's record numbers,
+            // so the next batch's offsets follow (the CRC is made again over the change).
+            batch = KafkaRecordBatch.build([KafkaRecord(offsetDelta: 0, timestampDelta: 0, key: nil, value: Array(payload))], baseTimestamp: timestamp)
+            let lastDelta = UInt32(clamping: max(count - 1, 0) > Int(Int32.max) ? Int(Int32.max) : max(count - 1, 0))
+            for byte in 0..<4 { batch[23 + byte] = UInt8(truncatingIfNeeded: lastDelta >> (24 - 8 * UInt32(byte))) }
+            let crc = batch.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[21...])) }
+            for byte in 0..<4 { batch[17 + byte] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * UInt32(byte))) }
         }
-        let records = values.enumerated().map { KafkaRecord(offsetDelta: Int32($0.offset), timestampDelta: 0, key: nil, value: $0.element) }
-        var batch = KafkaRecordBatch.build(records, baseTimestamp: Int64(header.appendTimeMicros / 1000))
         let base = header.firstRecord
         for byte in 0..<8 { batch[byte] = UInt8(truncatingIfNeeded: base >> (56 - 8 * UInt64(byte))) }
         return batch

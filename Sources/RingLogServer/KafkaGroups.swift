@@ -89,7 +89,9 @@ final class KafkaGroupCoordinator {
         if let existing = groups[request.groupID] {
             group = existing
         } else {
-            guard groups.count < dispatcher.settings.maxGroups else { return fail(.coordinatorNotAvailable) }
+            // A group comes to exist with its first member, never empty.
+            guard request.memberID.isEmpty else { return fail(.unknownMemberId) }
+            guard groups.count < dispatcher.settings.maxGroups, totalMembers < Self.maxMembersTotal else { return fail(.coordinatorNotAvailable) }
             group = Group(id: request.groupID)
             groups[request.groupID] = group
             nextSweepNanos = now + Self.sweepIntervalNanos
@@ -104,7 +106,8 @@ final class KafkaGroupCoordinator {
                 return fail(.groupMaxSizeReached)
             }
             memberCount += 1
-            let id = "\(header.clientID ?? "member")-\(memberCount)"
+            // Unique across restarts too (a consumer from before one cannot pass for a new member).
+            let id = "\(header.clientID ?? "member")-\(memberCount)-\(String(UInt64.random(in: 1...UInt64.max), radix: 36))"
             member = Member(
                 id: id, sessionNanos: UInt64(request.sessionTimeoutMillis) * 1_000_000,
                 rebalanceNanos: UInt64(Self.sessionRange.clamp(request.rebalanceTimeoutMillis)) * 1_000_000, protocols: request.protocols, nowNanos: now)
@@ -113,12 +116,12 @@ final class KafkaGroupCoordinator {
         } else if let known = group.members[request.memberID] {
             member = known
             member.lastHeardNanos = now
-            if !group.joining, group.assignments != nil, known.protocols == request.protocols {
+            if !group.joining, group.assignments != nil, known.protocols == request.protocols, known.id != group.leader {
                 // Nothing changed for it: the current generation, as Kafka answers a member that
                 // rejoins a stable group (no new round for the others).
                 dispatcher.respond(connection, sequence, header, KafkaJoinGroupRequest.responseBody(
                     version: header.apiVersion, errorCode: .none, generationID: group.generation, protocolName: group.protocolName,
-                    leader: group.leader, memberID: known.id, members: known.id == group.leader ? members(of: group) : []))
+                    leader: group.leader, memberID: known.id, members: []))
                 return
             }
             member.protocols = request.protocols
@@ -153,7 +156,8 @@ final class KafkaGroupCoordinator {
         guard request.generationID == group.generation else { return answer(.illegalGeneration, []) }
         if request.memberID == group.leader {
             guard request.assignments.allSatisfy({ $0.assignment.count <= Self.maxMemberBytes }) else { return answer(.invalidRequest, []) }
-            group.assignments = Dictionary(request.assignments.map { ($0.memberID, $0.assignment) }, uniquingKeysWith: { first, _ in first })
+            group.assignments = Dictionary(
+                request.assignments.filter { group.members[$0.memberID] != nil }.map { ($0.memberID, $0.assignment) }, uniquingKeysWith: { first, _ in first })
         }
         guard let assignments = group.assignments else {
             group.heldSyncs.append(Held(connection: connection, sequence: sequence, header: header, memberID: member.id))
@@ -231,7 +235,13 @@ final class KafkaGroupCoordinator {
         group.generation &+= 1
         group.protocolName = leader.protocols.first { offered in group.members.values.allSatisfy { $0.protocols.contains { $0.name == offered.name } } }?.name ?? ""
         let everyone = members(of: group)
-        for member in group.members.values { member.rejoined = false }
+        // Their session deadlines count from the end of the round, as Kafka's do (a member that
+        // waited in JoinGroup longer than its session timeout is not expired for it).
+        let now = MonotonicClock.nanos()
+        for member in group.members.values {
+            member.rejoined = false
+            member.lastHeardNanos = now
+        }
         let held = group.heldJoins
         group.heldJoins.removeAll()
         for waiting in held {
@@ -429,6 +439,8 @@ extension KafkaDispatcher {
                 firstRecord(connection, log, at: position.offset) { found in
                     switch found {
                     case .success(let first): results[topicIndex].partitions[partitionIndex].offset = Int64(first.record + UInt64(position.index))
+                    // Its batch was trimmed away: no usable commit (the client applies its reset policy).
+                    case .failure(.offsetBelowStart): break
                     case .failure(let error): results[topicIndex].partitions[partitionIndex].errorCode = Self.kafkaError(error)
                     }
                     answer()

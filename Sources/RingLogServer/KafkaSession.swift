@@ -86,4 +86,18 @@ final class KafkaSession {
     }
 
     func take(_ token: UInt32) -> KafkaWait? { waits.removeValue(forKey: token) }
+
+    /// The connection is gone: nothing it waits for will be answered. (Storage answers still due
+    /// find no token and are dropped.)
+    func abandon() {
+        waits.removeAll()
+        blockedProduce = nil
+        fetchPositions.removeAll()
+    }
+
+    /// Bytes of a Produce's batches not placed yet (held while it waits for room).
+    var blockedBytes: Int {
+        guard let produce = blockedProduce else { return 0 }
+        return produce.items[produce.next...].reduce(0) { $0 + $1.batch.count }
+    }
 }

@@ -178,6 +178,8 @@ final class ServerLoop: IOLoopDriver {
     /// waiting for memory): it will never be answered.
     func abandonWaits(_ connection: Connection) {
         waiters.remove(connection)
+        // A Kafka connection's waiting parts hold it (and their batches): they go with it.
+        connection.kafka?.abandon()
         budget.remove(connection)
         budget.parkedReadCount -= connection.parkedReads.count
         connection.parkedReads.removeAll()

@@ -328,6 +328,48 @@ import Testing
         }
     }
 
+    @Test func aNativeBatchIsServedAsKafkaRecordsWhateverItsCountClaims() throws {
+        let server = try Self.kafkaServer()
+        let native = try server.client()
+        let log = try native.createLog("native.0").logID
+        // Framed records, then a batch whose count (a client's word) is far past its payload.
+        _ = try native.call(.append, RecordFraming.batch([Array("one".utf8), Array("two".utf8)], format: .v2), logID: log, flags: AckMode.durable.rawValue)
+        _ = try native.call(.append, Batch.make(payload: Array("unframed".utf8), recordCount: 1_000_000, format: .v2), logID: log, flags: AckMode.durable.rawValue)
+        _ = try native.call(.append, RecordFraming.batch([Array("after".utf8)], format: .v2), logID: log, flags: AckMode.durable.rawValue)
+        let client = try KafkaClient(server)
+        let fetched = try client.fetch("native", offset: 0)
+        #expect(fetched.highWatermark == 1_000_003)
+        let batches = try Self.batches(fetched.records)
+        #expect(batches.map(\.base) == [0, 2, 1_000_002], "offsets line up with the record count")
+        #expect(batches.map(\.values) == [["one", "two"], ["unframed"], ["after"]])
+    }
+
+    @Test func aFetchNamingAPartitionThousandsOfTimesIsAnsweredWhole() throws {
+        let server = try Self.kafkaServer()
+        let client = try KafkaClient(server)
+        _ = try client.metadata(["many"])
+        _ = try client.produce("many", Self.batch(["x"]))
+        // The same partition named 9,000 times, each read served from the tail cache at once.
+        var body = KafkaWriter()
+        body.int32(-1)
+        body.int32(0)
+        body.int32(1)
+        body.int32(4 << 20)
+        body.int8(0)
+        body.arrayCount(1)
+        body.nullableString("many")
+        body.arrayCount(9_000)
+        for _ in 0..<9_000 {
+            body.int32(0)
+            body.int64(0)
+            body.int64(-1)
+            body.int32(1)
+        }
+        let response = try client.call(api: 1, version: 5, body.bytes)
+        #expect(response.count > 9_000 * 40, "every entry answered")
+        #expect(try client.produce("many", Self.batch(["still"]))! == (0, 1))
+    }
+
     @Test func acksZeroGetsNoResponseAndTheNextRequestItsOwn() throws {
         let server = try Self.kafkaServer()
         let client = try KafkaClient(server)
