@@ -332,8 +332,11 @@ extension KafkaDispatcher {
                     remaining += 1
                     // The first kept format-2 batch.
                     seek(connection, log.id, record: 0) { [unowned self] result in
-                        guard case .success(let offset) = result else {
-                            set(.kafkaStorageError, -1, -1)
+                        let offset: LogOffset
+                        switch result {
+                        case .success(let found): offset = found
+                        case .failure(let error):
+                            set(Self.kafkaError(error), -1, -1)
                             return answer()
                         }
                         firstRecord(connection, log, at: offset) { found in
@@ -348,8 +351,11 @@ extension KafkaDispatcher {
                     remaining += 1
                     // By the server's append time (docs/kafka.md).
                     seek(connection, log.id, timeMicros: UInt64(time) &* 1000) { [unowned self] result in
-                        guard case .success(let offset) = result else {
-                            set(.kafkaStorageError, -1, -1)
+                        let offset: LogOffset
+                        switch result {
+                        case .success(let found): offset = found
+                        case .failure(let error):
+                            set(Self.kafkaError(error), -1, -1)
                             return answer()
                         }
                         firstRecord(connection, log, at: offset) { found in

@@ -119,7 +119,8 @@ extension KafkaDispatcher {
     /// Places the request's batches in order; stops (and stops the connection reading) when the
     /// store has no room, to go on from there when room frees (`retryBlockedProduce`).
     private func place(_ connection: Connection, _ session: KafkaSession, _ produce: KafkaProduce) {
-        while produce.next < produce.items.count {
+        // (An acks=0 Produce whose batch was refused closed the connection: the rest is dropped.)
+        while produce.next < produce.items.count && (produce.acks != 0 || connection.isOpen) {
             let item = produce.items[produce.next]
             let firstRecord = item.log.nextRecord
             let outcome = store.append(to: item.log, batch: item.batch.bytes)
@@ -162,7 +163,8 @@ extension KafkaDispatcher {
     func abandonBlockedProduce(_ connection: Connection, _ session: KafkaSession) {
         guard let produce = session.blockedProduce else { return }
         session.blockedProduce = nil
-        while produce.next < produce.items.count {
+        // (An acks=0 Produce whose batch was refused closed the connection: the rest is dropped.)
+        while produce.next < produce.items.count && (produce.acks != 0 || connection.isOpen) {
             let item = produce.items[produce.next]
             produce.next += 1
             partitionDone(connection, produce, item, error: .leaderNotAvailable, baseOffset: -1)
