@@ -261,10 +261,20 @@ class Ringlogd:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if all(port_accepts(port) for port in ports):
+            # Ready means "listening" printed: ringlogd says it once SIGTERM is trapped, so a
+            # stop right after is a graceful one (its ports accept a moment earlier).
+            if self._said_listening() and all(port_accepts(port) for port in ports):
                 return True
             time.sleep(0.05)
         raise RuntimeError(f"ringlogd did not accept connections on {ports} within the time allowed:\n{self.log_tail()}")
+
+    def _said_listening(self):
+        try:
+            with open(self.log_path, "rb") as log:
+                this_start = log.read().decode(errors="replace").rsplit("--- start ", 1)[-1]
+        except OSError:
+            return False
+        return any(line.startswith("listening ") for line in this_start.splitlines())
 
     def alive(self):
         return self.process is not None and self.process.poll() is None
