@@ -241,6 +241,13 @@ public struct KafkaWriter: Sendable {
 
 /// One topic's entries in a request or response: nearly every Kafka API lists its work as topics,
 /// each a name and an array of per-partition entries.
+extension Array {
+    /// How many partitions a request's topics name in all (what the listener bounds).
+    public func partitionCount<Partition>() -> Int where Element == KafkaTopic<Partition> {
+        reduce(0) { $0 + $1.partitions.count }
+    }
+}
+
 public struct KafkaTopic<Partition> {
     public var name: String
     public var partitions: [Partition]

@@ -78,22 +78,35 @@ public struct KafkaFetchResponse: Equatable, Sendable {
 
     public func encode(version: Int16) -> [UInt8] {
         var writer = KafkaWriter()
-        writer.int32(0)  // throttle time
-        if version >= 7 {
-            writer.int16(KafkaErrorCode.none.rawValue)
-            writer.int32(0)  // no fetch session
-        }
+        Self.writeHead(version: version, into: &writer)
         writer.topics(topics) { writer, partition in
-            writer.int32(partition.index)
-            writer.int16(partition.errorCode.rawValue)
-            writer.int64(partition.highWatermark)
-            writer.int64(partition.highWatermark)  // last stable offset: no transactions
-            if version >= 5 { writer.int64(partition.logStartOffset) }
-            writer.arrayCount(0)  // aborted transactions
-            if version >= 11 { writer.int32(-1) }  // no preferred read replica
-            writer.nullableBytes(partition.records)
+            Self.writePartitionHead(partition, recordBytes: partition.records.count, version: version, into: &writer)
+            writer.raw(partition.records)
         }
         return writer.bytes
+    }
+
+    /// What comes before the topics: throttle time, and from v7 the error code and the fetch
+    /// session (none).
+    public static func writeHead(version: Int16, into writer: inout KafkaWriter) {
+        writer.int32(0)
+        if version >= 7 {
+            writer.int16(KafkaErrorCode.none.rawValue)
+            writer.int32(0)
+        }
+    }
+
+    /// A partition's fields up to and including the length of its records (`recordBytes`),
+    /// which follow: a server that sends stored batches without copying writes them after this.
+    public static func writePartitionHead(_ partition: Partition, recordBytes: Int, version: Int16, into writer: inout KafkaWriter) {
+        writer.int32(partition.index)
+        writer.int16(partition.errorCode.rawValue)
+        writer.int64(partition.highWatermark)
+        writer.int64(partition.highWatermark)  // last stable offset: no transactions
+        if version >= 5 { writer.int64(partition.logStartOffset) }
+        writer.arrayCount(0)  // aborted transactions
+        if version >= 11 { writer.int32(-1) }  // no preferred read replica
+        writer.int32(Int32(clamping: recordBytes))  // never null: librdkafka needs empty records
     }
 }
 

@@ -201,15 +201,15 @@ final class KafkaDispatcher {
                     return false
                 }
                 let request = try KafkaProduceRequest.decode(body, version: header.apiVersion)
-                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                guard within(connection, api, request.topics.partitionCount()) else { return false }
                 produce(connection, session, header, body, request)
             case .fetch:
                 let request = try KafkaFetchRequest.decode(body, version: header.apiVersion)
-                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                guard within(connection, api, request.topics.partitionCount()) else { return false }
                 fetch(connection, session, header, request)
             case .listOffsets:
                 let request = try KafkaListOffsetsRequest.decode(body, version: header.apiVersion)
-                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                guard within(connection, api, request.topics.partitionCount()) else { return false }
                 listOffsets(connection, session, header, request)
             case .initProducerId:
                 initProducerId(connection, header, try KafkaInitProducerIdRequest.decode(body, version: header.apiVersion))
@@ -223,11 +223,11 @@ final class KafkaDispatcher {
                     port: error == .none ? Int32(advertised.port) : -1))
             case .offsetCommit:
                 let request = try KafkaOffsetCommitRequest.decode(body, version: header.apiVersion)
-                guard within(connection, api, request.topics.reduce(0) { $0 + $1.partitions.count }) else { return false }
+                guard within(connection, api, request.topics.partitionCount()) else { return false }
                 offsetCommit(connection, session, header, request)
             case .offsetFetch:
                 let request = try KafkaOffsetFetchRequest.decode(body, version: header.apiVersion)
-                guard within(connection, api, request.topics?.reduce(0) { $0 + $1.partitions.count } ?? 0) else { return false }
+                guard within(connection, api, request.topics?.partitionCount() ?? 0) else { return false }
                 offsetFetch(connection, session, header, request)
             case .joinGroup:
                 groups.join(connection, header, try KafkaJoinGroupRequest.decode(body, version: header.apiVersion))
@@ -331,6 +331,20 @@ final class KafkaDispatcher {
                     return nil
                 }
                 done(.success(found ?? (log.committedRecords, nil)))
+            }
+        }
+    }
+
+    /// A lookup (by record or by time, as `seek`) and then the record number and append time of
+    /// the batch it found (`firstRecord`): the byte offset and what stands there.
+    func find(
+        _ connection: Connection, _ log: Log, record: UInt64? = nil, timeMicros: UInt64? = nil,
+        _ done: @escaping (Result<(offset: LogOffset, record: UInt64, timeMicros: UInt64?), StorageError>) -> Void
+    ) {
+        seek(connection, log.id, record: record, timeMicros: timeMicros) { [unowned self] sought in
+            switch sought {
+            case .failure(let error): done(.failure(error))
+            case .success(let offset): firstRecord(connection, log, at: offset) { first in done(first.map { (offset, $0.record, $0.timeMicros) }) }
             }
         }
     }

@@ -227,12 +227,9 @@ final class KafkaFetch {
     private func encode() -> KafkaResponseBytes {
         let response = KafkaResponseBytes()
         let version = header.apiVersion
+        // The fields as `KafkaFetchResponse` writes them; the records referenced, not copied.
         var writer = KafkaWriter()
-        writer.int32(0)  // throttle time
-        if version >= 7 {
-            writer.int16(KafkaErrorCode.none.rawValue)
-            writer.int32(0)  // no fetch session
-        }
+        KafkaFetchResponse.writeHead(version: version, into: &writer)
         writer.arrayCount(topicNames.count)
         var partIndex = 0
         for (topic, name) in topicNames.enumerated() {
@@ -240,14 +237,9 @@ final class KafkaFetch {
             let end = parts[partIndex...].firstIndex { $0.topic != topic } ?? parts.count
             writer.arrayCount(end - partIndex)
             for part in parts[partIndex..<end] {
-                writer.int32(part.index)
-                writer.int16(part.error.rawValue)
-                writer.int64(part.highWatermark)
-                writer.int64(part.highWatermark)
-                if version >= 5 { writer.int64(part.logStart) }
-                writer.arrayCount(0)  // aborted transactions
-                if version >= 11 { writer.int32(-1) }  // no preferred read replica
-                writer.int32(Int32(clamping: part.records.count))
+                KafkaFetchResponse.writePartitionHead(
+                    KafkaFetchResponse.Partition(index: part.index, errorCode: part.error, highWatermark: part.highWatermark, logStartOffset: part.logStart),
+                    recordBytes: part.records.count, version: version, into: &writer)
                 response.append(writer.bytes)
                 writer = KafkaWriter()
                 for piece in part.records.pieces {
@@ -328,44 +320,19 @@ extension KafkaDispatcher {
                 switch partition.timestamp {
                 case -1:
                     set(.none, Int64(log.committedRecords), -1)
-                case -2:
+                case -2, 0...:
                     remaining += 1
-                    // The first kept format-2 batch.
-                    seek(connection, log.id, record: 0) { [unowned self] result in
-                        let offset: LogOffset
-                        switch result {
-                        case .success(let found): offset = found
-                        case .failure(let error):
-                            set(Self.kafkaError(error), -1, -1)
-                            return answer()
+                    // Earliest: the first kept format-2 batch. A time: the first batch appended at
+                    // or after it (the server's append time, docs/kafka.md), none past the end.
+                    let earliest = partition.timestamp == -2
+                    find(connection, log, record: earliest ? 0 : nil, timeMicros: earliest ? nil : UInt64(partition.timestamp) &* 1000) { found in
+                        switch found {
+                        case .success(let first) where earliest: set(.none, Int64(first.record), -1)
+                        case .success(let first):
+                            set(.none, first.timeMicros == nil ? -1 : Int64(first.record), first.timeMicros.map { Int64($0 / 1000) } ?? -1)
+                        case .failure(let error): set(Self.kafkaError(error), -1, -1)
                         }
-                        firstRecord(connection, log, at: offset) { found in
-                            switch found {
-                            case .success(let first): set(.none, Int64(first.record), -1)
-                            case .failure(let error): set(Self.kafkaError(error), -1, -1)
-                            }
-                            answer()
-                        }
-                    }
-                case let time where time >= 0:
-                    remaining += 1
-                    // By the server's append time (docs/kafka.md).
-                    seek(connection, log.id, timeMicros: UInt64(time) &* 1000) { [unowned self] result in
-                        let offset: LogOffset
-                        switch result {
-                        case .success(let found): offset = found
-                        case .failure(let error):
-                            set(Self.kafkaError(error), -1, -1)
-                            return answer()
-                        }
-                        firstRecord(connection, log, at: offset) { found in
-                            switch found {
-                            case .success(let first):
-                                set(.none, first.timeMicros == nil ? -1 : Int64(first.record), first.timeMicros.map { Int64($0 / 1000) } ?? -1)
-                            case .failure(let error): set(Self.kafkaError(error), -1, -1)
-                            }
-                            answer()
-                        }
+                        answer()
                     }
                 default:
                     set(.invalidRequest, -1, -1)

@@ -374,18 +374,8 @@ extension KafkaDispatcher {
     /// Record `record` of `log` as a cursor position: its batch and its index there.
     private func position(_ connection: Connection, _ log: Log, record: UInt64, _ done: @escaping (Result<CursorPosition, StorageError>) -> Void) {
         if record >= log.committedRecords { return done(.success(CursorPosition(offset: log.committedEnd))) }
-        seek(connection, log.id, record: record) { [unowned self] sought in
-            switch sought {
-            case .failure(let error): done(.failure(error))
-            case .success(let offset):
-                firstRecord(connection, log, at: offset) { first in
-                    switch first {
-                    case .failure(let error): done(.failure(error))
-                    case .success(let found):
-                        done(.success(CursorPosition(offset: offset, index: UInt32(clamping: record >= found.record ? record - found.record : 0))))
-                    }
-                }
-            }
+        find(connection, log, record: record) { found in
+            done(found.map { CursorPosition(offset: $0.offset, index: UInt32(clamping: record >= $0.record ? record - $0.record : 0)) })
         }
     }
 

@@ -50,12 +50,13 @@ extension KafkaDispatcher {
         var remaining = 0
         for (topicIndex, topic) in request.topics.enumerated() {
             var partitions: [KafkaProduceResponse.Partition] = []
+            let badName = KafkaTopics.problem(with: topic.name) != nil
             for partition in topic.partitions {
                 partitions.append(.init(index: partition.index, errorCode: .none))
                 let error: KafkaErrorCode
                 if request.transactionalID != nil {
                     error = .transactionalIdAuthorizationFailed
-                } else if KafkaTopics.problem(with: topic.name) != nil {
+                } else if badName {
                     error = .invalidTopic
                 } else if let log = KafkaTopics.log(topic.name, Int(partition.index), in: store), !log.deleting {
                     switch makeBatch(body, partition.records) {

@@ -24,16 +24,15 @@ enum KafkaTopics {
         if topic == "." || topic == ".." { return "a topic cannot be named \(topic)" }
         let bytes = Array(topic.utf8)
         if bytes.count > maxTopicBytes { return "topic name of \(bytes.count) bytes; Kafka's limit is \(maxTopicBytes)" }
-        for byte in bytes where !(isAlphanumeric(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")) {
-            return "topic names may hold only letters, digits, '.', '_' and '-'"
-        }
+        // Kafka's alphabet is the one log names are written in.
+        if !bytes.allSatisfy(LogName.isAllowed) { return "topic names may hold only letters, digits, '.', '_' and '-'" }
         return nil
     }
 
     /// Whether `topic` is its logs' base itself (else they are named by a hash and labelled).
     static func isPlain(_ topic: String) -> Bool {
         guard let first = topic.utf8.first else { return false }
-        return isAlphanumeric(first) && topic.utf8.count <= maxPlainBytes
+        return LogName.isAlphanumeric(first) && topic.utf8.count <= maxPlainBytes
     }
 
     /// What the names of `topic`'s logs start with.
@@ -98,10 +97,5 @@ enum KafkaTopics {
     private static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
         return String(repeating: "0", count: 16 - digits.count) + digits
-    }
-
-    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
 }

@@ -20,7 +20,13 @@ public enum LogName {
     }
 
     private static func isAllowed(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.isASCII && (isAlphanumeric(UInt8(scalar.value)) || scalar == "." || scalar == "_" || scalar == "-")
+        scalar.isASCII && isAllowed(UInt8(scalar.value))
+    }
+
+    /// Whether `byte` may stand in a name: an ASCII letter or digit, `.`, `_` or `-` (also the
+    /// characters Kafka allows in topic names).
+    public static func isAllowed(_ byte: UInt8) -> Bool {
+        isAlphanumeric(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
     }
 
     /// `'/' (U+002F)`, `a space (U+0020)`: the character as a person can find it in what they typed.
@@ -33,7 +39,8 @@ public enum LogName {
         }
     }
 
-    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+    /// Whether `byte` is an ASCII letter or digit (what a name must start with).
+    public static func isAlphanumeric(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
